@@ -1,0 +1,420 @@
+//! The key pool: an ordered list of keys, per-request walkers over it, and the marking rules that
+//! move keys between valid, cooling and disabled (spec §3.1–3.4).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+
+use crate::classify::{DisableReason, Verdict, classify};
+use crate::clock::{Clock, Timestamp};
+use crate::cooldown::CooldownPolicy;
+use crate::probe::{ProbeOutcome, ProbePolicy};
+use crate::secret::ApiKey;
+use crate::store::{Disabled, KeyId, KeyRecord, KeyState, KeyStateStore, StoreError};
+
+/// One key of a pool as handed out by a walker.
+#[derive(Debug, Clone)]
+pub struct PoolKey {
+    /// Position in the configured list (0-based); earlier keys are preferred.
+    pub index: usize,
+    /// Store identity of the key.
+    pub id: KeyId,
+    /// The key itself, for the upstream request.
+    pub secret: ApiKey,
+}
+
+impl PoolKey {
+    /// Masked key for logs and records.
+    pub fn hint(&self) -> String {
+        self.secret.hint()
+    }
+}
+
+/// A key list that cannot form a pool.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolConfigError {
+    /// The list is empty.
+    #[error("no keys provided")]
+    NoKeys,
+    /// A key is empty or only whitespace (`index` is 1-based for humans).
+    #[error("key #{index} is empty")]
+    EmptyKey {
+        /// 1-based position of the empty key.
+        index: usize,
+    },
+    /// The same key appears twice; it would share one state and be tried twice.
+    #[error("key #{index} duplicates key #{first}")]
+    DuplicateKey {
+        /// 1-based position of the repeat.
+        index: usize,
+        /// 1-based position of its first occurrence.
+        first: usize,
+    },
+}
+
+/// The walker ran out of keys. Exhaustion rule (spec §3.4 + disabled): scan the WHOLE pool:
+/// any key valid now -> RateLimited{retry_after: 0}; else the smallest remaining cooldown among
+/// cooling keys -> RateLimited{retry_after: soonest}; else (every key disabled) -> AllDisabled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Exhausted {
+    /// Keys are only resting: a retry after `retry_after` will find one (429 to the client).
+    #[error("all configured keys are rate-limited (retry after {}s)", .retry_after.as_secs_f64())]
+    RateLimited {
+        /// Soonest moment a key is usable again; zero when one already is.
+        retry_after: Duration,
+    },
+    /// Every key is disabled: only a probe or an operator can help (502 to the client).
+    #[error(
+        "all configured keys failed authentication; an operator must replace or re-enable them"
+    )]
+    AllDisabled,
+}
+
+impl Exhausted {
+    /// ceil(retry_after seconds) when > 0, for the Retry-After header (1.5 s -> 2; 0 -> None).
+    pub fn retry_after_header_secs(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after } if !retry_after.is_zero() => {
+                let has_fraction = retry_after.subsec_nanos() > 0;
+                Some(
+                    retry_after
+                        .as_secs()
+                        .saturating_add(u64::from(has_fraction)),
+                )
+            }
+            Self::RateLimited { .. } | Self::AllDisabled => None,
+        }
+    }
+
+    /// Applies the exhaustion rule to the records of the whole pool.
+    fn over(records: &[KeyRecord], now: Timestamp) -> Self {
+        let mut soonest: Option<Duration> = None;
+        for record in records {
+            match record.state(now) {
+                KeyState::Valid => {
+                    return Self::RateLimited {
+                        retry_after: Duration::ZERO,
+                    };
+                }
+                KeyState::Cooling => {
+                    let remaining = record.cooldown_remaining(now).unwrap_or(Duration::ZERO);
+                    soonest = Some(soonest.map_or(remaining, |s| s.min(remaining)));
+                }
+                KeyState::Disabled => {}
+            }
+        }
+        match soonest {
+            Some(retry_after) => Self::RateLimited { retry_after },
+            None => Self::AllDisabled,
+        }
+    }
+}
+
+/// Why a walker could not hand out a key.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    /// No usable key is left for this walk.
+    #[error(transparent)]
+    Exhausted(#[from] Exhausted),
+    /// Key state could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What marking did, for logs and (later) the attempt record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkOutcome {
+    /// How the upstream status was classified.
+    pub verdict: Verdict,
+    /// False when another request already moved the key (log and count only on true).
+    pub transitioned: bool,
+}
+
+/// Read-only view of one key for /api/v1/keys, logs, demo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySnapshot {
+    /// Position in the configured list (0-based).
+    pub index: usize,
+    /// Masked key.
+    pub hint: String,
+    /// State at snapshot time.
+    pub state: KeyState,
+    /// Time left in the cooldown, when cooling.
+    pub cooldown_remaining: Option<Duration>,
+    /// Why the key is disabled, when disabled.
+    pub disabled_reason: Option<DisableReason>,
+    /// Last key-specific upstream status.
+    pub last_status: Option<u16>,
+}
+
+/// An ordered, immutable list of provider keys sharing state through a [`KeyStateStore`].
+#[derive(Debug)]
+pub struct KeyPool {
+    name: String,
+    keys: Vec<PoolKey>,
+    /// The ids of `keys`, in order, ready for `store.load`.
+    ids: Vec<KeyId>,
+    store: Arc<dyn KeyStateStore>,
+    clock: Arc<dyn Clock>,
+    cooldown: CooldownPolicy,
+    probe: ProbePolicy,
+}
+
+impl KeyPool {
+    /// Builds a pool named `name` (its store namespace; replicas sharing state use the same name).
+    /// Rejects an empty list, empty keys and duplicates.
+    pub fn new(
+        name: impl Into<String>,
+        keys: Vec<ApiKey>,
+        store: Arc<dyn KeyStateStore>,
+        clock: Arc<dyn Clock>,
+        cooldown: CooldownPolicy,
+        probe: ProbePolicy,
+    ) -> Result<Self, PoolConfigError> {
+        if keys.is_empty() {
+            return Err(PoolConfigError::NoKeys);
+        }
+        let mut first_position: HashMap<&str, usize> = HashMap::new();
+        for (offset, key) in keys.iter().enumerate() {
+            let index = offset + 1;
+            if key.expose().trim().is_empty() {
+                return Err(PoolConfigError::EmptyKey { index });
+            }
+            if let Some(&first) = first_position.get(key.expose()) {
+                return Err(PoolConfigError::DuplicateKey { index, first });
+            }
+            first_position.insert(key.expose(), index);
+        }
+        let keys: Vec<PoolKey> = keys
+            .into_iter()
+            .enumerate()
+            .map(|(index, secret)| PoolKey {
+                index,
+                id: KeyId::of(&secret),
+                secret,
+            })
+            .collect();
+        let ids = keys.iter().map(|key| key.id.clone()).collect();
+        Ok(Self {
+            name: name.into(),
+            keys,
+            ids,
+            store,
+            clock,
+            cooldown,
+            probe,
+        })
+    }
+
+    /// The pool's name (store namespace, log and metric label).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Always false for a constructed pool; here for API completeness.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The keys in preference order.
+    pub fn keys(&self) -> &[PoolKey] {
+        &self.keys
+    }
+
+    /// Current time of the pool's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// A fresh walker; it starts at the first key (primary-with-fallback, not round robin).
+    pub fn walker(self: &Arc<Self>) -> Walker {
+        Walker {
+            pool: Arc::clone(self),
+            pos: 0,
+            attempts: 0,
+        }
+    }
+
+    /// Apply the marking rules to `key` for an upstream response (classify + store op).
+    /// 429 -> extend_cooldown(now + cooldown); 401/403 -> disable with next_probe_at = now +
+    /// probe.initial, probe_interval = probe.initial; anything else -> nothing.
+    pub async fn mark(
+        &self,
+        key: &PoolKey,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Result<MarkOutcome, StoreError> {
+        let now = self.now();
+        let verdict = classify(status, headers, now, &self.cooldown);
+        let transitioned = match verdict {
+            Verdict::NotKeySpecific => false,
+            Verdict::RateLimited { cooldown, source } => {
+                let until = now.saturating_add(cooldown);
+                self.store
+                    .extend_cooldown(&self.name, &key.id, now, until, source, status.as_u16())
+                    .await?
+            }
+            Verdict::Rejected { reason } => {
+                let interval = self.probe.first_interval();
+                let disabled = Disabled {
+                    reason,
+                    since: now,
+                    next_probe_at: now.saturating_add(interval),
+                    probe_interval: interval,
+                };
+                self.store
+                    .disable(&self.name, &key.id, status.as_u16(), disabled)
+                    .await?
+            }
+        };
+        Ok(MarkOutcome {
+            verdict,
+            transitioned,
+        })
+    }
+
+    /// The state of every key, in pool order.
+    pub async fn snapshot(&self) -> Result<Vec<KeySnapshot>, StoreError> {
+        let records = self.load_all().await?;
+        let now = self.now();
+        Ok(self
+            .keys
+            .iter()
+            .zip(records)
+            .map(|(key, record)| KeySnapshot {
+                index: key.index,
+                hint: key.hint(),
+                state: record.state(now),
+                cooldown_remaining: record.cooldown_remaining(now),
+                disabled_reason: record.disabled.as_ref().map(|d| d.reason),
+                last_status: record.last_status,
+            })
+            .collect())
+    }
+
+    /// Operator or probe re-enable. Returns true if the key was disabled or cooling.
+    /// An out-of-range index returns Ok(false).
+    pub async fn enable(&self, index: usize) -> Result<bool, StoreError> {
+        let Some(key) = self.keys.get(index) else {
+            return Ok(false);
+        };
+        let was_out_of_rotation = self.load_one(key).await?.state(self.now()) != KeyState::Valid;
+        let cleared = self.store.enable(&self.name, &key.id).await?;
+        // The store also reports clearing an already-expired deadline; that key was valid.
+        Ok(cleared && was_out_of_rotation)
+    }
+
+    /// Disabled keys whose next probe is due now.
+    pub async fn due_for_probe(&self) -> Result<Vec<PoolKey>, StoreError> {
+        let records = self.load_all().await?;
+        let now = self.now();
+        Ok(self
+            .keys
+            .iter()
+            .zip(records)
+            .filter(|(_, record)| {
+                record
+                    .disabled
+                    .as_ref()
+                    .is_some_and(|disabled| disabled.next_probe_at <= now)
+            })
+            .map(|(key, _)| key.clone())
+            .collect())
+    }
+
+    /// Healthy -> enable; StillRejected -> interval = min(2*interval, probe.max), next = now +
+    /// interval; Inconclusive -> next = now + interval (unchanged). A key that is no longer
+    /// disabled (an operator re-enabled it meanwhile) is left alone.
+    pub async fn record_probe(
+        &self,
+        key: &PoolKey,
+        outcome: ProbeOutcome,
+    ) -> Result<(), StoreError> {
+        if outcome == ProbeOutcome::Healthy {
+            self.store.enable(&self.name, &key.id).await?;
+            return Ok(());
+        }
+        let Some(disabled) = self.load_one(key).await?.disabled else {
+            return Ok(());
+        };
+        let interval = match outcome {
+            ProbeOutcome::StillRejected => {
+                self.probe.interval_after_rejection(disabled.probe_interval)
+            }
+            ProbeOutcome::Inconclusive | ProbeOutcome::Healthy => disabled.probe_interval,
+        };
+        let next_probe_at = self.now().saturating_add(interval);
+        self.store
+            .reschedule_probe(&self.name, &key.id, next_probe_at, interval)
+            .await
+    }
+
+    /// Records of all keys in pool order; a store answering with the wrong count is an error
+    /// rather than a silent misattribution of states.
+    async fn load_all(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let records = self.store.load(&self.name, &self.ids).await?;
+        if records.len() != self.ids.len() {
+            return Err(StoreError(format!(
+                "asked for {} key records of pool {:?}, got {}",
+                self.ids.len(),
+                self.name,
+                records.len()
+            )));
+        }
+        Ok(records)
+    }
+
+    async fn load_one(&self, key: &PoolKey) -> Result<KeyRecord, StoreError> {
+        let records = self
+            .store
+            .load(&self.name, std::slice::from_ref(&key.id))
+            .await?;
+        Ok(records.into_iter().next().unwrap_or_default())
+    }
+}
+
+/// Per upstream call sequence. Not shared between tasks; the pool is.
+#[derive(Debug)]
+pub struct Walker {
+    pool: Arc<KeyPool>,
+    /// Index of the first key not yet considered by this walk.
+    pos: usize,
+    attempts: u32,
+}
+
+impl Walker {
+    /// Next key from `pos` whose CURRENT state is valid (one store.load per call); never returns a
+    /// key twice; does not change key state. None left -> Err(Exhausted) computed over the whole
+    /// pool.
+    pub async fn next(&mut self) -> Result<PoolKey, WalkError> {
+        let records = self.pool.load_all().await?;
+        let now = self.pool.now();
+        let next_valid = self
+            .pool
+            .keys
+            .iter()
+            .zip(&records)
+            .skip(self.pos)
+            .find(|(_, record)| record.state(now) == KeyState::Valid);
+        match next_valid {
+            Some((key, _)) => {
+                self.pos = key.index + 1;
+                self.attempts = self.attempts.saturating_add(1);
+                Ok(key.clone())
+            }
+            None => Err(Exhausted::over(&records, now).into()),
+        }
+    }
+
+    /// Number of keys this walker handed out.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+}

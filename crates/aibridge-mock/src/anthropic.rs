@@ -1,0 +1,227 @@
+//! Anthropic Messages API bodies: messages (blocking and SSE), count_tokens, models, errors.
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use crate::route::{
+    Ctx, Endpoint, Outcome, TEXT, input_tokens, output_tokens, parse_object, piece, sse_event,
+};
+
+/// The only model the mock lists.
+pub(crate) const MODEL_ID: &str = "claude-mock-1";
+const MODEL_DISPLAY_NAME: &str = "Claude Mock 1";
+const MODEL_CREATED_AT: &str = "2025-01-01T00:00:00Z";
+
+/// Anthropic error type for an HTTP status.
+pub(crate) fn error_type(status: u16) -> &'static str {
+    match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+fn default_message(status: u16) -> String {
+    match status {
+        400 => "Invalid request".to_owned(),
+        401 => "invalid x-api-key".to_owned(),
+        403 => "Your API key does not have permission to use the specified resource.".to_owned(),
+        404 => "Not found".to_owned(),
+        413 => "Request exceeds the maximum allowed number of bytes.".to_owned(),
+        429 => "Number of request tokens has exceeded your per-minute rate limit".to_owned(),
+        500 => "Internal server error".to_owned(),
+        529 => "Overloaded".to_owned(),
+        other => format!("aibridge-mock error (status {other})"),
+    }
+}
+
+/// `{"type":"error","error":{"type":<type for status>,"message":...}}`.
+pub(crate) fn error_body(status: u16, message: Option<&str>) -> Value {
+    let message = message.map_or_else(|| default_message(status), str::to_owned);
+    json!({"type": "error", "error": {"type": error_type(status), "message": message}})
+}
+
+fn invalid(message: &str) -> Outcome {
+    Outcome::Json {
+        status: 400,
+        body: error_body(400, Some(message)),
+    }
+}
+
+/// The mid-stream error event: `event: error` with an `overloaded_error`.
+fn stream_error_frame(_sent: usize) -> Bytes {
+    sse_event(
+        "error",
+        &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    )
+}
+
+fn model_object(id: &str) -> Value {
+    let display = if id == MODEL_ID {
+        MODEL_DISPLAY_NAME.to_owned()
+    } else {
+        id.to_owned()
+    };
+    json!({"type": "model", "id": id, "display_name": display, "created_at": MODEL_CREATED_AT})
+}
+
+/// Checks `model` (string) and `messages` (array), and `max_tokens` (integer) when asked; returns
+/// the model and the number of messages.
+fn validate(
+    map: &Map<String, Value>,
+    need_max_tokens: bool,
+) -> Result<(String, usize), &'static str> {
+    let model = match map.get("model") {
+        None => return Err("model: Field required"),
+        Some(Value::String(m)) => m.clone(),
+        Some(_) => return Err("model: Input should be a valid string"),
+    };
+    let messages = match map.get("messages") {
+        None => return Err("messages: Field required"),
+        Some(Value::Array(a)) => a.len(),
+        Some(_) => return Err("messages: Input should be a valid list"),
+    };
+    if need_max_tokens {
+        match map.get("max_tokens") {
+            None => return Err("max_tokens: Field required"),
+            Some(v) if v.is_u64() || v.is_i64() => {}
+            Some(_) => return Err("max_tokens: Input should be a valid integer"),
+        }
+    }
+    Ok((model, messages))
+}
+
+pub(crate) fn respond(endpoint: &Endpoint, ctx: &Ctx<'_>) -> Outcome {
+    match endpoint {
+        Endpoint::Messages => messages(ctx),
+        Endpoint::CountTokens => count_tokens(ctx),
+        Endpoint::ListModels => Outcome::Json {
+            status: 200,
+            body: json!({
+                "data": [model_object(MODEL_ID)],
+                "has_more": false,
+                "first_id": MODEL_ID,
+                "last_id": MODEL_ID,
+            }),
+        },
+        Endpoint::GetModel(id) => Outcome::Json {
+            status: 200,
+            body: model_object(id),
+        },
+        Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::NotFound => Outcome::Json {
+            status: 404,
+            body: error_body(404, None),
+        },
+    }
+}
+
+fn count_tokens(ctx: &Ctx<'_>) -> Outcome {
+    let map = match parse_object(ctx.body) {
+        Ok(map) => map,
+        Err(e) => return invalid(&e),
+    };
+    match validate(&map, false) {
+        Ok((_, n)) => Outcome::Json {
+            status: 200,
+            body: json!({"input_tokens": input_tokens(n)}),
+        },
+        Err(e) => invalid(e),
+    }
+}
+
+fn messages(ctx: &Ctx<'_>) -> Outcome {
+    let map = match parse_object(ctx.body) {
+        Ok(map) => map,
+        Err(e) => return invalid(&e),
+    };
+    let (model, n_messages) = match validate(&map, true) {
+        Ok(v) => v,
+        Err(e) => return invalid(e),
+    };
+    let id = format!("msg_mock_{}", ctx.seq);
+    let input = input_tokens(n_messages);
+    let output = output_tokens(ctx.deltas);
+    let stream = map.get("stream").and_then(Value::as_bool) == Some(true);
+    if !stream {
+        return Outcome::Json {
+            status: 200,
+            body: json!({
+                "id": id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": TEXT}],
+                "stop_reason": "end_turn",
+                "stop_sequence": null,
+                "usage": {
+                    "input_tokens": input,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                    "output_tokens": output,
+                },
+            }),
+        };
+    }
+    let mut frames = Vec::with_capacity(ctx.deltas + 6);
+    frames.push(sse_event(
+        "message_start",
+        &json!({
+            "type": "message_start",
+            "message": {
+                "id": id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": null,
+                "stop_sequence": null,
+                "usage": {
+                    "input_tokens": input,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                    "output_tokens": 1,
+                },
+            },
+        }),
+    ));
+    frames.push(sse_event(
+        "content_block_start",
+        &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ));
+    // Real Anthropic writes the ping with a space after the colon.
+    frames.push(Bytes::from_static(
+        b"event: ping\ndata: {\"type\": \"ping\"}\n\n",
+    ));
+    for i in 0..ctx.deltas {
+        frames.push(sse_event(
+            "content_block_delta",
+            &json!({
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": piece(i)},
+            }),
+        ));
+    }
+    frames.push(sse_event(
+        "content_block_stop",
+        &json!({"type": "content_block_stop", "index": 0}),
+    ));
+    frames.push(sse_event(
+        "message_delta",
+        &json!({
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"output_tokens": output},
+        }),
+    ));
+    frames.push(sse_event("message_stop", &json!({"type": "message_stop"})));
+    Outcome::Stream {
+        frames,
+        error_frame: stream_error_frame,
+    }
+}

@@ -1,0 +1,438 @@
+//! aibridge-mock: a fake upstream provider (Anthropic, later OpenAI) on a real socket, for tests,
+//! benchmarks and `aibridge demo`.
+//!
+//! Each request is attributed to a *key* (`x-api-key`, else `Authorization: Bearer <key>`, else "")
+//! and answered by the next [`Reply`] of that key's script (then its `then` reply, then
+//! [`Reply::default`], a success). Every request except the control API (`/_mock/...`) is recorded
+//! as a [`SeenRequest`].
+//!
+//! Deterministic usage numbers: `input_tokens` = 10 + number of messages (OpenAI responses: of input
+//! items, a string input counting as 1); `output_tokens` = 2 × the number of text deltas
+//! (`stream_deltas`, or 5 when 0), for blocking and streaming successes alike. The streaming
+//! `message_start` carries `output_tokens: 1`, the final `message_delta` the full output count.
+//! The text is "Hello from aibridge-mock." (deltas cycle over "Hello", " from", " aibridge",
+//! "-mock", ".").
+
+mod anthropic;
+mod openai;
+mod reply;
+mod route;
+mod sse;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use reply::{DEFAULT_DELTAS, MidStreamFailure, Reply, SeenRequest};
+
+use route::{Ctx, Outcome};
+
+/// Largest request body read (bigger ones get a 413 in the provider's shape).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// How long `shutdown` waits for in-flight responses before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default)]
+struct KeyScript {
+    queue: VecDeque<Reply>,
+    then: Option<Reply>,
+}
+
+#[derive(Debug, Default)]
+struct MockState {
+    scripts: HashMap<String, KeyScript>,
+    requests: Vec<SeenRequest>,
+    /// Number of recorded requests since start/reset (ids are `..._mock_<seq>`).
+    seq: u64,
+}
+
+impl MockState {
+    /// Records `seen` and takes the reply for its key. Returns the request's sequence number.
+    fn record_and_take(&mut self, seen: SeenRequest) -> (u64, Reply) {
+        self.seq += 1;
+        let reply = match self.scripts.get_mut(&seen.key) {
+            Some(script) => match script.queue.pop_front() {
+                Some(step) => step,
+                None => script.then.clone().unwrap_or_default(),
+            },
+            None => Reply::default(),
+        };
+        self.requests.push(seen);
+        (self.seq, reply)
+    }
+
+    fn reset(&mut self) {
+        *self = MockState::default();
+    }
+}
+
+type Shared = Arc<Mutex<MockState>>;
+
+fn lock(state: &Mutex<MockState>) -> MutexGuard<'_, MockState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running mock upstream. Dropping it shuts the server down.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    state: Shared,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MockUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockUpstream")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MockUpstream {
+    /// Binds 127.0.0.1:0.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Binds `addr` and serves on it in one spawned task.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state: Shared = Arc::new(Mutex::new(MockState::default()));
+        let app = router(Arc::clone(&state));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                // Resolves on send and when the sender is dropped.
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "aibridge-mock server error");
+            }
+        });
+        tracing::debug!(%addr, "aibridge-mock listening");
+        Ok(Self {
+            addr,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Replaces the key's queue of replies.
+    pub fn script(&self, key: &str, steps: Vec<Reply>) {
+        let mut state = lock(&self.state);
+        state.scripts.entry(key.to_owned()).or_default().queue = steps.into();
+    }
+
+    /// The reply for every request of the key once its queue is empty.
+    pub fn then(&self, key: &str, reply: Reply) {
+        let mut state = lock(&self.state);
+        state.scripts.entry(key.to_owned()).or_default().then = Some(reply);
+    }
+
+    /// Every recorded request, in arrival order.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        lock(&self.state).requests.clone()
+    }
+
+    /// The key of each recorded request, in arrival order.
+    pub fn seen_keys(&self) -> Vec<String> {
+        lock(&self.state)
+            .requests
+            .iter()
+            .map(|r| r.key.clone())
+            .collect()
+    }
+
+    /// Number of recorded requests with this key.
+    pub fn hits(&self, key: &str) -> usize {
+        lock(&self.state)
+            .requests
+            .iter()
+            .filter(|r| r.key == key)
+            .count()
+    }
+
+    /// Forgets scripts and recorded requests.
+    pub fn reset(&self) {
+        lock(&self.state).reset();
+    }
+
+    /// Stops the server: no new connections; in-flight responses get a few seconds to finish.
+    /// Resolves once the server task has ended.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/_mock/script", post(control_script))
+        .route("/_mock/requests", get(control_requests))
+        .route("/_mock/reset", post(control_reset))
+        .fallback(mock_handler)
+        .with_state(state)
+}
+
+/// Body of `POST /_mock/script`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ScriptRequest {
+    key: String,
+    #[serde(default)]
+    steps: Vec<Reply>,
+    #[serde(default)]
+    then: Option<Reply>,
+}
+
+async fn control_script(State(state): State<Shared>, body: Bytes) -> Response {
+    match serde_json::from_slice::<ScriptRequest>(&body) {
+        Ok(req) => {
+            let mut state = lock(&state);
+            let script = state.scripts.entry(req.key).or_default();
+            script.queue = req.steps.into();
+            script.then = req.then;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("bad script: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn control_requests(State(state): State<Shared>) -> Response {
+    let requests = lock(&state).requests.clone();
+    axum::Json(requests).into_response()
+}
+
+async fn control_reset(State(state): State<Shared>) -> Response {
+    lock(&state).reset();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The key of a request: `x-api-key`, else `Authorization: Bearer <key>`, else "".
+fn key_of(headers: &HeaderMap) -> String {
+    if let Some(v) = headers.get("x-api-key") {
+        let key = String::from_utf8_lossy(v.as_bytes()).trim().to_owned();
+        if !key.is_empty() {
+            return key;
+        }
+    }
+    if let Some(v) = headers.get(http::header::AUTHORIZATION) {
+        let v = String::from_utf8_lossy(v.as_bytes());
+        let v = v.trim();
+        if let Some(scheme) = v.get(..7)
+            && scheme.eq_ignore_ascii_case("bearer ")
+        {
+            return v.get(7..).unwrap_or_default().trim().to_owned();
+        }
+    }
+    String::new()
+}
+
+async fn mock_handler(State(state): State<Shared>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let (body, too_large) = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => (b, false),
+        Err(e) => {
+            tracing::debug!(error = %e, "aibridge-mock: request body not read");
+            (Bytes::new(), true)
+        }
+    };
+    let seen = SeenRequest {
+        key: key_of(&parts.headers),
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    let (seq, reply) = lock(&state).record_and_take(seen);
+    let route = route::resolve(&parts.method, parts.uri.path(), &parts.headers);
+    if reply.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
+    }
+    let ctx = Ctx {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        seq,
+        body: &body,
+        deltas: reply.deltas(),
+    };
+    respond(&route, &ctx, &reply, too_large)
+}
+
+const JSON: &str = "application/json";
+const EVENT_STREAM: &str = "text/event-stream";
+
+fn respond(route: &route::Route, ctx: &Ctx<'_>, reply: &Reply, too_large: bool) -> Response {
+    let seq = ctx.seq;
+    let dialect = route.dialect;
+    let mut response = if !reply.is_success() {
+        let status =
+            StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let text = reply
+            .body
+            .clone()
+            .unwrap_or_else(|| route::ordered_json(&dialect.error_body(status.as_u16(), None)));
+        plain(status, JSON, text)
+    } else if too_large {
+        plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            JSON,
+            route::ordered_json(&dialect.error_body(413, None)),
+        )
+    } else {
+        match dialect.respond(&route.endpoint, ctx) {
+            Outcome::Json { status, body } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                match (&reply.body, status == StatusCode::OK) {
+                    (Some(raw), true) => plain(status, JSON, raw.clone()),
+                    _ => plain(status, JSON, route::ordered_json(&body)),
+                }
+            }
+            Outcome::Stream {
+                frames,
+                error_frame,
+            } => {
+                let body = match &reply.body {
+                    Some(raw) => Body::from(raw.clone()),
+                    None => sse::body(
+                        sse::plan(frames, error_frame, reply),
+                        Duration::from_millis(reply.event_delay_ms),
+                    ),
+                };
+                let mut response = Response::new(body);
+                let headers = response.headers_mut();
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
+                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                response
+            }
+        }
+    };
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("req_mock_{seq}")) {
+        headers.insert(dialect.request_id_header(), v);
+    }
+    // The first scripted value of a name replaces a generated header; later ones are appended.
+    let mut replaced: Vec<HeaderName> = Vec::new();
+    for (name, value) in &reply.headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) else {
+            tracing::warn!(%name, "aibridge-mock: invalid scripted header skipped");
+            continue;
+        };
+        if replaced.contains(&name) {
+            headers.append(name, value);
+        } else {
+            headers.insert(name.clone(), value);
+            replaced.push(name);
+        }
+    }
+    response
+}
+
+fn plain(status: StatusCode, content_type: &'static str, body: String) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_from_x_api_key_then_bearer() {
+        let mut h = HeaderMap::new();
+        assert_eq!(key_of(&h), "");
+        h.insert("authorization", HeaderValue::from_static("Bearer sk-b"));
+        assert_eq!(key_of(&h), "sk-b");
+        h.insert("x-api-key", HeaderValue::from_static("sk-a"));
+        assert_eq!(key_of(&h), "sk-a");
+        let mut basic = HeaderMap::new();
+        basic.insert("authorization", HeaderValue::from_static("Basic xyz"));
+        assert_eq!(key_of(&basic), "");
+    }
+
+    #[test]
+    fn script_then_default() {
+        let mut st = MockState::default();
+        let seen = |k: &str| SeenRequest {
+            key: k.to_owned(),
+            method: "GET".into(),
+            path: "/".into(),
+            query: None,
+            headers: vec![],
+            body: String::new(),
+        };
+        st.scripts.entry("k".into()).or_default().queue =
+            vec![Reply::status(429), Reply::status(500)].into();
+        st.scripts.entry("k".into()).or_default().then = Some(Reply::status(401));
+        assert_eq!(st.record_and_take(seen("k")), (1, Reply::status(429)));
+        assert_eq!(st.record_and_take(seen("k")), (2, Reply::status(500)));
+        assert_eq!(st.record_and_take(seen("k")), (3, Reply::status(401)));
+        assert_eq!(st.record_and_take(seen("k")), (4, Reply::status(401)));
+        assert_eq!(st.record_and_take(seen("other")), (5, Reply::ok()));
+        assert_eq!(st.requests.len(), 5);
+    }
+}

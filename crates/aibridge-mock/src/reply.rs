@@ -1,0 +1,123 @@
+//! The scripted behaviour of one request ([`Reply`]) and what the mock recorded ([`SeenRequest`]).
+
+use serde::{Deserialize, Serialize};
+
+/// What the mock does for one request of a key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Reply {
+    /// HTTP status. 0 or 200 = success (a realistic body for the route). Any other status = an error
+    /// response whose body is the provider's error JSON for that status (Anthropic shape on Anthropic
+    /// routes: `{"type":"error","error":{"type":<type for status>,"message":...}}`; OpenAI shape on
+    /// OpenAI routes) unless `body` is set.
+    pub status: u16,
+    /// Extra response headers, e.g. `[("retry-after","5")]`.
+    pub headers: Vec<(String, String)>,
+    /// Raw body to send instead of the generated one (error statuses only or success override).
+    pub body: Option<String>,
+    /// Wait this long before sending the response headers (ms).
+    pub delay_ms: u64,
+    /// Streaming successes: number of text delta events (default 0 means 5).
+    pub stream_deltas: usize,
+    /// Streaming successes: the pause between consecutive SSE events (ms).
+    pub event_delay_ms: u64,
+    /// Streaming successes: after this many SSE events have been sent, fail.
+    pub fail_after_events: Option<usize>,
+    /// How to fail: `ErrorEvent` = send the provider's mid-stream error event and end the stream
+    /// cleanly; `Cut` = abort the connection abruptly (no terminating chunk).
+    pub failure: MidStreamFailure,
+}
+
+/// How a streaming success fails after [`Reply::fail_after_events`] events.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MidStreamFailure {
+    /// The provider's mid-stream error event, then a clean end of the stream.
+    #[default]
+    ErrorEvent,
+    /// The connection is aborted: the body ends without its terminating chunk.
+    Cut,
+}
+
+/// Number of text deltas (and the base of the usage numbers) when `stream_deltas` is 0.
+pub const DEFAULT_DELTAS: usize = 5;
+
+impl Reply {
+    /// A success with a realistic body for the route.
+    pub fn ok() -> Self {
+        Self::default()
+    }
+
+    /// An error response with this status (the provider's error JSON for it).
+    pub fn status(code: u16) -> Self {
+        Self {
+            status: code,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a response header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sends this raw body instead of the generated one.
+    pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// Waits this long before sending the response headers.
+    pub fn delay_ms(mut self, ms: u64) -> Self {
+        self.delay_ms = ms;
+        self
+    }
+
+    /// Number of text delta events of a streaming success (0 = 5).
+    pub fn stream_deltas(mut self, n: usize) -> Self {
+        self.stream_deltas = n;
+        self
+    }
+
+    /// Pause between consecutive SSE events.
+    pub fn event_delay_ms(mut self, ms: u64) -> Self {
+        self.event_delay_ms = ms;
+        self
+    }
+
+    /// After `n` SSE events, fail the stream `how`.
+    pub fn fail_after_events(mut self, n: usize, how: MidStreamFailure) -> Self {
+        self.fail_after_events = Some(n);
+        self.failure = how;
+        self
+    }
+
+    /// True when this reply is a success (status 0 or 200).
+    pub fn is_success(&self) -> bool {
+        self.status == 0 || self.status == 200
+    }
+
+    /// The effective number of text deltas (`stream_deltas`, or 5 when 0).
+    pub fn deltas(&self) -> usize {
+        if self.stream_deltas == 0 {
+            DEFAULT_DELTAS
+        } else {
+            self.stream_deltas
+        }
+    }
+}
+
+/// One request the mock received (control API requests excluded).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SeenRequest {
+    /// From `x-api-key`, else `Authorization: Bearer <key>`, else "".
+    pub key: String,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    /// Lower-case names, in order.
+    pub headers: Vec<(String, String)>,
+    /// Lossy UTF-8.
+    pub body: String,
+}

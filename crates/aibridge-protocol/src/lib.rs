@@ -1,0 +1,13 @@
+//! Wire-level pieces of the provider APIs that aibridge relays: the little it must read from a
+//! request body, error bodies in each provider's dialect, and SSE framing.
+//!
+//! Pure and IO-free. Request and response bodies are kept as raw bytes everywhere else so that
+//! fields aibridge does not model survive untouched; this crate only peeks into them.
+
+mod errors;
+mod request;
+mod sse;
+
+pub use errors::{Dialect, ErrorKind};
+pub use request::{BadRequest, RequestSummary, summarize_request};
+pub use sse::{SseDecoder, SseEvent, encode_event};

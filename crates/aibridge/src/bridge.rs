@@ -1,0 +1,258 @@
+//! Bridged routes: the request is read and checked, sent upstream through the failover loop, and
+//! the answer relayed — blocking bodies whole, streams event by event.
+
+use std::sync::Arc;
+
+use aibridge_protocol::{Dialect, ErrorKind, RequestSummary, summarize_request};
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, header};
+use http_body_util::BodyExt;
+use tracing::Instrument;
+
+use crate::auth::{Caller, Payer};
+use crate::error::{GatewayError, describe_transport_error};
+use crate::failover::{Served, UpstreamCall};
+use crate::provider::Provider;
+use crate::server::AppState;
+use crate::stream_relay::{self, StreamEnd};
+
+/// Response header that names the gateway's id for the request (also in every log line).
+pub const REQUEST_ID_HEADER: &str = "x-aibridge-request-id";
+
+/// Upstream error bodies are read up to this size before relaying; larger ones are cut.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+/// The bridged APIs. Each knows its upstream path and how its streams end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgedApi {
+    /// Anthropic `POST /v1/messages`.
+    Messages,
+}
+
+impl BridgedApi {
+    /// Path relative to the provider's base URL.
+    pub fn upstream_path(self) -> &'static str {
+        match self {
+            Self::Messages => "/v1/messages",
+        }
+    }
+
+    fn stream_end(self) -> StreamEnd {
+        match self {
+            Self::Messages => StreamEnd::AnthropicMessages,
+        }
+    }
+}
+
+/// Everything a bridged handler needs from the incoming request.
+pub struct Incoming {
+    pub meta: RequestMeta,
+    pub body: Body,
+}
+
+/// The incoming request without its body.
+pub struct RequestMeta {
+    pub request_id: String,
+    pub headers: HeaderMap,
+    pub query: Option<String>,
+}
+
+pub async fn handle(
+    state: &Arc<AppState>,
+    provider: &Arc<Provider>,
+    api: BridgedApi,
+    incoming: Incoming,
+) -> Result<Response, GatewayError> {
+    let Incoming { meta, body } = incoming;
+    let caller = state.auth.identify(&meta.headers)?;
+    let body = read_body(body, &meta.headers, state.config.max_request_body_bytes).await?;
+    let summary = summarize_request(&body)?;
+    let span = tracing::info_span!(
+        "bridge",
+        request_id = %meta.request_id,
+        provider = %provider.name,
+        model = %summary.model,
+        stream = summary.stream,
+        user = %caller.user,
+        payer = ?caller.payer,
+    );
+    relay(state, provider, api, &caller, &summary, meta, body)
+        .instrument(span.clone())
+        .await
+        .inspect_err(|e| {
+            tracing::info!(parent: &span, status = e.status().as_u16(), error = %e, "request failed")
+        })
+}
+
+async fn relay(
+    state: &Arc<AppState>,
+    provider: &Arc<Provider>,
+    api: BridgedApi,
+    caller: &Caller,
+    summary: &RequestSummary,
+    meta: RequestMeta,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    let call = UpstreamCall {
+        client: &state.client,
+        provider,
+        method: Method::POST,
+        url: provider.upstream_url(api.upstream_path(), meta.query.as_deref()),
+        headers: crate::headers::forwardable(&meta.headers, caller.payer),
+        body,
+        payer: caller.payer,
+        timeout: (!summary.stream).then_some(state.config.upstream.request_timeout),
+    };
+    let served = call.send().await.map_err(|failed| failed.error)?;
+    let Served { response, key, attempts } = served;
+    tracing::info!(
+        status = response.status().as_u16(),
+        attempts = attempts.len(),
+        key = key.as_ref().map(|k| k.hint()).unwrap_or_else(|| "byok".into()),
+        "upstream answered"
+    );
+    let dialect = provider.kind.dialect();
+    let mut relayed = if !response.status().is_success() {
+        relay_error(response, dialect, caller.payer).await
+    } else if is_event_stream(response.headers()) {
+        stream_relay::relay(response, dialect, api.stream_end()).await?
+    } else {
+        relay_blocking(response).await?
+    };
+    if let Ok(value) = HeaderValue::from_str(&meta.request_id) {
+        relayed.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    Ok(relayed)
+}
+
+/// Reads the request body up to `limit` bytes (413 above it, checked against Content-Length
+/// first so an oversized upload is refused before it is read).
+pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(GatewayError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(GatewayError::BodyRead(e.to_string())),
+    }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+}
+
+/// Upstream response headers worth passing on to the client.
+const RELAYED_RESPONSE_HEADERS: &[&str] =
+    &["content-type", "request-id", "x-request-id", "retry-after", "retry-after-ms"];
+
+fn copy_relayed_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for name in RELAYED_RESPONSE_HEADERS {
+        if let Some(value) = from.get(*name) {
+            to.insert(*name, value.clone());
+        }
+    }
+}
+
+async fn relay_blocking(response: reqwest::Response) -> Result<Response, GatewayError> {
+    let status = response.status();
+    let mut headers = HeaderMap::new();
+    copy_relayed_headers(response.headers(), &mut headers);
+    let body = response.bytes().await.map_err(|e| {
+        if e.is_timeout() {
+            GatewayError::UpstreamTimeout
+        } else {
+            GatewayError::UpstreamUnreachable(describe_transport_error(&e))
+        }
+    })?;
+    let mut out = Response::new(Body::from(body));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    Ok(out)
+}
+
+/// Relays a non-success upstream answer with its status and `Retry-After`. Bodies already in the
+/// caller's dialect (and every BYOK body) pass unchanged; anything else, such as an HTML page
+/// from a proxy, is wrapped into a dialect-shaped error so SDKs can parse it.
+async fn relay_error(response: reqwest::Response, dialect: Dialect, payer: Payer) -> Response {
+    let status = response.status();
+    let mut headers = HeaderMap::new();
+    copy_relayed_headers(response.headers(), &mut headers);
+    if !headers.contains_key(header::RETRY_AFTER)
+        && let Some(secs) = retry_after_ms_as_secs(response.headers())
+    {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    let body = read_capped(response, MAX_ERROR_BODY).await;
+    let body = if payer == Payer::Byok || dialect.is_error_body(&body) {
+        body
+    } else {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let snippet: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+        let message = if snippet.trim().is_empty() {
+            format!("upstream returned HTTP {}", status.as_u16())
+        } else {
+            format!("upstream returned HTTP {}: {}", status.as_u16(), snippet.trim())
+        };
+        dialect.error_body(ErrorKind::for_status(status), &message)
+    };
+    let mut out = Response::new(Body::from(body));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    out
+}
+
+/// `retry-after-ms` (OpenAI's convention) as whole seconds, rounded up.
+fn retry_after_ms_as_secs(headers: &HeaderMap) -> Option<u64> {
+    let ms: f64 = headers.get("retry-after-ms")?.to_str().ok()?.trim().parse().ok()?;
+    (ms.is_finite() && ms > 0.0).then(|| (ms / 1000.0).ceil() as u64)
+}
+
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Bytes {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = cap.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= cap {
+            break;
+        }
+    }
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_ms_rounds_up() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(retry_after_ms_as_secs(&h), Some(2));
+        h.insert("retry-after-ms", HeaderValue::from_static("-3"));
+        assert_eq!(retry_after_ms_as_secs(&h), None);
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_refused_by_declared_length_and_by_actual_size() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("11"));
+        let err = read_body(Body::from("hello world"), &h, 10).await.unwrap_err();
+        assert!(matches!(err, GatewayError::BodyTooLarge { limit: 10 }));
+        let err = read_body(Body::from("hello world"), &HeaderMap::new(), 10).await.unwrap_err();
+        assert!(matches!(err, GatewayError::BodyTooLarge { limit: 10 }));
+        let ok = read_body(Body::from("hello"), &HeaderMap::new(), 10).await.unwrap();
+        assert_eq!(&ok[..], b"hello");
+    }
+}

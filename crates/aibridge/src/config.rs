@@ -1,0 +1,763 @@
+//! Configuration: an optional TOML file, then the `AIBRIDGE_*` environment variables of the
+//! interface contract on top (the environment wins), then validation that names the field at
+//! fault. Keys are never echoed back: problems with a key name its position, not its value.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aibridge_keypool::ApiKey;
+use serde::Deserialize;
+
+use crate::provider::ProviderKind;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://aibridge.db";
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+/// Matches the reference's limit; larger bodies get 413.
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Names that cannot be provider names because the gateway serves its own routes there.
+const RESERVED_NAMES: &[&str] = &["api", "healthz", "readyz", "metrics", "ui", "dashboard"];
+
+/// Whether requests must carry a gateway token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Every request needs a gateway token issued by this gateway.
+    Tokens,
+    /// No token is checked; every request is the user `local`.
+    None,
+}
+
+/// Where key state (cooldowns, disabled keys) lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyStateBackend {
+    Memory,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub key_state: KeyStateBackend,
+    pub auth: AuthMode,
+    /// How long in-flight requests and streams may run on after SIGTERM / Ctrl-C.
+    pub shutdown_timeout: Duration,
+    pub max_request_body_bytes: usize,
+    pub upstream: UpstreamSettings,
+    pub key_pool: KeyPoolSettings,
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    /// Whole-request limit for blocking calls.
+    pub request_timeout: Duration,
+    /// Longest silence tolerated between two reads of a streaming response.
+    pub stream_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPoolSettings {
+    /// Cooldown after a 429 that carried no usable hint.
+    pub default_cooldown: Duration,
+    /// Upper bound of any cooldown, whatever the provider asked.
+    pub max_cooldown: Duration,
+    /// First re-validation of a disabled key, doubling up to `probe_max_interval`.
+    pub probe_initial_interval: Duration,
+    pub probe_max_interval: Duration,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Without a trailing slash.
+    pub base_url: String,
+    /// Priority order: the first key serves while it is healthy.
+    pub keys: Vec<ApiKey>,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("keys", &self.keys.iter().map(ApiKey::hint).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// One thing wrong with the configuration, naming where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration:\n{}", list(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+}
+
+// ---- the file format -------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database_url: Option<String>,
+    key_state_url: Option<String>,
+    auth: Option<String>,
+    shutdown_timeout: Option<String>,
+    max_request_body_bytes: Option<usize>,
+    #[serde(default)]
+    upstream: FileUpstream,
+    #[serde(default)]
+    key_pool: FileKeyPool,
+    providers: Option<Vec<FileProvider>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstream {
+    connect_timeout: Option<String>,
+    request_timeout: Option<String>,
+    stream_idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKeyPool {
+    default_cooldown: Option<String>,
+    max_cooldown: Option<String>,
+    probe_initial_interval: Option<String>,
+    probe_max_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProvider {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    base_url: Option<String>,
+    #[serde(default)]
+    keys: Vec<KeySource>,
+    /// Name of an environment variable holding a comma-separated list of keys.
+    keys_env: Option<String>,
+}
+
+/// A key written in the file, or a reference to an environment variable that holds it, so that
+/// secrets need not be written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum KeySource {
+    Literal(String),
+    Env { env: String },
+}
+
+/// Reads environment variables; injectable so tests do not touch the process environment.
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Environment for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Environment for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+impl Config {
+    /// Loads `path` (if any) and applies the environment.
+    pub fn load(path: Option<&Path>, env: &dyn Environment) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                Self::parse_file(&text, path)?
+            }
+            None => FileConfig::default(),
+        };
+        Self::build(file, env)
+    }
+
+    /// Parses TOML text (used by `load` and by tests of example files).
+    pub fn from_toml(text: &str, origin: &Path, env: &dyn Environment) -> Result<Self, ConfigError> {
+        Self::build(Self::parse_file(text, origin)?, env)
+    }
+
+    fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+    }
+
+    fn build(file: FileConfig, env: &dyn Environment) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let mut p = Checker { problems: &mut problems };
+
+        let listen_raw = env_or(env, "AIBRIDGE_LISTEN", file.listen, "listen", DEFAULT_LISTEN);
+        let listen = p.check(&listen_raw.1, listen_raw.0.parse::<SocketAddr>().map_err(|_| {
+            format!("`{}` is not an address like 127.0.0.1:8080", listen_raw.0)
+        }));
+
+        let (database_url, database_field) = env_or(
+            env,
+            "AIBRIDGE_DATABASE_URL",
+            file.database_url,
+            "database_url",
+            DEFAULT_DATABASE_URL,
+        );
+        if !(database_url.starts_with("sqlite://")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            p.push(&database_field, "must start with sqlite:// or postgres://".to_string());
+        }
+
+        let (key_state_url, key_state_field) =
+            env_or(env, "AIBRIDGE_KEY_STATE_URL", file.key_state_url, "key_state_url", "memory");
+        let key_state = match key_state_url.as_str() {
+            "memory" => Some(KeyStateBackend::Memory),
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                p.push(
+                    &key_state_field,
+                    "Redis-shared key state is not available in this version yet; use `memory`"
+                        .to_string(),
+                );
+                None
+            }
+            other => {
+                p.push(&key_state_field, format!("`{other}` is neither `memory` nor a redis:// URL"));
+                None
+            }
+        };
+
+        let (auth_raw, auth_field) = env_or(env, "AIBRIDGE_AUTH", file.auth, "auth", "tokens");
+        let auth = match auth_raw.as_str() {
+            "tokens" => Some(AuthMode::Tokens),
+            "none" => Some(AuthMode::None),
+            other => {
+                p.push(&auth_field, format!("`{other}` is neither `tokens` nor `none`"));
+                None
+            }
+        };
+
+        let shutdown_timeout =
+            p.duration("shutdown_timeout", file.shutdown_timeout.as_deref(), "30s");
+        let max_request_body_bytes =
+            file.max_request_body_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES);
+        if max_request_body_bytes == 0 {
+            p.push("max_request_body_bytes", "must be greater than 0".to_string());
+        }
+
+        let upstream = UpstreamSettings {
+            connect_timeout: p.duration(
+                "upstream.connect_timeout",
+                file.upstream.connect_timeout.as_deref(),
+                "10s",
+            ),
+            request_timeout: p.duration(
+                "upstream.request_timeout",
+                file.upstream.request_timeout.as_deref(),
+                "600s",
+            ),
+            stream_idle_timeout: p.duration(
+                "upstream.stream_idle_timeout",
+                file.upstream.stream_idle_timeout.as_deref(),
+                "300s",
+            ),
+        };
+        let key_pool = KeyPoolSettings {
+            default_cooldown: p.duration(
+                "key_pool.default_cooldown",
+                file.key_pool.default_cooldown.as_deref(),
+                "60s",
+            ),
+            max_cooldown: p.duration(
+                "key_pool.max_cooldown",
+                file.key_pool.max_cooldown.as_deref(),
+                "1h",
+            ),
+            probe_initial_interval: p.duration(
+                "key_pool.probe_initial_interval",
+                file.key_pool.probe_initial_interval.as_deref(),
+                "60s",
+            ),
+            probe_max_interval: p.duration(
+                "key_pool.probe_max_interval",
+                file.key_pool.probe_max_interval.as_deref(),
+                "1h",
+            ),
+        };
+        if key_pool.max_cooldown < key_pool.default_cooldown {
+            p.push(
+                "key_pool.max_cooldown",
+                "must not be shorter than key_pool.default_cooldown".to_string(),
+            );
+        }
+        if key_pool.probe_max_interval < key_pool.probe_initial_interval {
+            p.push(
+                "key_pool.probe_max_interval",
+                "must not be shorter than key_pool.probe_initial_interval".to_string(),
+            );
+        }
+
+        let providers = build_providers(file.providers, env, &mut p);
+
+        match (listen, key_state, auth) {
+            (Some(listen), Some(key_state), Some(auth)) if problems.is_empty() => Ok(Config {
+                listen,
+                database_url,
+                key_state,
+                auth,
+                shutdown_timeout,
+                max_request_body_bytes,
+                upstream,
+                key_pool,
+                providers,
+            }),
+            _ => Err(ConfigError::Invalid(problems)),
+        }
+    }
+}
+
+/// The environment variable if set (naming it as the field), else the file value, else a default.
+fn env_or(
+    env: &dyn Environment,
+    var: &str,
+    file_value: Option<String>,
+    field: &str,
+    default: &str,
+) -> (String, String) {
+    match env.var(var) {
+        Some(v) => (v.trim().to_string(), var.to_string()),
+        None => (file_value.unwrap_or_else(|| default.to_string()), field.to_string()),
+    }
+}
+
+struct Checker<'a> {
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn push(&mut self, field: &str, message: String) {
+        self.problems.push(Problem { field: field.to_string(), message });
+    }
+
+    fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.push(field, message)).ok()
+    }
+
+    fn duration(&mut self, field: &str, value: Option<&str>, default: &str) -> Duration {
+        let raw = value.unwrap_or(default);
+        match humantime::parse_duration(raw) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.push(field, "must be longer than zero".to_string());
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                self.push(field, format!("`{raw}` is not a duration like 30s, 500ms or 1h ({e})"));
+                Duration::from_secs(1)
+            }
+        }
+    }
+}
+
+fn build_providers(
+    file: Option<Vec<FileProvider>>,
+    env: &dyn Environment,
+    p: &mut Checker<'_>,
+) -> Vec<ProviderConfig> {
+    let mut providers = Vec::new();
+    let file_providers = file.unwrap_or_else(|| {
+        // No providers section: one Anthropic and one OpenAI instance under their type's name.
+        vec![
+            FileProvider {
+                name: None,
+                kind: "anthropic".into(),
+                base_url: None,
+                keys: vec![],
+                keys_env: None,
+            },
+            FileProvider {
+                name: None,
+                kind: "openai".into(),
+                base_url: None,
+                keys: vec![],
+                keys_env: None,
+            },
+        ]
+    });
+
+    for (i, fp) in file_providers.into_iter().enumerate() {
+        let at = format!("providers[{i}]");
+        let Some(kind) = ProviderKind::parse(&fp.kind) else {
+            p.push(
+                &format!("{at}.type"),
+                format!("`{}` is not a provider type; expected one of: anthropic, openai", fp.kind),
+            );
+            continue;
+        };
+        let name = fp.name.unwrap_or_else(|| kind.as_str().to_string());
+        let mut keys = Vec::new();
+        for (k, source) in fp.keys.into_iter().enumerate() {
+            let field = format!("{at}.keys[{k}]");
+            match source {
+                KeySource::Literal(v) => keys.push((field, v)),
+                KeySource::Env { env: var } => match env.var(&var) {
+                    Some(v) => keys.push((field, v)),
+                    None => p.push(&field, format!("environment variable {var} is not set")),
+                },
+            }
+        }
+        if let Some(var) = fp.keys_env {
+            match env.var(&var) {
+                Some(list) => keys.extend(split_key_list(&list, &var)),
+                None => p.push(&format!("{at}.keys_env"), format!("environment variable {var} is not set")),
+            }
+        }
+        providers.push((
+            at.clone(),
+            name,
+            kind,
+            (fp.base_url.unwrap_or_else(|| kind.default_base_url().to_string()), format!("{at}.base_url")),
+            keys,
+        ));
+    }
+
+    // Contract variables: they configure the instance named after the type, creating it if the
+    // file did not define one.
+    for kind in [ProviderKind::Anthropic, ProviderKind::OpenAi] {
+        let prefix = kind.env_prefix();
+        let keys_var = format!("AIBRIDGE_{prefix}_KEYS");
+        let url_var = format!("AIBRIDGE_{prefix}_BASE_URL");
+        let env_keys = env.var(&keys_var);
+        let env_url = env.var(&url_var);
+        if env_keys.is_none() && env_url.is_none() {
+            continue;
+        }
+        let index = match providers.iter().position(|(_, name, ..)| name == kind.as_str()) {
+            Some(index) => index,
+            None => {
+                providers.push((
+                    keys_var.clone(),
+                    kind.as_str().to_string(),
+                    kind,
+                    (kind.default_base_url().to_string(), url_var.clone()),
+                    vec![],
+                ));
+                providers.len() - 1
+            }
+        };
+        let entry = &mut providers[index];
+        if entry.2 != kind {
+            p.push(
+                &keys_var,
+                format!("provider `{}` is not of type {}", entry.1, kind.as_str()),
+            );
+            continue;
+        }
+        if let Some(url) = env_url {
+            entry.3 = (url.trim().to_string(), url_var);
+        }
+        if let Some(list) = env_keys {
+            entry.4 = split_key_list(&list, &keys_var);
+        }
+    }
+
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (at, name, kind, (base_url, url_field), keys) in providers {
+        if !valid_provider_name(&name) {
+            p.push(
+                &format!("{at}.name"),
+                format!("`{name}` is not a valid provider name: use lower-case letters, digits and single dashes (like `anthropic-eu`)"),
+            );
+        } else if RESERVED_NAMES.contains(&name.as_str()) {
+            p.push(&format!("{at}.name"), format!("`{name}` is reserved for the gateway's own routes"));
+        } else if !names.insert(name.clone()) {
+            p.push(&format!("{at}.name"), format!("provider name `{name}` is used twice"));
+        }
+        let base_url = match validate_base_url(&base_url) {
+            Ok(url) => url,
+            Err(message) => {
+                p.push(&url_field, message);
+                base_url
+            }
+        };
+        let keys = validate_keys(keys, p);
+        out.push(ProviderConfig { name, kind, base_url, keys });
+    }
+    out
+}
+
+/// Splits a comma-separated key list, naming each entry `VAR[i]`.
+fn split_key_list(list: &str, var: &str) -> Vec<(String, String)> {
+    list.split(',')
+        .enumerate()
+        .map(|(i, key)| (format!("{var}[{i}]"), key.trim().to_string()))
+        .collect()
+}
+
+fn validate_keys(keys: Vec<(String, String)>, p: &mut Checker<'_>) -> Vec<ApiKey> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    let mut problems = Vec::new();
+    for (field, value) in &keys {
+        if value.trim().is_empty() {
+            problems.push((field.clone(), "key is empty".to_string()));
+        } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            problems.push((field.clone(), "key contains whitespace or control characters".to_string()));
+        } else if let Some((first, _)) = seen.iter().find(|(_, v)| v == value) {
+            problems.push((field.clone(), format!("key duplicates {first}")));
+        } else {
+            seen.push((field, value));
+        }
+    }
+    for (field, message) in problems {
+        p.push(&field, message);
+    }
+    keys.into_iter().map(|(_, v)| ApiKey::new(v)).collect()
+}
+
+fn valid_provider_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('-').all(|part| {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
+fn validate_base_url(raw: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{raw}` must use http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{raw}` has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{raw}` must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("`{}` must not carry credentials", url.host_str().unwrap_or("")));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn parse(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"), &env(vars))
+    }
+
+    fn problems(result: Result<Config, ConfigError>) -> Vec<Problem> {
+        match result {
+            Err(ConfigError::Invalid(problems)) => problems,
+            other => panic!("expected invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_without_file_or_env() {
+        let config = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.database_url, "sqlite://aibridge.db");
+        assert_eq!(config.auth, AuthMode::Tokens);
+        assert_eq!(config.key_state, KeyStateBackend::Memory);
+        assert_eq!(config.max_request_body_bytes, 32 * 1024 * 1024);
+        assert_eq!(config.key_pool.default_cooldown, Duration::from_secs(60));
+        assert_eq!(config.key_pool.max_cooldown, Duration::from_secs(3600));
+        let names: Vec<_> = config.providers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["anthropic", "openai"]);
+        assert_eq!(config.providers[0].base_url, "https://api.anthropic.com");
+        assert_eq!(config.providers[1].base_url, "https://api.openai.com/v1");
+        assert!(config.providers.iter().all(|p| p.keys.is_empty()));
+    }
+
+    #[test]
+    fn environment_wins_over_file() {
+        let text = r#"
+            listen = "127.0.0.1:9000"
+            auth = "tokens"
+            [[providers]]
+            type = "anthropic"
+            base_url = "http://file.example"
+            keys = ["file-key-1"]
+        "#;
+        let config = parse(
+            text,
+            &[
+                ("AIBRIDGE_LISTEN", "127.0.0.1:0"),
+                ("AIBRIDGE_AUTH", "none"),
+                ("AIBRIDGE_ANTHROPIC_KEYS", "env-key-a, env-key-b"),
+                ("AIBRIDGE_ANTHROPIC_BASE_URL", "http://127.0.0.1:1234/"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.auth, AuthMode::None);
+        assert_eq!(config.providers.len(), 1);
+        let anthropic = &config.providers[0];
+        assert_eq!(anthropic.base_url, "http://127.0.0.1:1234");
+        let keys: Vec<_> = anthropic.keys.iter().map(|k| k.expose().to_string()).collect();
+        assert_eq!(keys, ["env-key-a", "env-key-b"]);
+    }
+
+    #[test]
+    fn env_keys_create_the_provider_when_the_file_has_none_of_that_name() {
+        let text = r#"
+            [[providers]]
+            name = "anthropic-eu"
+            type = "anthropic"
+            base_url = "https://eu.example"
+        "#;
+        let config = parse(text, &[("AIBRIDGE_OPENAI_KEYS", "o1")]).unwrap();
+        let names: Vec<_> = config.providers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["anthropic-eu", "openai"]);
+        assert_eq!(config.providers[1].base_url, DEFAULT_OPENAI_BASE_URL);
+    }
+
+    #[test]
+    fn keys_can_come_from_environment_references() {
+        let text = r#"
+            [[providers]]
+            type = "anthropic"
+            keys = ["literal-key", { env = "SECRET_ONE" }]
+            keys_env = "MORE_KEYS"
+        "#;
+        let config =
+            parse(text, &[("SECRET_ONE", "from-env-1"), ("MORE_KEYS", "m1,m2")]).unwrap();
+        let keys: Vec<_> =
+            config.providers[0].keys.iter().map(|k| k.expose().to_string()).collect();
+        assert_eq!(keys, ["literal-key", "from-env-1", "m1", "m2"]);
+
+        let missing = problems(parse(text, &[("MORE_KEYS", "m1")]));
+        assert_eq!(
+            missing,
+            [Problem {
+                field: "providers[0].keys[1]".into(),
+                message: "environment variable SECRET_ONE is not set".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn empty_and_duplicate_keys_are_named_without_showing_them() {
+        let got = problems(parse("", &[("AIBRIDGE_ANTHROPIC_KEYS", "sk-secret-1,,sk-secret-1")]));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].field, "AIBRIDGE_ANTHROPIC_KEYS[1]");
+        assert_eq!(got[0].message, "key is empty");
+        assert_eq!(got[1].field, "AIBRIDGE_ANTHROPIC_KEYS[2]");
+        assert_eq!(got[1].message, "key duplicates AIBRIDGE_ANTHROPIC_KEYS[0]");
+        let rendered = ConfigError::Invalid(got).to_string();
+        assert!(!rendered.contains("sk-secret"), "{rendered}");
+    }
+
+    #[test]
+    fn bad_urls_names_and_durations_are_reported_together() {
+        let text = r#"
+            shutdown_timeout = "soon"
+            [[providers]]
+            name = "Anthropic EU"
+            type = "anthropic"
+            base_url = "ftp://x"
+            [[providers]]
+            name = "dup"
+            type = "openai"
+            base_url = "not a url"
+            [[providers]]
+            name = "dup"
+            type = "openai"
+            [[providers]]
+            name = "x"
+            type = "gemini"
+        "#;
+        let got = problems(parse(text, &[]));
+        let fields: Vec<_> = got.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "shutdown_timeout",
+                "providers[3].type",
+                "providers[0].name",
+                "providers[0].base_url",
+                "providers[1].base_url",
+                "providers[2].name",
+            ],
+            "{got:?}"
+        );
+        assert!(got[1].message.contains("`gemini` is not a provider type"));
+        assert!(got[3].message.contains("must use http or https"));
+        assert!(got[5].message.contains("used twice"));
+    }
+
+    #[test]
+    fn reserved_names_and_unknown_fields_are_rejected() {
+        let got = problems(parse("[[providers]]\nname = \"api\"\ntype = \"openai\"\n", &[]));
+        assert_eq!(got[0].field, "providers[0].name");
+        assert!(got[0].message.contains("reserved"));
+
+        let err = parse("listn = \"x\"\n", &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("unknown field `listn`"), "{text}");
+    }
+
+    #[test]
+    fn redis_key_state_is_refused_until_it_exists() {
+        let got = problems(parse("", &[("AIBRIDGE_KEY_STATE_URL", "redis://127.0.0.1:6379")]));
+        assert_eq!(got[0].field, "AIBRIDGE_KEY_STATE_URL");
+    }
+
+    #[test]
+    fn provider_name_rule() {
+        for ok in ["anthropic", "anthropic-eu", "a1", "open-ai-2"] {
+            assert!(valid_provider_name(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a--b", "A", "a_b", "a.b", "a b"] {
+            assert!(!valid_provider_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_keys() {
+        let config = parse("", &[("AIBRIDGE_ANTHROPIC_KEYS", "sk-ant-verysecretvalue-123456")]).unwrap();
+        let dump = format!("{config:?}");
+        assert!(!dump.contains("verysecretvalue"), "{dump}");
+        assert!(dump.contains("sk-a...3456"), "{dump}");
+    }
+}

@@ -1,0 +1,180 @@
+//! Every error the gateway answers with itself, mapped to an HTTP status and rendered in the
+//! caller's dialect in exactly one place (`GatewayError::into_response`).
+
+use aibridge_keypool::{Exhausted, StoreError};
+use aibridge_protocol::{BadRequest, Dialect, ErrorKind};
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderValue, StatusCode, header};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    BadRequest(#[from] BadRequest),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    #[error("route not supported: {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("a gateway token is required: send it as the API key (x-api-key or Authorization: Bearer), or in X-AIBridge-Token to use your own provider key")]
+    MissingToken,
+    #[error("the gateway token is not valid")]
+    InvalidToken,
+    #[error("provider `{provider}` has no central keys configured; send your own provider key with the X-AIBridge-Token header")]
+    NoPool { provider: String },
+    #[error(transparent)]
+    Exhausted(#[from] Exhausted),
+    #[error("{0}")]
+    KeyState(#[from] StoreError),
+    #[error("upstream request failed: {0}")]
+    UpstreamUnreachable(String),
+    #[error("upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("upstream response failed before the first event: {0}")]
+    UpstreamStreamFailed(String),
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MissingToken | Self::InvalidToken | Self::NoPool { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::Exhausted(Exhausted::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Exhausted(Exhausted::AllDisabled) => StatusCode::BAD_GATEWAY,
+            Self::KeyState(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamUnreachable(_) | Self::UpstreamStreamFailed(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::BadRequest(_) | Self::BodyRead(_) | Self::MethodNotAllowed { .. } => {
+                ErrorKind::InvalidRequest
+            }
+            Self::BodyTooLarge { .. } => ErrorKind::RequestTooLarge,
+            Self::RouteNotFound { .. } => ErrorKind::NotFound,
+            Self::MissingToken | Self::InvalidToken | Self::NoPool { .. } => {
+                ErrorKind::Authentication
+            }
+            Self::Exhausted(Exhausted::RateLimited { .. }) => ErrorKind::RateLimit,
+            Self::Exhausted(Exhausted::AllDisabled)
+            | Self::UpstreamUnreachable(_)
+            | Self::UpstreamTimeout
+            | Self::UpstreamStreamFailed(_) => ErrorKind::Api,
+            Self::KeyState(_) | Self::ShuttingDown => ErrorKind::Unavailable,
+        }
+    }
+
+    /// Seconds for `Retry-After`, when the client should come back later.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::Exhausted(e) => e.retry_after_header_secs(),
+            _ => None,
+        }
+    }
+
+    pub fn into_response(self, dialect: Dialect) -> Response {
+        let body = dialect.error_body(self.kind(), &self.to_string());
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(secs) = self.retry_after_secs() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// Describes a transport error without the URL and with its causes, for clients and logs.
+pub fn describe_transport_error(error: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut text = if error.is_connect() {
+        "could not connect to the upstream".to_string()
+    } else if error.is_timeout() {
+        "the upstream timed out".to_string()
+    } else if error.is_body() || error.is_decode() {
+        "the upstream response body failed".to_string()
+    } else {
+        "the upstream request failed".to_string()
+    };
+    let mut source = error.source();
+    let mut last = String::new();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        // hyper and std repeat themselves through the chain; keep distinct lines only.
+        if !line.is_empty() && !last.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+            last = line;
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    async fn body_json(response: Response) -> serde_json::Value {
+        let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn rate_limited_exhaustion_is_429_with_ceiled_retry_after() {
+        let err = GatewayError::Exhausted(Exhausted::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        });
+        let response = err.into_response(Dialect::Anthropic);
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let body = body_json(response).await;
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("all configured keys are rate-limited")
+        );
+    }
+
+    #[tokio::test]
+    async fn exhaustion_with_a_usable_key_has_no_retry_after() {
+        let err = GatewayError::Exhausted(Exhausted::RateLimited { retry_after: Duration::ZERO });
+        let response = err.into_response(Dialect::OpenAi);
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    }
+
+    #[tokio::test]
+    async fn all_disabled_is_502_api_error() {
+        let response = GatewayError::Exhausted(Exhausted::AllDisabled).into_response(Dialect::Anthropic);
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        assert_eq!(body_json(response).await["error"]["type"], "api_error");
+    }
+
+    #[test]
+    fn client_mistakes_are_4xx() {
+        assert_eq!(GatewayError::BodyTooLarge { limit: 1 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(GatewayError::BadRequest(BadRequest::MissingModel).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(GatewayError::MissingToken.status(), StatusCode::UNAUTHORIZED);
+        let not_found = GatewayError::RouteNotFound { method: "GET".into(), path: "/x".into() };
+        assert_eq!(not_found.status(), StatusCode::NOT_FOUND);
+        assert_eq!(not_found.to_string(), "route not supported: GET /x");
+    }
+}

@@ -1,0 +1,129 @@
+//! Which client headers travel upstream (spec §8.4) and how the credential is attached.
+
+use aibridge_keypool::ApiKey;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use crate::auth::{GATEWAY_TOKEN_HEADER, Payer};
+use crate::provider::ProviderKind;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and those the HTTP client sets itself.
+const NOT_FORWARDED: &[HeaderName] = &[
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+    header::ACCEPT_ENCODING,
+    header::CONTENT_LENGTH,
+    // The gateway's own cookies are nobody else's business.
+    header::COOKIE,
+];
+
+/// The client's headers minus hop-by-hop, transport and gateway headers; on pool requests the
+/// client's auth headers (which hold the gateway token) are dropped too. Everything else —
+/// `anthropic-version`, `anthropic-beta`, `user-agent`, `content-type`, … — is kept.
+pub fn forwardable(client: &HeaderMap, payer: Payer) -> HeaderMap {
+    let connection_listed: Vec<String> = client
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(client.len());
+    for (name, value) in client {
+        let drop = NOT_FORWARDED.contains(name)
+            || name.as_str() == "keep-alive"
+            || name.as_str() == GATEWAY_TOKEN_HEADER
+            || connection_listed.iter().any(|listed| listed == name.as_str())
+            || (payer == Payer::Pool
+                && (name == header::AUTHORIZATION || name.as_str() == "x-api-key"));
+        if !drop {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// Puts a pool key where the provider expects it: Anthropic `x-api-key`, OpenAI
+/// `Authorization: Bearer`.
+pub fn attach_key(headers: &mut HeaderMap, kind: ProviderKind, key: &ApiKey) {
+    let (name, value) = match kind {
+        ProviderKind::Anthropic => (HeaderName::from_static("x-api-key"), key.expose().to_string()),
+        ProviderKind::OpenAi => (header::AUTHORIZATION, format!("Bearer {}", key.expose())),
+    };
+    // Validated at config load: keys hold no whitespace or control characters.
+    if let Ok(mut value) = HeaderValue::from_str(&value) {
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("host", "gateway.local"),
+            ("connection", "keep-alive, x-custom-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-custom-hop", "1"),
+            ("content-length", "12"),
+            ("accept-encoding", "gzip"),
+            ("x-api-key", "abk_token"),
+            ("authorization", "Bearer abk_token"),
+            ("x-aibridge-token", "abk_token"),
+            ("anthropic-version", "2023-06-01"),
+            ("anthropic-beta", "tools-2024-04-04"),
+            ("user-agent", "claude-cli/1.0"),
+            ("content-type", "application/json"),
+            ("cookie", "session=1"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut n: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+        n.sort_unstable();
+        n
+    }
+
+    #[test]
+    fn pool_requests_drop_the_gateway_token_everywhere() {
+        let out = forwardable(&client_headers(), Payer::Pool);
+        assert_eq!(
+            names(&out),
+            ["anthropic-beta", "anthropic-version", "content-type", "user-agent"]
+        );
+    }
+
+    #[test]
+    fn byok_requests_keep_the_users_credential_but_not_the_gateway_token() {
+        let out = forwardable(&client_headers(), Payer::Byok);
+        assert_eq!(out["x-api-key"], "abk_token");
+        assert_eq!(out["authorization"], "Bearer abk_token");
+        assert!(out.get("x-aibridge-token").is_none());
+        assert!(out.get("x-custom-hop").is_none());
+    }
+
+    #[test]
+    fn attach_key_per_provider() {
+        let key = ApiKey::new("sk-pool-1");
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer stale"));
+        attach_key(&mut h, ProviderKind::Anthropic, &key);
+        assert_eq!(h["x-api-key"], "sk-pool-1");
+        assert_eq!(h[header::AUTHORIZATION], "Bearer stale", "Anthropic leaves Authorization alone");
+        let mut h = HeaderMap::new();
+        attach_key(&mut h, ProviderKind::OpenAi, &key);
+        assert_eq!(h[header::AUTHORIZATION], "Bearer sk-pool-1");
+        assert!(h[header::AUTHORIZATION].is_sensitive());
+    }
+}

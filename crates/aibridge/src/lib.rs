@@ -1,0 +1,23 @@
+//! The aibridge gateway. A request's path through this crate:
+//!
+//! `routes` (entry, split by provider name) → `bridge` (body checks, who pays via `auth`,
+//! headers via `headers`) → `failover` (key walker, one attempt per key) → `bridge` /
+//! `stream_relay` (the answer relayed to the client). `probe` re-validates disabled keys in the
+//! background; `server` wires it together; `cli` is the binary's edge.
+
+pub mod admin;
+pub mod auth;
+pub mod bridge;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod failover;
+pub mod headers;
+pub mod probe;
+pub mod provider;
+pub mod routes;
+pub mod server;
+pub mod stream_relay;
+pub mod telemetry;
+pub mod upstream;

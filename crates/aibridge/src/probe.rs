@@ -1,0 +1,78 @@
+//! Background re-validation of disabled keys: a key taken out of rotation by a 401/403 is tried
+//! again with a cheap authenticated call (the provider's model list) on a back-off schedule and
+//! comes back by itself once it works.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aibridge_keypool::{PoolKey, ProbeOutcome};
+use http::HeaderMap;
+use tokio_util::sync::CancellationToken;
+
+use crate::headers::attach_key;
+use crate::provider::{Provider, ProviderKind};
+use crate::server::AppState;
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
+    // Often enough for the shortest configured interval, at most once a second.
+    let tick = (state.config.key_pool.probe_initial_interval / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(tick) => {}
+        }
+        for provider in state.providers.values() {
+            let Some(pool) = &provider.pool else { continue };
+            let due = match pool.due_for_probe().await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(provider = %provider.name, error = %e, "cannot read key state for probing");
+                    continue;
+                }
+            };
+            for key in due {
+                let outcome = probe(&state.client, provider, &key).await;
+                if let Err(e) = pool.record_probe(&key, outcome).await {
+                    tracing::warn!(provider = %provider.name, error = %e, "cannot record probe result");
+                    continue;
+                }
+                match outcome {
+                    ProbeOutcome::Healthy => tracing::info!(
+                        provider = %provider.name,
+                        key = %key.hint(),
+                        "disabled key works again: back in rotation"
+                    ),
+                    ProbeOutcome::StillRejected => tracing::info!(
+                        provider = %provider.name,
+                        key = %key.hint(),
+                        "disabled key still rejected; probing again later"
+                    ),
+                    ProbeOutcome::Inconclusive => tracing::debug!(
+                        provider = %provider.name,
+                        key = %key.hint(),
+                        "probe inconclusive; retrying later"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+async fn probe(client: &reqwest::Client, provider: &Provider, key: &PoolKey) -> ProbeOutcome {
+    let mut headers = HeaderMap::new();
+    attach_key(&mut headers, provider.kind, &key.secret);
+    if provider.kind == ProviderKind::Anthropic {
+        headers.insert("anthropic-version", http::HeaderValue::from_static("2023-06-01"));
+    }
+    let url = format!("{}{}", provider.base_url, provider.kind.probe_path());
+    match client.get(url).headers(headers).timeout(PROBE_TIMEOUT).send().await {
+        Ok(response) if response.status().is_success() => ProbeOutcome::Healthy,
+        Ok(response) if matches!(response.status().as_u16(), 401 | 403) => {
+            ProbeOutcome::StillRejected
+        }
+        Ok(_) | Err(_) => ProbeOutcome::Inconclusive,
+    }
+}

@@ -1,0 +1,103 @@
+//! Where a request enters: `/<provider-name>/<api path>` is split here and handed to the
+//! provider's bridged route; everything else is a 404 in the caller's dialect.
+
+use std::sync::Arc;
+
+use aibridge_protocol::Dialect;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderMap, Method, StatusCode};
+
+use crate::bridge::{self, BridgedApi, Incoming, RequestMeta};
+use crate::error::GatewayError;
+use crate::provider::ProviderKind;
+use crate::server::AppState;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/keys", get(crate::admin::list_keys))
+        .route("/api/v1/keys/{provider}/{index}/enable", axum::routing::post(crate::admin::enable_key))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready when the key state store answers (and, later, the recording store).
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.key_store.ping().await {
+        Ok(()) => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "unavailable", "key_state": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let not_found = |dialect| {
+        GatewayError::RouteNotFound { method: parts.method.to_string(), path: path.to_string() }
+            .into_response(dialect)
+    };
+    let (name, rest) = match path.trim_start_matches('/').split_once('/') {
+        Some((name, rest)) => (name, rest),
+        None => (path.trim_start_matches('/'), ""),
+    };
+    let Some(provider) = state.providers.get(name) else {
+        return not_found(guess_dialect(&parts.headers));
+    };
+    let dialect = provider.kind.dialect();
+    let api_path = format!("/{rest}");
+    let Some(api_path) = api_path.strip_prefix(provider.kind.client_path_prefix()) else {
+        return not_found(dialect);
+    };
+    let api = match (provider.kind, api_path) {
+        (ProviderKind::Anthropic, "/v1/messages") => BridgedApi::Messages,
+        _ => return not_found(dialect),
+    };
+    if parts.method != Method::POST {
+        return GatewayError::MethodNotAllowed {
+            method: parts.method.to_string(),
+            path: path.to_string(),
+        }
+        .into_response(dialect);
+    }
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let incoming = Incoming {
+        meta: RequestMeta {
+            request_id: request_id.clone(),
+            headers: parts.headers,
+            query: parts.uri.query().map(str::to_string),
+        },
+        body,
+    };
+    match bridge::handle(&state, provider, api, incoming).await {
+        Ok(response) => response,
+        Err(error) => {
+            let mut response = error.into_response(dialect);
+            if let Ok(value) = request_id.parse() {
+                response.headers_mut().insert(bridge::REQUEST_ID_HEADER, value);
+            }
+            response
+        }
+    }
+}
+
+/// For paths outside any provider: answer in Anthropic's shape to Anthropic clients (they always
+/// send `anthropic-version`), in OpenAI's otherwise.
+fn guess_dialect(headers: &HeaderMap) -> Dialect {
+    if headers.contains_key("anthropic-version") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    }
+}

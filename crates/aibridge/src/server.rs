@@ -1,0 +1,164 @@
+//! Builds the gateway from a configuration and runs it until shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use aibridge_keypool::{
+    Clock, CooldownPolicy, KeyPool, KeyStateStore, MemoryStore, ProbePolicy, SystemClock,
+};
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Authenticator, NoTokensIssued};
+use crate::config::{Config, KeyStateBackend};
+use crate::provider::Provider;
+
+/// Shared by every request.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub client: reqwest::Client,
+    pub providers: HashMap<String, Arc<Provider>>,
+    pub auth: Authenticator,
+    pub key_store: Arc<dyn KeyStateStore>,
+}
+
+impl AppState {
+    pub fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock))
+    }
+
+    pub fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let key_store: Arc<dyn KeyStateStore> = match config.key_state {
+            KeyStateBackend::Memory => Arc::new(MemoryStore::new()),
+        };
+        let cooldown = CooldownPolicy {
+            default: config.key_pool.default_cooldown,
+            max: config.key_pool.max_cooldown,
+        };
+        let probe = ProbePolicy {
+            initial: config.key_pool.probe_initial_interval,
+            max: config.key_pool.probe_max_interval,
+        };
+        let mut providers = HashMap::new();
+        for pc in &config.providers {
+            let pool = if pc.keys.is_empty() {
+                tracing::warn!(
+                    provider = %pc.name,
+                    "no central keys configured: only BYOK requests (X-AIBridge-Token) can be served"
+                );
+                None
+            } else {
+                let pool = KeyPool::new(
+                    pc.name.clone(),
+                    pc.keys.clone(),
+                    key_store.clone(),
+                    clock.clone(),
+                    cooldown,
+                    probe,
+                )
+                .with_context(|| format!("provider `{}`", pc.name))?;
+                Some(Arc::new(pool))
+            };
+            providers.insert(
+                pc.name.clone(),
+                Arc::new(Provider {
+                    name: pc.name.clone(),
+                    kind: pc.kind,
+                    base_url: pc.base_url.clone(),
+                    pool,
+                }),
+            );
+        }
+        let client = crate::upstream::build_client(&config.upstream)
+            .context("building the upstream HTTP client")?;
+        let auth = Authenticator::new(config.auth, Arc::new(NoTokensIssued));
+        Ok(Self { config, client, providers, auth, key_store })
+    }
+}
+
+/// A gateway bound to its listening socket, not yet serving.
+pub struct Gateway {
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+}
+
+impl Gateway {
+    pub async fn bind(state: AppState) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(state.config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", state.config.listen))?;
+        Ok(Self { state: Arc::new(state), listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests and
+    /// streams finish for up to the configured shutdown timeout.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let addr = self.local_addr()?;
+        let stop = CancellationToken::new();
+        let probes = tokio::spawn(crate::probe::run(self.state.clone(), stop.clone()));
+        tracing::info!(addr = %addr, "aibridge listening on http://{addr}");
+
+        let deadline = self.state.config.shutdown_timeout;
+        let signal_stop = stop.clone();
+        let server = axum::serve(self.listener, crate::routes::router(self.state.clone()))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!(
+                    deadline_secs = deadline.as_secs_f64(),
+                    "shutting down: no new connections, waiting for in-flight requests"
+                );
+                signal_stop.cancel();
+            });
+        let forced = async {
+            stop.cancelled().await;
+            tokio::time::sleep(deadline).await;
+        };
+        tokio::select! {
+            result = server => result.context("serving")?,
+            () = forced => tracing::warn!("shutdown deadline passed: closing the remaining connections"),
+        }
+        stop.cancel();
+        let _ = probes.await;
+        tracing::info!("aibridge stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

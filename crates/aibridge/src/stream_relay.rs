@@ -1,0 +1,144 @@
+//! Relays an upstream SSE stream to the client event by event.
+//!
+//! The commit point is the first complete upstream event: until it arrives nothing has been sent
+//! to the client, so a failure is still answered with a proper HTTP error. From then on each
+//! event is forwarded (its exact bytes) as soon as its terminating blank line is in, and a
+//! failure — a broken connection, a read timeout, a stream that ends before its terminal event —
+//! reaches the client as the dialect's SSE error frame rather than as a silently truncated 200.
+
+use std::collections::VecDeque;
+
+use aibridge_protocol::{Dialect, ErrorKind, SseDecoder, SseEvent};
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+use crate::error::{GatewayError, describe_transport_error};
+
+/// How an API's stream says it is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// `event: message_stop`, or an `event: error` that the upstream sent itself.
+    AnthropicMessages,
+}
+
+impl StreamEnd {
+    fn is_terminal(self, event: &SseEvent) -> bool {
+        match self {
+            Self::AnthropicMessages => {
+                matches!(event.event_type(), Some("message_stop" | "error"))
+            }
+        }
+    }
+}
+
+type UpstreamBytes = BoxStream<'static, reqwest::Result<Bytes>>;
+
+struct Relay {
+    upstream: UpstreamBytes,
+    decoder: SseDecoder,
+    ready: VecDeque<Bytes>,
+    dialect: Dialect,
+    end: StreamEnd,
+    saw_terminal: bool,
+    finished: bool,
+}
+
+impl Relay {
+    fn take_events(&mut self) {
+        while let Some(event) = self.decoder.next_event() {
+            if self.end.is_terminal(&event) {
+                self.saw_terminal = true;
+            }
+            self.ready.push_back(event.into_raw());
+        }
+    }
+
+    /// The next frame for the client, or `None` when the relay is over.
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(frame) = self.ready.pop_front() {
+                return Some(frame);
+            }
+            if self.finished {
+                return None;
+            }
+            match self.upstream.next().await {
+                Some(Ok(chunk)) => {
+                    self.decoder.push(&chunk);
+                    self.take_events();
+                }
+                Some(Err(e)) => {
+                    self.finished = true;
+                    let message = format!("upstream stream failed: {}", describe_transport_error(&e));
+                    tracing::warn!(error = %message, "stream broken after the first event");
+                    return Some(self.dialect.stream_error_frames(ErrorKind::Api, &message));
+                }
+                None => {
+                    self.finished = true;
+                    if self.saw_terminal && !self.decoder.has_partial_event() {
+                        return None;
+                    }
+                    let message = "upstream stream ended before the response was complete";
+                    tracing::warn!(error = message, "stream truncated by the upstream");
+                    return Some(self.dialect.stream_error_frames(ErrorKind::Api, message));
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the first upstream event, then answers 200 with a body that relays the rest.
+pub async fn relay(
+    response: reqwest::Response,
+    dialect: Dialect,
+    end: StreamEnd,
+) -> Result<Response, GatewayError> {
+    let mut headers = HeaderMap::new();
+    for name in ["content-type", "request-id", "x-request-id"] {
+        if let Some(value) = response.headers().get(name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies in front of the gateway not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+
+    let mut relay = Relay {
+        upstream: response.bytes_stream().boxed(),
+        decoder: SseDecoder::new(),
+        ready: VecDeque::new(),
+        dialect,
+        end,
+        saw_terminal: false,
+        finished: false,
+    };
+    while relay.ready.is_empty() {
+        match relay.upstream.next().await {
+            Some(Ok(chunk)) => {
+                relay.decoder.push(&chunk);
+                relay.take_events();
+            }
+            Some(Err(e)) => {
+                return Err(GatewayError::UpstreamStreamFailed(describe_transport_error(&e)));
+            }
+            None => {
+                return Err(GatewayError::UpstreamStreamFailed(
+                    "the stream ended without any event".into(),
+                ));
+            }
+        }
+    }
+
+    let body = futures_util::stream::unfold(relay, |mut relay| async move {
+        let frame = relay.next_frame().await?;
+        Some((Ok::<Bytes, std::convert::Infallible>(frame), relay))
+    });
+    let mut out = Response::new(Body::from_stream(body));
+    *out.status_mut() = StatusCode::OK;
+    *out.headers_mut() = headers;
+    Ok(out)
+}
