@@ -1,4 +1,4 @@
-//! aibridge-mock: a fake upstream provider (Anthropic, later OpenAI) on a real socket, for tests,
+//! aibridge-mock: a fake upstream provider (Anthropic and OpenAI dialects) on a real socket, for tests,
 //! benchmarks and `aibridge demo`.
 //!
 //! Each request is attributed to a *key* (`x-api-key`, else `Authorization: Bearer <key>`, else "")

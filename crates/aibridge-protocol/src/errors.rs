@@ -151,11 +151,26 @@ mod tests {
 
     #[test]
     fn status_maps_to_provider_kinds() {
-        assert_eq!(ErrorKind::for_status(StatusCode::BAD_REQUEST), ErrorKind::InvalidRequest);
-        assert_eq!(ErrorKind::for_status(StatusCode::PAYLOAD_TOO_LARGE), ErrorKind::RequestTooLarge);
-        assert_eq!(ErrorKind::for_status(StatusCode::from_u16(529).unwrap()), ErrorKind::Overloaded);
-        assert_eq!(ErrorKind::for_status(StatusCode::BAD_GATEWAY), ErrorKind::Api);
-        assert_eq!(ErrorKind::for_status(StatusCode::UNPROCESSABLE_ENTITY), ErrorKind::InvalidRequest);
+        assert_eq!(
+            ErrorKind::for_status(StatusCode::BAD_REQUEST),
+            ErrorKind::InvalidRequest
+        );
+        assert_eq!(
+            ErrorKind::for_status(StatusCode::PAYLOAD_TOO_LARGE),
+            ErrorKind::RequestTooLarge
+        );
+        assert_eq!(
+            ErrorKind::for_status(StatusCode::from_u16(529).unwrap()),
+            ErrorKind::Overloaded
+        );
+        assert_eq!(
+            ErrorKind::for_status(StatusCode::BAD_GATEWAY),
+            ErrorKind::Api
+        );
+        assert_eq!(
+            ErrorKind::for_status(StatusCode::UNPROCESSABLE_ENTITY),
+            ErrorKind::InvalidRequest
+        );
     }
 
     #[test]

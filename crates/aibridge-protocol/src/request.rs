@@ -71,7 +71,10 @@ mod tests {
         let body = br#"{"model":"claude-x","stream":true,"messages":[{"role":"user","content":"hi"}],"unknown":{"a":[1,2]}}"#;
         assert_eq!(
             summarize_request(body),
-            Ok(RequestSummary { model: "claude-x".into(), stream: true })
+            Ok(RequestSummary {
+                model: "claude-x".into(),
+                stream: true
+            })
         );
     }
 
@@ -86,13 +89,31 @@ mod tests {
         assert_eq!(summarize_request(b""), Err(BadRequest::Empty));
         assert_eq!(summarize_request(b"  \n"), Err(BadRequest::Empty));
         assert_eq!(summarize_request(b"[1,2]"), Err(BadRequest::NotAnObject));
-        assert_eq!(summarize_request(b"\"model\""), Err(BadRequest::NotAnObject));
-        assert!(matches!(summarize_request(b"{\"model\":"), Err(BadRequest::NotJson(_))));
-        assert!(matches!(summarize_request(b"nope"), Err(BadRequest::NotJson(_))));
+        assert_eq!(
+            summarize_request(b"\"model\""),
+            Err(BadRequest::NotAnObject)
+        );
+        assert!(matches!(
+            summarize_request(b"{\"model\":"),
+            Err(BadRequest::NotJson(_))
+        ));
+        assert!(matches!(
+            summarize_request(b"nope"),
+            Err(BadRequest::NotJson(_))
+        ));
         assert_eq!(summarize_request(b"{}"), Err(BadRequest::MissingModel));
-        assert_eq!(summarize_request(br#"{"model":null}"#), Err(BadRequest::MissingModel));
-        assert_eq!(summarize_request(br#"{"model":5}"#), Err(BadRequest::InvalidModel));
-        assert_eq!(summarize_request(br#"{"model":" "}"#), Err(BadRequest::InvalidModel));
+        assert_eq!(
+            summarize_request(br#"{"model":null}"#),
+            Err(BadRequest::MissingModel)
+        );
+        assert_eq!(
+            summarize_request(br#"{"model":5}"#),
+            Err(BadRequest::InvalidModel)
+        );
+        assert_eq!(
+            summarize_request(br#"{"model":" "}"#),
+            Err(BadRequest::InvalidModel)
+        );
         assert_eq!(
             summarize_request(br#"{"model":"m","stream":"yes"}"#),
             Err(BadRequest::InvalidStream)

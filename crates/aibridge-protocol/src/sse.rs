@@ -43,7 +43,8 @@ impl SseEvent {
 
     /// True for events that carry only comments (`: keep-alive`).
     pub fn is_comment_only(&self) -> bool {
-        self.lines().all(|line| line.is_empty() || line.starts_with(b":"))
+        self.lines()
+            .all(|line| line.is_empty() || line.starts_with(b":"))
     }
 }
 
@@ -79,7 +80,9 @@ impl SseDecoder {
     /// The next complete event, if one is buffered.
     pub fn next_event(&mut self) -> Option<SseEvent> {
         loop {
-            let rel = self.buf[self.line_start..].iter().position(|b| *b == b'\n')?;
+            let rel = self.buf[self.line_start..]
+                .iter()
+                .position(|b| *b == b'\n')?;
             let end = self.line_start + rel;
             let line = &self.buf[self.line_start..end];
             let blank = line.is_empty() || line == b"\r";
@@ -135,14 +138,18 @@ mod tests {
 
     #[test]
     fn splits_events_and_keeps_raw_bytes() {
-        let input = b"event: message_start\ndata: {\"a\":1}\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\n";
+        let input =
+            b"event: message_start\ndata: {\"a\":1}\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\n";
         let mut d = SseDecoder::new();
         d.push(input);
         let events = drain(&mut d);
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].event_type(), Some("message_start"));
         assert_eq!(events[0].data(), "{\"a\":1}");
-        assert_eq!(&events[0].raw()[..], b"event: message_start\ndata: {\"a\":1}\n\n");
+        assert_eq!(
+            &events[0].raw()[..],
+            b"event: message_start\ndata: {\"a\":1}\n\n"
+        );
         assert_eq!(events[1].event_type(), Some("ping"));
         let joined: Vec<u8> = events.iter().flat_map(|e| e.raw().to_vec()).collect();
         assert_eq!(joined, input.to_vec());

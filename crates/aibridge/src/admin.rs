@@ -14,17 +14,17 @@ use crate::config::AuthMode;
 use crate::error::GatewayError;
 use crate::server::AppState;
 
-fn require_admin(state: &AppState, _request: &Request) -> Result<(), Response> {
+fn require_admin(state: &AppState, _request: &Request) -> Result<(), GatewayError> {
     match state.config.auth {
         AuthMode::None => Ok(()),
-        AuthMode::Tokens => Err(GatewayError::InvalidToken.into_response(Dialect::OpenAi)),
+        AuthMode::Tokens => Err(GatewayError::InvalidToken),
     }
 }
 
 /// `GET /api/v1/keys`: every pool's keys by hint, with state and cooldown.
 pub async fn list_keys(State(state): State<Arc<AppState>>, request: Request) -> Response {
     if let Err(denied) = require_admin(&state, &request) {
-        return denied;
+        return denied.into_response(Dialect::OpenAi);
     }
     let mut names: Vec<&String> = state.providers.keys().collect();
     names.sort();
@@ -67,10 +67,14 @@ pub async fn enable_key(
     request: Request,
 ) -> Response {
     if let Err(denied) = require_admin(&state, &request) {
-        return denied;
+        return denied.into_response(Dialect::OpenAi);
     }
     let not_found = |what: String| {
-        GatewayError::RouteNotFound { method: "POST".into(), path: what }.into_response(Dialect::OpenAi)
+        GatewayError::RouteNotFound {
+            method: "POST".into(),
+            path: what,
+        }
+        .into_response(Dialect::OpenAi)
     };
     let Some(pool) = state.providers.get(&provider).and_then(|p| p.pool.clone()) else {
         return not_found(format!("/api/v1/keys/{provider}"));
@@ -83,7 +87,11 @@ pub async fn enable_key(
             if changed {
                 tracing::info!(provider = %provider, key = %pool.keys()[index].hint(), "key re-enabled by an operator");
             }
-            (StatusCode::OK, Json(json!({ "enabled": true, "changed": changed }))).into_response()
+            (
+                StatusCode::OK,
+                Json(json!({ "enabled": true, "changed": changed })),
+            )
+                .into_response()
         }
         Err(e) => GatewayError::KeyState(e).into_response(Dialect::OpenAi),
     }

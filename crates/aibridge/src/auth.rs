@@ -59,7 +59,11 @@ impl Authenticator {
 
     pub fn identify(&self, headers: &HeaderMap) -> Result<Caller, GatewayError> {
         let byok_token = header_str(headers, GATEWAY_TOKEN_HEADER);
-        let payer = if byok_token.is_some() { Payer::Byok } else { Payer::Pool };
+        let payer = if byok_token.is_some() {
+            Payer::Byok
+        } else {
+            Payer::Pool
+        };
         let user = match self.mode {
             AuthMode::None => LOCAL_USER.to_string(),
             AuthMode::Tokens => {
@@ -69,7 +73,9 @@ impl Authenticator {
                 }
                 .filter(|t| !t.is_empty())
                 .ok_or(GatewayError::MissingToken)?;
-                self.tokens.user_for(token).ok_or(GatewayError::InvalidToken)?
+                self.tokens
+                    .user_for(token)
+                    .ok_or(GatewayError::InvalidToken)?
             }
         };
         Ok(Caller { user, payer })
@@ -77,7 +83,10 @@ impl Authenticator {
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
@@ -111,29 +120,61 @@ mod tests {
     #[test]
     fn none_mode_is_local_and_header_decides_who_pays() {
         let auth = Authenticator::new(AuthMode::None, Arc::new(NoTokensIssued));
-        let pool = auth.identify(&headers(&[("x-api-key", "anything")])).unwrap();
-        assert_eq!(pool, Caller { user: "local".into(), payer: Payer::Pool });
-        let byok = auth.identify(&headers(&[("x-aibridge-token", "whatever")])).unwrap();
+        let pool = auth
+            .identify(&headers(&[("x-api-key", "anything")]))
+            .unwrap();
+        assert_eq!(
+            pool,
+            Caller {
+                user: "local".into(),
+                payer: Payer::Pool
+            }
+        );
+        let byok = auth
+            .identify(&headers(&[("x-aibridge-token", "whatever")]))
+            .unwrap();
         assert_eq!(byok.payer, Payer::Byok);
     }
 
     #[test]
     fn tokens_mode_reads_the_token_where_it_travels() {
         let auth = Authenticator::new(AuthMode::Tokens, Arc::new(OneToken));
-        let via_key = auth.identify(&headers(&[("x-api-key", "abk_good")])).unwrap();
-        assert_eq!(via_key, Caller { user: "alice".into(), payer: Payer::Pool });
-        let via_bearer = auth.identify(&headers(&[("authorization", "Bearer abk_good")])).unwrap();
+        let via_key = auth
+            .identify(&headers(&[("x-api-key", "abk_good")]))
+            .unwrap();
+        assert_eq!(
+            via_key,
+            Caller {
+                user: "alice".into(),
+                payer: Payer::Pool
+            }
+        );
+        let via_bearer = auth
+            .identify(&headers(&[("authorization", "Bearer abk_good")]))
+            .unwrap();
         assert_eq!(via_bearer.payer, Payer::Pool);
         let byok = auth
-            .identify(&headers(&[("x-aibridge-token", "abk_good"), ("x-api-key", "sk-user")]))
+            .identify(&headers(&[
+                ("x-aibridge-token", "abk_good"),
+                ("x-api-key", "sk-user"),
+            ]))
             .unwrap();
-        assert_eq!(byok, Caller { user: "alice".into(), payer: Payer::Byok });
+        assert_eq!(
+            byok,
+            Caller {
+                user: "alice".into(),
+                payer: Payer::Byok
+            }
+        );
     }
 
     #[test]
     fn tokens_mode_refuses_missing_and_unknown_tokens() {
         let auth = Authenticator::new(AuthMode::Tokens, Arc::new(OneToken));
-        assert!(matches!(auth.identify(&headers(&[])), Err(GatewayError::MissingToken)));
+        assert!(matches!(
+            auth.identify(&headers(&[])),
+            Err(GatewayError::MissingToken)
+        ));
         assert!(matches!(
             auth.identify(&headers(&[("x-api-key", "abk_bad")])),
             Err(GatewayError::InvalidToken)
@@ -152,7 +193,10 @@ mod tests {
 
     #[test]
     fn bearer_parsing() {
-        assert_eq!(bearer(&headers(&[("authorization", "bearer  tok ")])), Some("tok"));
+        assert_eq!(
+            bearer(&headers(&[("authorization", "bearer  tok ")])),
+            Some("tok")
+        );
         assert_eq!(bearer(&headers(&[("authorization", "Basic abc")])), None);
         assert_eq!(bearer(&headers(&[("authorization", "Bearer")])), None);
     }

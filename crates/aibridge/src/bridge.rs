@@ -106,11 +106,18 @@ async fn relay(
         timeout: (!summary.stream).then_some(state.config.upstream.request_timeout),
     };
     let served = call.send().await.map_err(|failed| failed.error)?;
-    let Served { response, key, attempts } = served;
+    let Served {
+        response,
+        key,
+        attempts,
+    } = served;
     tracing::info!(
         status = response.status().as_u16(),
         attempts = attempts.len(),
-        key = key.as_ref().map(|k| k.hint()).unwrap_or_else(|| "byok".into()),
+        key = key
+            .as_ref()
+            .map(|k| k.hint())
+            .unwrap_or_else(|| "byok".into()),
         "upstream answered"
     );
     let dialect = provider.kind.dialect();
@@ -127,23 +134,52 @@ async fn relay(
     Ok(relayed)
 }
 
-/// Reads the request body up to `limit` bytes (413 above it, checked against Content-Length
-/// first so an oversized upload is refused before it is read).
-pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
+/// Reads the request body up to `limit` bytes; above it, 413.
+pub async fn read_body(
+    mut body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
+        if declared.is_some_and(|len| len <= (limit + MAX_DISCARDED_BODY) as u64) {
+            discard(body).await;
+        }
         return Err(GatewayError::BodyTooLarge { limit });
     }
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(GatewayError::BodyTooLarge { limit })
+    let mut buf = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| GatewayError::BodyRead(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                discard(body).await;
+                return Err(GatewayError::BodyTooLarge { limit });
+            }
+            buf.extend_from_slice(&data);
         }
-        Err(e) => Err(GatewayError::BodyRead(e.to_string())),
     }
+    Ok(Bytes::from(buf))
+}
+
+/// How much of an oversized body is read and thrown away before answering 413.
+const MAX_DISCARDED_BODY: usize = 64 * 1024 * 1024;
+
+/// Reads the rest of a refused body (bounded in size and time) so the client can finish sending
+/// and read the 413, instead of seeing a broken pipe.
+async fn discard(mut body: Body) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut read = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len());
+            if read > MAX_DISCARDED_BODY {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn is_event_stream(headers: &HeaderMap) -> bool {
@@ -154,8 +190,13 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// Upstream response headers worth passing on to the client.
-const RELAYED_RESPONSE_HEADERS: &[&str] =
-    &["content-type", "request-id", "x-request-id", "retry-after", "retry-after-ms"];
+const RELAYED_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "request-id",
+    "x-request-id",
+    "retry-after",
+    "retry-after-ms",
+];
 
 fn copy_relayed_headers(from: &HeaderMap, to: &mut HeaderMap) {
     for name in RELAYED_RESPONSE_HEADERS {
@@ -198,12 +239,19 @@ async fn relay_error(response: reqwest::Response, dialect: Dialect, payer: Payer
     let body = if payer == Payer::Byok || dialect.is_error_body(&body) {
         body
     } else {
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         let snippet: String = String::from_utf8_lossy(&body).chars().take(200).collect();
         let message = if snippet.trim().is_empty() {
             format!("upstream returned HTTP {}", status.as_u16())
         } else {
-            format!("upstream returned HTTP {}: {}", status.as_u16(), snippet.trim())
+            format!(
+                "upstream returned HTTP {}: {}",
+                status.as_u16(),
+                snippet.trim()
+            )
         };
         dialect.error_body(ErrorKind::for_status(status), &message)
     };
@@ -215,7 +263,13 @@ async fn relay_error(response: reqwest::Response, dialect: Dialect, payer: Payer
 
 /// `retry-after-ms` (OpenAI's convention) as whole seconds, rounded up.
 fn retry_after_ms_as_secs(headers: &HeaderMap) -> Option<u64> {
-    let ms: f64 = headers.get("retry-after-ms")?.to_str().ok()?.trim().parse().ok()?;
+    let ms: f64 = headers
+        .get("retry-after-ms")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     (ms.is_finite() && ms > 0.0).then(|| (ms / 1000.0).ceil() as u64)
 }
 
@@ -248,11 +302,17 @@ mod tests {
     async fn oversized_bodies_are_refused_by_declared_length_and_by_actual_size() {
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("11"));
-        let err = read_body(Body::from("hello world"), &h, 10).await.unwrap_err();
+        let err = read_body(Body::from("hello world"), &h, 10)
+            .await
+            .unwrap_err();
         assert!(matches!(err, GatewayError::BodyTooLarge { limit: 10 }));
-        let err = read_body(Body::from("hello world"), &HeaderMap::new(), 10).await.unwrap_err();
+        let err = read_body(Body::from("hello world"), &HeaderMap::new(), 10)
+            .await
+            .unwrap_err();
         assert!(matches!(err, GatewayError::BodyTooLarge { limit: 10 }));
-        let ok = read_body(Body::from("hello"), &HeaderMap::new(), 10).await.unwrap();
+        let ok = read_body(Body::from("hello"), &HeaderMap::new(), 10)
+            .await
+            .unwrap();
         assert_eq!(&ok[..], b"hello");
     }
 }

@@ -24,7 +24,13 @@ environment winning. See README.md for the reference."
 )]
 pub struct Cli {
     /// Log format on stderr.
-    #[arg(long, global = true, env = "AIBRIDGE_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "AIBRIDGE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 
     #[command(subcommand)]
@@ -116,7 +122,11 @@ pub fn summary(config: &Config) -> String {
             kind = p.kind.as_str(),
             url = p.base_url,
             n = keys.len(),
-            list = if keys.is_empty() { String::new() } else { format!(": {}", keys.join(", ")) },
+            list = if keys.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", keys.join(", "))
+            },
         );
     }
     out

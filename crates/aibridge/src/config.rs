@@ -87,7 +87,10 @@ impl std::fmt::Debug for ProviderConfig {
             .field("name", &self.name)
             .field("kind", &self.kind)
             .field("base_url", &self.base_url)
-            .field("keys", &self.keys.iter().map(ApiKey::hint).collect::<Vec<_>>())
+            .field(
+                "keys",
+                &self.keys.iter().map(ApiKey::hint).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -108,7 +111,10 @@ impl std::fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid configuration:\n{}", list(.0))]
@@ -116,7 +122,11 @@ pub enum ConfigError {
 }
 
 fn list(problems: &[Problem]) -> String {
-    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 // ---- the file format -------------------------------------------------------------------------
@@ -201,8 +211,10 @@ impl Config {
     pub fn load(path: Option<&Path>, env: &dyn Environment) -> Result<Self, ConfigError> {
         let file = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 Self::parse_file(&text, path)?
             }
             None => FileConfig::default(),
@@ -211,23 +223,41 @@ impl Config {
     }
 
     /// Parses TOML text (used by `load` and by tests of example files).
-    pub fn from_toml(text: &str, origin: &Path, env: &dyn Environment) -> Result<Self, ConfigError> {
+    pub fn from_toml(
+        text: &str,
+        origin: &Path,
+        env: &dyn Environment,
+    ) -> Result<Self, ConfigError> {
         Self::build(Self::parse_file(text, origin)?, env)
     }
 
     fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
-        toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
     }
 
     fn build(file: FileConfig, env: &dyn Environment) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
-        let mut p = Checker { problems: &mut problems };
+        let mut p = Checker {
+            problems: &mut problems,
+        };
 
-        let listen_raw = env_or(env, "AIBRIDGE_LISTEN", file.listen, "listen", DEFAULT_LISTEN);
-        let listen = p.check(&listen_raw.1, listen_raw.0.parse::<SocketAddr>().map_err(|_| {
-            format!("`{}` is not an address like 127.0.0.1:8080", listen_raw.0)
-        }));
+        let listen_raw = env_or(
+            env,
+            "AIBRIDGE_LISTEN",
+            file.listen,
+            "listen",
+            DEFAULT_LISTEN,
+        );
+        let listen = p.check(
+            &listen_raw.1,
+            listen_raw
+                .0
+                .parse::<SocketAddr>()
+                .map_err(|_| format!("`{}` is not an address like 127.0.0.1:8080", listen_raw.0)),
+        );
 
         let (database_url, database_field) = env_or(
             env,
@@ -240,11 +270,19 @@ impl Config {
             || database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://"))
         {
-            p.push(&database_field, "must start with sqlite:// or postgres://".to_string());
+            p.push(
+                &database_field,
+                "must start with sqlite:// or postgres://".to_string(),
+            );
         }
 
-        let (key_state_url, key_state_field) =
-            env_or(env, "AIBRIDGE_KEY_STATE_URL", file.key_state_url, "key_state_url", "memory");
+        let (key_state_url, key_state_field) = env_or(
+            env,
+            "AIBRIDGE_KEY_STATE_URL",
+            file.key_state_url,
+            "key_state_url",
+            "memory",
+        );
         let key_state = match key_state_url.as_str() {
             "memory" => Some(KeyStateBackend::Memory),
             url if url.starts_with("redis://") || url.starts_with("rediss://") => {
@@ -256,7 +294,10 @@ impl Config {
                 None
             }
             other => {
-                p.push(&key_state_field, format!("`{other}` is neither `memory` nor a redis:// URL"));
+                p.push(
+                    &key_state_field,
+                    format!("`{other}` is neither `memory` nor a redis:// URL"),
+                );
                 None
             }
         };
@@ -266,17 +307,24 @@ impl Config {
             "tokens" => Some(AuthMode::Tokens),
             "none" => Some(AuthMode::None),
             other => {
-                p.push(&auth_field, format!("`{other}` is neither `tokens` nor `none`"));
+                p.push(
+                    &auth_field,
+                    format!("`{other}` is neither `tokens` nor `none`"),
+                );
                 None
             }
         };
 
         let shutdown_timeout =
             p.duration("shutdown_timeout", file.shutdown_timeout.as_deref(), "30s");
-        let max_request_body_bytes =
-            file.max_request_body_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES);
+        let max_request_body_bytes = file
+            .max_request_body_bytes
+            .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES);
         if max_request_body_bytes == 0 {
-            p.push("max_request_body_bytes", "must be greater than 0".to_string());
+            p.push(
+                "max_request_body_bytes",
+                "must be greater than 0".to_string(),
+            );
         }
 
         let upstream = UpstreamSettings {
@@ -360,7 +408,10 @@ fn env_or(
 ) -> (String, String) {
     match env.var(var) {
         Some(v) => (v.trim().to_string(), var.to_string()),
-        None => (file_value.unwrap_or_else(|| default.to_string()), field.to_string()),
+        None => (
+            file_value.unwrap_or_else(|| default.to_string()),
+            field.to_string(),
+        ),
     }
 }
 
@@ -370,7 +421,10 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn push(&mut self, field: &str, message: String) {
-        self.problems.push(Problem { field: field.to_string(), message });
+        self.problems.push(Problem {
+            field: field.to_string(),
+            message,
+        });
     }
 
     fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
@@ -386,7 +440,10 @@ impl Checker<'_> {
                 Duration::from_secs(1)
             }
             Err(e) => {
-                self.push(field, format!("`{raw}` is not a duration like 30s, 500ms or 1h ({e})"));
+                self.push(
+                    field,
+                    format!("`{raw}` is not a duration like 30s, 500ms or 1h ({e})"),
+                );
                 Duration::from_secs(1)
             }
         }
@@ -424,7 +481,10 @@ fn build_providers(
         let Some(kind) = ProviderKind::parse(&fp.kind) else {
             p.push(
                 &format!("{at}.type"),
-                format!("`{}` is not a provider type; expected one of: anthropic, openai", fp.kind),
+                format!(
+                    "`{}` is not a provider type; expected one of: anthropic, openai",
+                    fp.kind
+                ),
             );
             continue;
         };
@@ -443,14 +503,21 @@ fn build_providers(
         if let Some(var) = fp.keys_env {
             match env.var(&var) {
                 Some(list) => keys.extend(split_key_list(&list, &var)),
-                None => p.push(&format!("{at}.keys_env"), format!("environment variable {var} is not set")),
+                None => p.push(
+                    &format!("{at}.keys_env"),
+                    format!("environment variable {var} is not set"),
+                ),
             }
         }
         providers.push((
             at.clone(),
             name,
             kind,
-            (fp.base_url.unwrap_or_else(|| kind.default_base_url().to_string()), format!("{at}.base_url")),
+            (
+                fp.base_url
+                    .unwrap_or_else(|| kind.default_base_url().to_string()),
+                format!("{at}.base_url"),
+            ),
             keys,
         ));
     }
@@ -466,7 +533,10 @@ fn build_providers(
         if env_keys.is_none() && env_url.is_none() {
             continue;
         }
-        let index = match providers.iter().position(|(_, name, ..)| name == kind.as_str()) {
+        let index = match providers
+            .iter()
+            .position(|(_, name, ..)| name == kind.as_str())
+        {
             Some(index) => index,
             None => {
                 providers.push((
@@ -504,9 +574,15 @@ fn build_providers(
                 format!("`{name}` is not a valid provider name: use lower-case letters, digits and single dashes (like `anthropic-eu`)"),
             );
         } else if RESERVED_NAMES.contains(&name.as_str()) {
-            p.push(&format!("{at}.name"), format!("`{name}` is reserved for the gateway's own routes"));
+            p.push(
+                &format!("{at}.name"),
+                format!("`{name}` is reserved for the gateway's own routes"),
+            );
         } else if !names.insert(name.clone()) {
-            p.push(&format!("{at}.name"), format!("provider name `{name}` is used twice"));
+            p.push(
+                &format!("{at}.name"),
+                format!("provider name `{name}` is used twice"),
+            );
         }
         let base_url = match validate_base_url(&base_url) {
             Ok(url) => url,
@@ -516,7 +592,12 @@ fn build_providers(
             }
         };
         let keys = validate_keys(keys, p);
-        out.push(ProviderConfig { name, kind, base_url, keys });
+        out.push(ProviderConfig {
+            name,
+            kind,
+            base_url,
+            keys,
+        });
     }
     out
 }
@@ -536,7 +617,10 @@ fn validate_keys(keys: Vec<(String, String)>, p: &mut Checker<'_>) -> Vec<ApiKey
         if value.trim().is_empty() {
             problems.push((field.clone(), "key is empty".to_string()));
         } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            problems.push((field.clone(), "key contains whitespace or control characters".to_string()));
+            problems.push((
+                field.clone(),
+                "key contains whitespace or control characters".to_string(),
+            ));
         } else if let Some((first, _)) = seen.iter().find(|(_, v)| v == value) {
             problems.push((field.clone(), format!("key duplicates {first}")));
         } else {
@@ -552,7 +636,10 @@ fn validate_keys(keys: Vec<(String, String)>, p: &mut Checker<'_>) -> Vec<ApiKey
 fn valid_provider_name(name: &str) -> bool {
     !name.is_empty()
         && name.split('-').all(|part| {
-            !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
 }
 
@@ -568,7 +655,10 @@ fn validate_base_url(raw: &str) -> Result<String, String> {
         return Err(format!("`{raw}` must not have a query or fragment"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("`{}` must not carry credentials", url.host_str().unwrap_or("")));
+        return Err(format!(
+            "`{}` must not carry credentials",
+            url.host_str().unwrap_or("")
+        ));
     }
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
@@ -578,7 +668,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn parse(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -634,7 +727,11 @@ mod tests {
         assert_eq!(config.providers.len(), 1);
         let anthropic = &config.providers[0];
         assert_eq!(anthropic.base_url, "http://127.0.0.1:1234");
-        let keys: Vec<_> = anthropic.keys.iter().map(|k| k.expose().to_string()).collect();
+        let keys: Vec<_> = anthropic
+            .keys
+            .iter()
+            .map(|k| k.expose().to_string())
+            .collect();
         assert_eq!(keys, ["env-key-a", "env-key-b"]);
     }
 
@@ -660,10 +757,16 @@ mod tests {
             keys = ["literal-key", { env = "SECRET_ONE" }]
             keys_env = "MORE_KEYS"
         "#;
-        let config =
-            parse(text, &[("SECRET_ONE", "from-env-1"), ("MORE_KEYS", "m1,m2")]).unwrap();
-        let keys: Vec<_> =
-            config.providers[0].keys.iter().map(|k| k.expose().to_string()).collect();
+        let config = parse(
+            text,
+            &[("SECRET_ONE", "from-env-1"), ("MORE_KEYS", "m1,m2")],
+        )
+        .unwrap();
+        let keys: Vec<_> = config.providers[0]
+            .keys
+            .iter()
+            .map(|k| k.expose().to_string())
+            .collect();
         assert_eq!(keys, ["literal-key", "from-env-1", "m1", "m2"]);
 
         let missing = problems(parse(text, &[("MORE_KEYS", "m1")]));
@@ -678,7 +781,10 @@ mod tests {
 
     #[test]
     fn empty_and_duplicate_keys_are_named_without_showing_them() {
-        let got = problems(parse("", &[("AIBRIDGE_ANTHROPIC_KEYS", "sk-secret-1,,sk-secret-1")]));
+        let got = problems(parse(
+            "",
+            &[("AIBRIDGE_ANTHROPIC_KEYS", "sk-secret-1,,sk-secret-1")],
+        ));
         assert_eq!(got.len(), 2, "{got:?}");
         assert_eq!(got[0].field, "AIBRIDGE_ANTHROPIC_KEYS[1]");
         assert_eq!(got[0].message, "key is empty");
@@ -728,7 +834,10 @@ mod tests {
 
     #[test]
     fn reserved_names_and_unknown_fields_are_rejected() {
-        let got = problems(parse("[[providers]]\nname = \"api\"\ntype = \"openai\"\n", &[]));
+        let got = problems(parse(
+            "[[providers]]\nname = \"api\"\ntype = \"openai\"\n",
+            &[],
+        ));
         assert_eq!(got[0].field, "providers[0].name");
         assert!(got[0].message.contains("reserved"));
 
@@ -739,7 +848,10 @@ mod tests {
 
     #[test]
     fn redis_key_state_is_refused_until_it_exists() {
-        let got = problems(parse("", &[("AIBRIDGE_KEY_STATE_URL", "redis://127.0.0.1:6379")]));
+        let got = problems(parse(
+            "",
+            &[("AIBRIDGE_KEY_STATE_URL", "redis://127.0.0.1:6379")],
+        ));
         assert_eq!(got[0].field, "AIBRIDGE_KEY_STATE_URL");
     }
 
@@ -755,7 +867,11 @@ mod tests {
 
     #[test]
     fn debug_never_shows_keys() {
-        let config = parse("", &[("AIBRIDGE_ANTHROPIC_KEYS", "sk-ant-verysecretvalue-123456")]).unwrap();
+        let config = parse(
+            "",
+            &[("AIBRIDGE_ANTHROPIC_KEYS", "sk-ant-verysecretvalue-123456")],
+        )
+        .unwrap();
         let dump = format!("{config:?}");
         assert!(!dump.contains("verysecretvalue"), "{dump}");
         assert!(dump.contains("sk-a...3456"), "{dump}");

@@ -14,8 +14,13 @@ const RATE_LIMITED_KEY: &str = "sk-demo-primary-rate-limited";
 const HEALTHY_KEY: &str = "sk-demo-fallback-healthy";
 
 pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let mock = MockUpstream::start().await.context("starting the fake upstream")?;
-    mock.then(RATE_LIMITED_KEY, Reply::status(429).header("retry-after", "30"));
+    let mock = MockUpstream::start()
+        .await
+        .context("starting the fake upstream")?;
+    mock.then(
+        RATE_LIMITED_KEY,
+        Reply::status(429).header("retry-after", "30"),
+    );
 
     let listen = listen
         .map(|a| a.to_string())
@@ -24,7 +29,10 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let env: BTreeMap<String, String> = [
         ("AIBRIDGE_LISTEN", listen),
         ("AIBRIDGE_AUTH", "none".to_string()),
-        ("AIBRIDGE_ANTHROPIC_KEYS", format!("{RATE_LIMITED_KEY},{HEALTHY_KEY}")),
+        (
+            "AIBRIDGE_ANTHROPIC_KEYS",
+            format!("{RATE_LIMITED_KEY},{HEALTHY_KEY}"),
+        ),
         ("AIBRIDGE_ANTHROPIC_BASE_URL", mock.url()),
     ]
     .into_iter()
@@ -40,7 +48,11 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
     println!("aibridge demo");
     println!("  gateway:        {base}");
     println!("  fake upstream:  {} (Anthropic API)", mock.url());
-    println!("  key pool:       anthropic = [{}, {}]", hint(RATE_LIMITED_KEY), hint(HEALTHY_KEY));
+    println!(
+        "  key pool:       anthropic = [{}, {}]",
+        hint(RATE_LIMITED_KEY),
+        hint(HEALTHY_KEY)
+    );
     println!("                  the first key always answers 429 (Retry-After: 30)");
     println!();
 
@@ -49,7 +61,11 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
         Ok((status, text)) => println!("  → HTTP {status}: {text}"),
         Err(e) => println!("  → request failed: {e:#}"),
     }
-    if let Some(pool) = state.providers.get("anthropic").and_then(|p| p.pool.clone()) {
+    if let Some(pool) = state
+        .providers
+        .get("anthropic")
+        .and_then(|p| p.pool.clone())
+    {
         println!("Key pool after the request:");
         for key in pool.snapshot().await? {
             let detail = match (key.cooldown_remaining, key.last_status) {

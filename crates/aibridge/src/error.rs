@@ -19,11 +19,15 @@ pub enum GatewayError {
     RouteNotFound { method: String, path: String },
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
-    #[error("a gateway token is required: send it as the API key (x-api-key or Authorization: Bearer), or in X-AIBridge-Token to use your own provider key")]
+    #[error(
+        "a gateway token is required: send it as the API key (x-api-key or Authorization: Bearer), or in X-AIBridge-Token to use your own provider key"
+    )]
     MissingToken,
     #[error("the gateway token is not valid")]
     InvalidToken,
-    #[error("provider `{provider}` has no central keys configured; send your own provider key with the X-AIBridge-Token header")]
+    #[error(
+        "provider `{provider}` has no central keys configured; send your own provider key with the X-AIBridge-Token header"
+    )]
     NoPool { provider: String },
     #[error(transparent)]
     Exhausted(#[from] Exhausted),
@@ -89,7 +93,10 @@ impl GatewayError {
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(secs) = self.retry_after_secs() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -130,7 +137,10 @@ mod tests {
     use std::time::Duration;
 
     async fn body_json(response: Response) -> serde_json::Value {
-        let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
         serde_json::from_slice(&bytes).unwrap()
     }
 
@@ -146,13 +156,18 @@ mod tests {
         assert_eq!(body["type"], "error");
         assert_eq!(body["error"]["type"], "rate_limit_error");
         assert!(
-            body["error"]["message"].as_str().unwrap().contains("all configured keys are rate-limited")
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("all configured keys are rate-limited")
         );
     }
 
     #[tokio::test]
     async fn exhaustion_with_a_usable_key_has_no_retry_after() {
-        let err = GatewayError::Exhausted(Exhausted::RateLimited { retry_after: Duration::ZERO });
+        let err = GatewayError::Exhausted(Exhausted::RateLimited {
+            retry_after: Duration::ZERO,
+        });
         let response = err.into_response(Dialect::OpenAi);
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
@@ -162,7 +177,8 @@ mod tests {
 
     #[tokio::test]
     async fn all_disabled_is_502_api_error() {
-        let response = GatewayError::Exhausted(Exhausted::AllDisabled).into_response(Dialect::Anthropic);
+        let response =
+            GatewayError::Exhausted(Exhausted::AllDisabled).into_response(Dialect::Anthropic);
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
         assert_eq!(body_json(response).await["error"]["type"], "api_error");
@@ -170,10 +186,22 @@ mod tests {
 
     #[test]
     fn client_mistakes_are_4xx() {
-        assert_eq!(GatewayError::BodyTooLarge { limit: 1 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(GatewayError::BadRequest(BadRequest::MissingModel).status(), StatusCode::BAD_REQUEST);
-        assert_eq!(GatewayError::MissingToken.status(), StatusCode::UNAUTHORIZED);
-        let not_found = GatewayError::RouteNotFound { method: "GET".into(), path: "/x".into() };
+        assert_eq!(
+            GatewayError::BodyTooLarge { limit: 1 }.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            GatewayError::BadRequest(BadRequest::MissingModel).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            GatewayError::MissingToken.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        let not_found = GatewayError::RouteNotFound {
+            method: "GET".into(),
+            path: "/x".into(),
+        };
         assert_eq!(not_found.status(), StatusCode::NOT_FOUND);
         assert_eq!(not_found.to_string(), "route not supported: GET /x");
     }

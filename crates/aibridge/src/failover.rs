@@ -100,12 +100,19 @@ impl UpstreamCall<'_> {
         match result {
             Ok(response) => {
                 record.status = Some(response.status().as_u16());
-                Ok(Served { response, key: None, attempts: vec![record] })
+                Ok(Served {
+                    response,
+                    key: None,
+                    attempts: vec![record],
+                })
             }
             Err(error) => {
                 let error = transport_failure(&error);
                 record.transport_error = Some(error.to_string());
-                Err(Failed { error, attempts: vec![record] })
+                Err(Failed {
+                    error,
+                    attempts: vec![record],
+                })
             }
         }
     }
@@ -114,7 +121,9 @@ impl UpstreamCall<'_> {
         let provider = self.provider;
         let Some(pool) = &provider.pool else {
             return Err(Failed {
-                error: GatewayError::NoPool { provider: provider.name.clone() },
+                error: GatewayError::NoPool {
+                    provider: provider.name.clone(),
+                },
                 attempts: vec![],
             });
         };
@@ -130,9 +139,17 @@ impl UpstreamCall<'_> {
                         error = %exhausted,
                         "key pool exhausted"
                     );
-                    return Err(Failed { error: exhausted.into(), attempts });
+                    return Err(Failed {
+                        error: exhausted.into(),
+                        attempts,
+                    });
                 }
-                Err(WalkError::Store(e)) => return Err(Failed { error: e.into(), attempts }),
+                Err(WalkError::Store(e)) => {
+                    return Err(Failed {
+                        error: e.into(),
+                        attempts,
+                    });
+                }
             };
             let started = Instant::now();
             let result = self.request(Some(&key)).send().await;
@@ -158,20 +175,37 @@ impl UpstreamCall<'_> {
             record.status = Some(status.as_u16());
             if status.is_success() {
                 attempts.push(record);
-                return Ok(Served { response, key: Some(key), attempts });
+                return Ok(Served {
+                    response,
+                    key: Some(key),
+                    attempts,
+                });
             }
             let outcome = match pool.mark(&key, status, response.headers()).await {
                 Ok(outcome) => outcome,
                 Err(e) => {
                     attempts.push(record);
-                    return Err(Failed { error: e.into(), attempts });
+                    return Err(Failed {
+                        error: e.into(),
+                        attempts,
+                    });
                 }
             };
             if !outcome.verdict.is_failover() {
                 attempts.push(record);
-                return Ok(Served { response, key: Some(key), attempts });
+                return Ok(Served {
+                    response,
+                    key: Some(key),
+                    attempts,
+                });
             }
-            log_failover(&provider.name, &key, status.as_u16(), outcome.verdict, outcome.transitioned);
+            log_failover(
+                &provider.name,
+                &key,
+                status.as_u16(),
+                outcome.verdict,
+                outcome.transitioned,
+            );
             record.verdict = Some(outcome.verdict);
             attempts.push(record);
             discard(response).await;
@@ -205,7 +239,9 @@ fn log_failover(provider: &str, key: &PoolKey, status: u16, verdict: Verdict, tr
             reason = ?reason,
             "key rejected by the provider: disabled until a probe or an operator re-enables it"
         ),
-        _ => tracing::debug!(provider, key = %hint, status, "key already out of rotation, failing over"),
+        _ => {
+            tracing::debug!(provider, key = %hint, status, "key already out of rotation, failing over")
+        }
     }
 }
 

@@ -38,7 +38,9 @@ pub fn forwardable(client: &HeaderMap, payer: Payer) -> HeaderMap {
         let drop = NOT_FORWARDED.contains(name)
             || name.as_str() == "keep-alive"
             || name.as_str() == GATEWAY_TOKEN_HEADER
-            || connection_listed.iter().any(|listed| listed == name.as_str())
+            || connection_listed
+                .iter()
+                .any(|listed| listed == name.as_str())
             || (payer == Payer::Pool
                 && (name == header::AUTHORIZATION || name.as_str() == "x-api-key"));
         if !drop {
@@ -52,7 +54,10 @@ pub fn forwardable(client: &HeaderMap, payer: Payer) -> HeaderMap {
 /// `Authorization: Bearer`.
 pub fn attach_key(headers: &mut HeaderMap, kind: ProviderKind, key: &ApiKey) {
     let (name, value) = match kind {
-        ProviderKind::Anthropic => (HeaderName::from_static("x-api-key"), key.expose().to_string()),
+        ProviderKind::Anthropic => (
+            HeaderName::from_static("x-api-key"),
+            key.expose().to_string(),
+        ),
         ProviderKind::OpenAi => (header::AUTHORIZATION, format!("Bearer {}", key.expose())),
     };
     // Validated at config load: keys hold no whitespace or control characters.
@@ -100,7 +105,12 @@ mod tests {
         let out = forwardable(&client_headers(), Payer::Pool);
         assert_eq!(
             names(&out),
-            ["anthropic-beta", "anthropic-version", "content-type", "user-agent"]
+            [
+                "anthropic-beta",
+                "anthropic-version",
+                "content-type",
+                "user-agent"
+            ]
         );
     }
 
@@ -117,10 +127,17 @@ mod tests {
     fn attach_key_per_provider() {
         let key = ApiKey::new("sk-pool-1");
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer stale"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer stale"),
+        );
         attach_key(&mut h, ProviderKind::Anthropic, &key);
         assert_eq!(h["x-api-key"], "sk-pool-1");
-        assert_eq!(h[header::AUTHORIZATION], "Bearer stale", "Anthropic leaves Authorization alone");
+        assert_eq!(
+            h[header::AUTHORIZATION],
+            "Bearer stale",
+            "Anthropic leaves Authorization alone"
+        );
         let mut h = HeaderMap::new();
         attach_key(&mut h, ProviderKind::OpenAi, &key);
         assert_eq!(h[header::AUTHORIZATION], "Bearer sk-pool-1");

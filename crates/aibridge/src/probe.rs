@@ -65,10 +65,19 @@ async fn probe(client: &reqwest::Client, provider: &Provider, key: &PoolKey) -> 
     let mut headers = HeaderMap::new();
     attach_key(&mut headers, provider.kind, &key.secret);
     if provider.kind == ProviderKind::Anthropic {
-        headers.insert("anthropic-version", http::HeaderValue::from_static("2023-06-01"));
+        headers.insert(
+            "anthropic-version",
+            http::HeaderValue::from_static("2023-06-01"),
+        );
     }
     let url = format!("{}{}", provider.base_url, provider.kind.probe_path());
-    match client.get(url).headers(headers).timeout(PROBE_TIMEOUT).send().await {
+    match client
+        .get(url)
+        .headers(headers)
+        .timeout(PROBE_TIMEOUT)
+        .send()
+        .await
+    {
         Ok(response) if response.status().is_success() => ProbeOutcome::Healthy,
         Ok(response) if matches!(response.status().as_u16(), 401 | 403) => {
             ProbeOutcome::StillRejected

@@ -20,7 +20,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/keys", get(crate::admin::list_keys))
-        .route("/api/v1/keys/{provider}/{index}/enable", axum::routing::post(crate::admin::enable_key))
+        .route(
+            "/api/v1/keys/{provider}/{index}/enable",
+            axum::routing::post(crate::admin::enable_key),
+        )
         .fallback(dispatch)
         .with_state(state)
 }
@@ -45,8 +48,11 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let not_found = |dialect| {
-        GatewayError::RouteNotFound { method: parts.method.to_string(), path: path.to_string() }
-            .into_response(dialect)
+        GatewayError::RouteNotFound {
+            method: parts.method.to_string(),
+            path: path.to_string(),
+        }
+        .into_response(dialect)
     };
     let (name, rest) = match path.trim_start_matches('/').split_once('/') {
         Some((name, rest)) => (name, rest),
@@ -85,7 +91,9 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         Err(error) => {
             let mut response = error.into_response(dialect);
             if let Ok(value) = request_id.parse() {
-                response.headers_mut().insert(bridge::REQUEST_ID_HEADER, value);
+                response
+                    .headers_mut()
+                    .insert(bridge::REQUEST_ID_HEADER, value);
             }
             response
         }

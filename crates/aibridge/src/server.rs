@@ -75,7 +75,13 @@ impl AppState {
         let client = crate::upstream::build_client(&config.upstream)
             .context("building the upstream HTTP client")?;
         let auth = Authenticator::new(config.auth, Arc::new(NoTokensIssued));
-        Ok(Self { config, client, providers, auth, key_store })
+        Ok(Self {
+            config,
+            client,
+            providers,
+            auth,
+            key_store,
+        })
     }
 }
 
@@ -90,7 +96,10 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind(state.config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", state.config.listen))?;
-        Ok(Self { state: Arc::new(state), listener })
+        Ok(Self {
+            state: Arc::new(state),
+            listener,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -103,7 +112,10 @@ impl Gateway {
 
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests and
     /// streams finish for up to the configured shutdown timeout.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
         let stop = CancellationToken::new();
         let probes = tokio::spawn(crate::probe::run(self.state.clone(), stop.clone()));

@@ -73,7 +73,8 @@ impl Relay {
                 }
                 Some(Err(e)) => {
                     self.finished = true;
-                    let message = format!("upstream stream failed: {}", describe_transport_error(&e));
+                    let message =
+                        format!("upstream stream failed: {}", describe_transport_error(&e));
                     tracing::warn!(error = %message, "stream broken after the first event");
                     return Some(self.dialect.stream_error_frames(ErrorKind::Api, &message));
                 }
@@ -123,7 +124,9 @@ pub async fn relay(
                 relay.take_events();
             }
             Some(Err(e)) => {
-                return Err(GatewayError::UpstreamStreamFailed(describe_transport_error(&e)));
+                return Err(GatewayError::UpstreamStreamFailed(
+                    describe_transport_error(&e),
+                ));
             }
             None => {
                 return Err(GatewayError::UpstreamStreamFailed(

@@ -1,5 +1,6 @@
 //! Spec §9.2 and §9.3 for `POST /anthropic/v1/messages`, blocking and streaming, against the real
 //! binary and the fake upstream on real sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 
@@ -51,8 +52,16 @@ fn assert_success(outcome: &Outcome, mode: Mode) {
         }
         Mode::Streaming => {
             let events = sse_event_types(&outcome.body);
-            assert_eq!(events.first().map(String::as_str), Some("message_start"), "{events:?}");
-            assert_eq!(events.last().map(String::as_str), Some("message_stop"), "{events:?}");
+            assert_eq!(
+                events.first().map(String::as_str),
+                Some("message_start"),
+                "{events:?}"
+            );
+            assert_eq!(
+                events.last().map(String::as_str),
+                Some("message_stop"),
+                "{events:?}"
+            );
             assert!(!events.iter().any(|e| e == "error"), "{events:?}");
         }
     }
@@ -93,7 +102,10 @@ async fn failover_after_429() {
         assert_eq!(gw.key_states("anthropic").await, ["cooling", "valid"]);
         let k0 = &gw.keys("anthropic").await[0];
         let left = k0["cooldown_remaining_secs"].as_f64().unwrap();
-        assert!(left > 3.0 && left <= 5.0, "cooldown follows Retry-After: {left}");
+        assert!(
+            left > 3.0 && left <= 5.0,
+            "cooldown follows Retry-After: {left}"
+        );
         assert_eq!(k0["last_status"], 429);
     }
 }
@@ -109,7 +121,11 @@ async fn failover_after_401_and_403_disables_the_key() {
             assert_success(&out, mode);
             assert_eq!(mock.seen_keys(), ["k0", "k1"], "{status} {mode:?}");
             assert_eq!(gw.key_states("anthropic").await, ["disabled", "valid"]);
-            let reason = if status == 401 { "unauthorized" } else { "forbidden" };
+            let reason = if status == 401 {
+                "unauthorized"
+            } else {
+                "forbidden"
+            };
             assert_eq!(gw.keys("anthropic").await[0]["disabled_reason"], reason);
         }
     }
@@ -128,9 +144,15 @@ async fn all_keys_rate_limited_answers_429_with_the_soonest_cooldown() {
         assert_eq!(out.retry_after.as_deref(), Some("3"));
         let (kind, message) = anthropic_error(&out.body);
         assert_eq!(kind, "rate_limit_error");
-        assert!(message.contains("all configured keys are rate-limited"), "{message}");
+        assert!(
+            message.contains("all configured keys are rate-limited"),
+            "{message}"
+        );
         assert_eq!(mock.seen_keys(), ["k0", "k1", "k2"]);
-        assert_eq!(gw.key_states("anthropic").await, ["cooling", "cooling", "cooling"]);
+        assert_eq!(
+            gw.key_states("anthropic").await,
+            ["cooling", "cooling", "cooling"]
+        );
     }
 }
 
@@ -146,7 +168,10 @@ async fn all_keys_unauthorized_answers_502_without_retry_after() {
         assert_eq!(out.retry_after, None);
         let (kind, message) = anthropic_error(&out.body);
         assert_eq!(kind, "api_error");
-        assert!(message.contains("all configured keys failed authentication"), "{message}");
+        assert!(
+            message.contains("all configured keys failed authentication"),
+            "{message}"
+        );
         assert_eq!(mock.seen_keys(), ["k0", "k1"]);
         assert_eq!(gw.key_states("anthropic").await, ["disabled", "disabled"]);
 
@@ -160,19 +185,22 @@ async fn all_keys_unauthorized_answers_502_without_retry_after() {
 #[tokio::test]
 async fn non_key_errors_are_relayed_without_failover() {
     // 500, 529 and 400 are the upstream's answer, not the key's fault.
-    for (status, kind) in
-        [(500, "api_error"), (529, "overloaded_error"), (400, "invalid_request_error")]
-    {
+    for (status, kind) in [
+        (500, "api_error"),
+        (529, "overloaded_error"),
+        (400, "invalid_request_error"),
+    ] {
         for mode in MODES {
             let mock = MockUpstream::start().await.unwrap();
-            mock.script(
-                "k0",
-                vec![Reply::status(status).header("retry-after", "7")],
-            );
+            mock.script("k0", vec![Reply::status(status).header("retry-after", "7")]);
             let gw = start_pool(&mock.url(), "k0,k1").await;
             let out = run(&gw, mode).await;
             assert_eq!(out.status, status, "{mode:?}: {}", out.body);
-            assert_eq!(out.retry_after.as_deref(), Some("7"), "upstream Retry-After relayed");
+            assert_eq!(
+                out.retry_after.as_deref(),
+                Some("7"),
+                "upstream Retry-After relayed"
+            );
             let (got_kind, _) = anthropic_error(&out.body);
             assert_eq!(got_kind, kind);
             assert_eq!(mock.seen_keys(), ["k0"], "{status} {mode:?}");
@@ -185,34 +213,49 @@ async fn non_key_errors_are_relayed_without_failover() {
 async fn upstream_error_type_and_message_are_kept() {
     let mock = MockUpstream::start().await.unwrap();
     let body = r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#;
-    mock.script("k0", vec![Reply::status(400).body(body), Reply::status(400).body(body)]);
+    mock.script(
+        "k0",
+        vec![Reply::status(400).body(body), Reply::status(400).body(body)],
+    );
     let gw = start_pool(&mock.url(), "k0").await;
     for mode in MODES {
         let out = run(&gw, mode).await;
         assert_eq!(out.status, 400);
         let (kind, message) = anthropic_error(&out.body);
         assert_eq!(kind, "invalid_request_error");
-        assert_eq!(message, "prompt is too long: 210000 tokens > 200000 maximum");
+        assert_eq!(
+            message,
+            "prompt is too long: 210000 tokens > 200000 maximum"
+        );
     }
 }
 
 #[tokio::test]
 async fn non_json_upstream_errors_are_wrapped_in_the_anthropic_shape() {
     let mock = MockUpstream::start().await.unwrap();
-    mock.script("k0", vec![Reply::status(502).body("<html>bad gateway</html>")]);
+    mock.script(
+        "k0",
+        vec![Reply::status(502).body("<html>bad gateway</html>")],
+    );
     let gw = start_pool(&mock.url(), "k0").await;
     let out = run(&gw, Mode::Blocking).await;
     assert_eq!(out.status, 502);
     let (kind, message) = anthropic_error(&out.body);
     assert_eq!(kind, "api_error");
-    assert!(message.contains("HTTP 502") && message.contains("bad gateway"), "{message}");
+    assert!(
+        message.contains("HTTP 502") && message.contains("bad gateway"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
 async fn byok_gets_one_attempt_and_the_upstream_answer_unchanged() {
     for mode in MODES {
         let mock = MockUpstream::start().await.unwrap();
-        mock.script("user-byok-key", vec![Reply::status(429).header("retry-after", "5")]);
+        mock.script(
+            "user-byok-key",
+            vec![Reply::status(429).header("retry-after", "5")],
+        );
         let gw = start_pool(&mock.url(), "k0,k1").await;
         let response = client()
             .post(gw.url("/anthropic/v1/messages"))
@@ -230,7 +273,10 @@ async fn byok_gets_one_attempt_and_the_upstream_answer_unchanged() {
         assert_eq!(mock.seen_keys(), ["user-byok-key"]);
         let seen = &mock.requests()[0];
         assert!(
-            !seen.headers.iter().any(|(name, _)| name == "x-aibridge-token"),
+            !seen
+                .headers
+                .iter()
+                .any(|(name, _)| name == "x-aibridge-token"),
             "the gateway token must not travel upstream"
         );
         // The pool was not touched.
@@ -290,12 +336,22 @@ async fn pool_key_replaces_the_gateway_token_and_client_headers_travel() {
     assert_eq!(seen.path, "/v1/messages");
     assert_eq!(seen.query.as_deref(), Some("beta=true"));
     let header = |name: &str| {
-        seen.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect::<Vec<_>>()
+        seen.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
     };
     assert_eq!(header("x-api-key"), ["sk-pool-key-0001"]);
-    assert!(header("authorization").is_empty(), "the gateway token must not travel upstream");
+    assert!(
+        header("authorization").is_empty(),
+        "the gateway token must not travel upstream"
+    );
     assert_eq!(header("anthropic-version"), ["2023-06-01"]);
-    assert_eq!(header("anthropic-beta"), ["interleaved-thinking-2025-05-14"]);
+    assert_eq!(
+        header("anthropic-beta"),
+        ["interleaved-thinking-2025-05-14"]
+    );
     assert_eq!(header("user-agent"), ["claude-cli/2.0.0 (external, cli)"]);
 }
 
@@ -317,25 +373,47 @@ async fn request_body_reaches_the_upstream_byte_for_byte() {
     assert_eq!(response.status(), 200);
     let seen = mock.requests();
     assert_eq!(seen.len(), 2);
-    assert!(seen.iter().all(|r| r.body == raw), "{:?}", seen.iter().map(|r| &r.body).collect::<Vec<_>>());
+    assert!(
+        seen.iter().all(|r| r.body == raw),
+        "{:?}",
+        seen.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
 async fn no_key_or_token_appears_in_logs_or_responses() {
     let mock = MockUpstream::start().await.unwrap();
-    mock.script("sk-ant-secret-0000000000001", vec![Reply::status(429), Reply::status(401)]);
+    mock.script(
+        "sk-ant-secret-0000000000001",
+        vec![Reply::status(429), Reply::status(401)],
+    );
     mock.script("sk-ant-secret-0000000000002", vec![Reply::status(401)]);
-    let gw = start_pool(&mock.url(), "sk-ant-secret-0000000000001,sk-ant-secret-0000000000002").await;
+    let gw = start_pool(
+        &mock.url(),
+        "sk-ant-secret-0000000000001,sk-ant-secret-0000000000002",
+    )
+    .await;
     let mut bodies = String::new();
     for _ in 0..2 {
         let response = post_messages(&gw, &messages_body(false)).await;
         bodies.push_str(&format!("{:?}", response.headers()));
         bodies.push_str(&response.text().await.unwrap());
     }
-    let keys = client().get(gw.url("/api/v1/keys")).send().await.unwrap().text().await.unwrap();
+    let keys = client()
+        .get(gw.url("/api/v1/keys"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for text in [&bodies, &keys, &gw.logs()] {
         assert!(!text.contains("secret-000"), "leak in: {text}");
         assert!(!text.contains("abk_gateway_token"), "leak in: {text}");
     }
-    assert!(gw.logs().contains("sk-a...0001"), "logs name keys by hint: {}", gw.logs());
+    assert!(
+        gw.logs().contains("sk-a...0001"),
+        "logs name keys by hint: {}",
+        gw.logs()
+    );
 }

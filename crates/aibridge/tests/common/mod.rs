@@ -27,7 +27,8 @@ impl Gateway {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aibridge"));
         cmd.arg("serve");
         let config_file = config.map(|text| {
-            let path = std::env::temp_dir().join(format!("aibridge-test-{}.toml", uuid::Uuid::new_v4()));
+            let path =
+                std::env::temp_dir().join(format!("aibridge-test-{}.toml", uuid::Uuid::new_v4()));
             std::fs::write(&path, text).unwrap();
             path
         });
@@ -46,7 +47,9 @@ impl Gateway {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn aibridge");
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
@@ -57,7 +60,10 @@ impl Gateway {
             let mut addr_tx = Some(addr_tx);
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
                     if let Some(tx) = addr_tx.take() {
                         let _ = tx.send(addr);
                     }
@@ -67,9 +73,17 @@ impl Gateway {
         });
         let addr = match tokio::time::timeout(Duration::from_secs(30), addr_rx).await {
             Ok(Ok(addr)) => addr,
-            _ => panic!("aibridge did not start; logs:\n{}", logs.lock().unwrap().join("\n")),
+            _ => panic!(
+                "aibridge did not start; logs:\n{}",
+                logs.lock().unwrap().join("\n")
+            ),
         };
-        Gateway { child, base: format!("http://{addr}"), logs, config_file }
+        Gateway {
+            child,
+            base: format!("http://{addr}"),
+            logs,
+            config_file,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -90,7 +104,14 @@ impl Gateway {
     }
 
     pub async fn keys(&self, provider: &str) -> Vec<Value> {
-        let body: Value = client().get(self.url("/api/v1/keys")).send().await.unwrap().json().await.unwrap();
+        let body: Value = client()
+            .get(self.url("/api/v1/keys"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         body["providers"]
             .as_array()
             .unwrap()
@@ -105,8 +126,15 @@ impl Gateway {
     /// Sends SIGTERM and waits for the process to exit.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().unwrap();
-        std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.unwrap().unwrap()
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .unwrap()
+            .unwrap()
     }
 }
 
@@ -120,7 +148,10 @@ impl Drop for Gateway {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 pub fn messages_body(stream: bool) -> Value {
