@@ -60,7 +60,7 @@ pub enum PoolConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Exhausted {
     /// Keys are only resting: a retry after `retry_after` will find one (429 to the client).
-    #[error("all configured keys are rate-limited (retry after {}s)", .retry_after.as_secs_f64())]
+    #[error("all configured keys are rate-limited ({})", retry_advice(.retry_after))]
     RateLimited {
         /// Soonest moment a key is usable again; zero when one already is.
         retry_after: Duration,
@@ -77,12 +77,7 @@ impl Exhausted {
     pub fn retry_after_header_secs(&self) -> Option<u64> {
         match self {
             Self::RateLimited { retry_after } if !retry_after.is_zero() => {
-                let has_fraction = retry_after.subsec_nanos() > 0;
-                Some(
-                    retry_after
-                        .as_secs()
-                        .saturating_add(u64::from(has_fraction)),
-                )
+                Some(ceil_secs(*retry_after))
             }
             Self::RateLimited { .. } | Self::AllDisabled => None,
         }
@@ -113,6 +108,20 @@ impl Exhausted {
 }
 
 /// Why a walker could not hand out a key.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
+}
+
+/// Whole seconds, as in the `Retry-After` header the client gets.
+fn retry_advice(retry_after: &Duration) -> String {
+    let secs = ceil_secs(*retry_after);
+    if secs == 0 {
+        "a key is usable again; retry now".to_string()
+    } else {
+        format!("retry after {secs}s")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WalkError {
     /// No usable key is left for this walk.

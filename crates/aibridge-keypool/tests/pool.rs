@@ -500,7 +500,12 @@ fn exhaustion_retry_after_header_is_ceiled_seconds() {
 fn exhaustion_messages() {
     assert_eq!(
         rate_limited(Duration::from_millis(1500)).to_string(),
-        "all configured keys are rate-limited (retry after 1.5s)"
+        "all configured keys are rate-limited (retry after 2s)",
+        "the same whole seconds as the Retry-After header"
+    );
+    assert_eq!(
+        rate_limited(Duration::ZERO).to_string(),
+        "all configured keys are rate-limited (a key is usable again; retry now)"
     );
     assert!(
         Exhausted::AllDisabled

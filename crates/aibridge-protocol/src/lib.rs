@@ -9,5 +9,5 @@ mod request;
 mod sse;
 
 pub use errors::{Dialect, ErrorKind};
-pub use request::{BadRequest, RequestSummary, summarize_request};
+pub use request::{BadRequest, RequestSummary, ensure_stream_usage, summarize_request};
 pub use sse::{SseDecoder, SseEvent, encode_event};

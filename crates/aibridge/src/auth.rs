@@ -57,9 +57,11 @@ impl Authenticator {
         Self { mode, tokens }
     }
 
-    pub fn identify(&self, headers: &HeaderMap) -> Result<Caller, GatewayError> {
+    /// `byok_only` is for providers without a pool (Copilot): the client's auth header is its
+    /// provider credential, so the gateway token can only travel in `X-AIBridge-Token`.
+    pub fn identify(&self, headers: &HeaderMap, byok_only: bool) -> Result<Caller, GatewayError> {
         let byok_token = header_str(headers, GATEWAY_TOKEN_HEADER);
-        let payer = if byok_token.is_some() {
+        let payer = if byok_token.is_some() || byok_only {
             Payer::Byok
         } else {
             Payer::Pool
@@ -117,11 +119,43 @@ mod tests {
         h
     }
 
+    impl Authenticator {
+        fn identify_pool(&self, headers: &HeaderMap) -> Result<Caller, GatewayError> {
+            self.identify(headers, false)
+        }
+    }
+
+    #[test]
+    fn byok_only_providers_take_the_token_from_the_gateway_header_only() {
+        let auth = Authenticator::new(AuthMode::Tokens, Arc::new(OneToken));
+        let copilot = headers(&[
+            ("x-aibridge-token", "abk_good"),
+            ("authorization", "Bearer ghu_x"),
+        ]);
+        let caller = auth.identify(&copilot, true).unwrap();
+        assert_eq!(
+            caller,
+            Caller {
+                user: "alice".into(),
+                payer: Payer::Byok
+            }
+        );
+        assert!(matches!(
+            auth.identify(&headers(&[("authorization", "Bearer abk_good")]), true),
+            Err(GatewayError::MissingToken)
+        ));
+        let open = Authenticator::new(AuthMode::None, Arc::new(NoTokensIssued));
+        assert_eq!(
+            open.identify(&headers(&[]), true).unwrap().payer,
+            Payer::Byok
+        );
+    }
+
     #[test]
     fn none_mode_is_local_and_header_decides_who_pays() {
         let auth = Authenticator::new(AuthMode::None, Arc::new(NoTokensIssued));
         let pool = auth
-            .identify(&headers(&[("x-api-key", "anything")]))
+            .identify_pool(&headers(&[("x-api-key", "anything")]))
             .unwrap();
         assert_eq!(
             pool,
@@ -131,7 +165,7 @@ mod tests {
             }
         );
         let byok = auth
-            .identify(&headers(&[("x-aibridge-token", "whatever")]))
+            .identify_pool(&headers(&[("x-aibridge-token", "whatever")]))
             .unwrap();
         assert_eq!(byok.payer, Payer::Byok);
     }
@@ -140,7 +174,7 @@ mod tests {
     fn tokens_mode_reads_the_token_where_it_travels() {
         let auth = Authenticator::new(AuthMode::Tokens, Arc::new(OneToken));
         let via_key = auth
-            .identify(&headers(&[("x-api-key", "abk_good")]))
+            .identify_pool(&headers(&[("x-api-key", "abk_good")]))
             .unwrap();
         assert_eq!(
             via_key,
@@ -150,11 +184,11 @@ mod tests {
             }
         );
         let via_bearer = auth
-            .identify(&headers(&[("authorization", "Bearer abk_good")]))
+            .identify_pool(&headers(&[("authorization", "Bearer abk_good")]))
             .unwrap();
         assert_eq!(via_bearer.payer, Payer::Pool);
         let byok = auth
-            .identify(&headers(&[
+            .identify_pool(&headers(&[
                 ("x-aibridge-token", "abk_good"),
                 ("x-api-key", "sk-user"),
             ]))
@@ -172,21 +206,21 @@ mod tests {
     fn tokens_mode_refuses_missing_and_unknown_tokens() {
         let auth = Authenticator::new(AuthMode::Tokens, Arc::new(OneToken));
         assert!(matches!(
-            auth.identify(&headers(&[])),
+            auth.identify_pool(&headers(&[])),
             Err(GatewayError::MissingToken)
         ));
         assert!(matches!(
-            auth.identify(&headers(&[("x-api-key", "abk_bad")])),
+            auth.identify_pool(&headers(&[("x-api-key", "abk_bad")])),
             Err(GatewayError::InvalidToken)
         ));
         // BYOK with the provider key but no gateway token in X-AIBridge-Token's place.
         assert!(matches!(
-            auth.identify(&headers(&[("x-aibridge-token", "")])),
+            auth.identify_pool(&headers(&[("x-aibridge-token", "")])),
             Err(GatewayError::MissingToken)
         ));
         let nobody = Authenticator::new(AuthMode::Tokens, Arc::new(NoTokensIssued));
         assert!(matches!(
-            nobody.identify(&headers(&[("x-api-key", "abk_good")])),
+            nobody.identify_pool(&headers(&[("x-api-key", "abk_good")])),
             Err(GatewayError::InvalidToken)
         ));
     }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use aibridge_protocol::{Dialect, ErrorKind, RequestSummary, summarize_request};
+use aibridge_protocol::{
+    Dialect, ErrorKind, RequestSummary, ensure_stream_usage, summarize_request,
+};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -11,12 +13,12 @@ use http::{HeaderMap, HeaderValue, Method, header};
 use http_body_util::BodyExt;
 use tracing::Instrument;
 
-use crate::auth::{Caller, Payer};
+use crate::auth::Payer;
 use crate::error::{GatewayError, describe_transport_error};
 use crate::failover::{Served, UpstreamCall};
 use crate::provider::Provider;
 use crate::server::AppState;
-use crate::stream_relay::{self, StreamEnd};
+use crate::stream_relay::{self, StreamKind};
 
 /// Response header that names the gateway's id for the request (also in every log line).
 pub const REQUEST_ID_HEADER: &str = "x-aibridge-request-id";
@@ -24,24 +26,37 @@ pub const REQUEST_ID_HEADER: &str = "x-aibridge-request-id";
 /// Upstream error bodies are read up to this size before relaying; larger ones are cut.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
 
-/// The bridged APIs. Each knows its upstream path and how its streams end.
+/// The bridged APIs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BridgedApi {
     /// Anthropic `POST /v1/messages`.
     Messages,
+    /// OpenAI `POST /chat/completions`.
+    ChatCompletions,
+    /// OpenAI `POST /responses`.
+    Responses,
 }
 
 impl BridgedApi {
-    /// Path relative to the provider's base URL.
-    pub fn upstream_path(self) -> &'static str {
+    fn stream_kind(self) -> StreamKind {
         match self {
-            Self::Messages => "/v1/messages",
+            Self::Messages => StreamKind::AnthropicMessages,
+            Self::ChatCompletions => StreamKind::OpenAiChat,
+            Self::Responses => StreamKind::OpenAiResponses,
         }
     }
 
-    fn stream_end(self) -> StreamEnd {
+    /// The body to send upstream: the client's bytes, adjusted only where the API requires.
+    fn prepare_body(self, summary: &RequestSummary, body: Bytes) -> Result<Bytes, GatewayError> {
         match self {
-            Self::Messages => StreamEnd::AnthropicMessages,
+            Self::Messages => Ok(body),
+            // Usage is only in a chat stream when asked for; the gateway always needs it.
+            Self::ChatCompletions if summary.stream => Ok(ensure_stream_usage(&body)?.into()),
+            Self::ChatCompletions => Ok(body),
+            Self::Responses if summary.background => Err(GatewayError::NotImplemented(
+                "background requests are not supported by aibridge",
+            )),
+            Self::Responses => Ok(body),
         }
     }
 }
@@ -63,12 +78,16 @@ pub async fn handle(
     state: &Arc<AppState>,
     provider: &Arc<Provider>,
     api: BridgedApi,
+    upstream_path: &str,
     incoming: Incoming,
 ) -> Result<Response, GatewayError> {
     let Incoming { meta, body } = incoming;
-    let caller = state.auth.identify(&meta.headers)?;
+    let caller = state
+        .auth
+        .identify(&meta.headers, !provider.kind.has_key_pool())?;
     let body = read_body(body, &meta.headers, state.config.max_request_body_bytes).await?;
     let summary = summarize_request(&body)?;
+    let body = api.prepare_body(&summary, body)?;
     let span = tracing::info_span!(
         "bridge",
         request_id = %meta.request_id,
@@ -78,7 +97,17 @@ pub async fn handle(
         user = %caller.user,
         payer = ?caller.payer,
     );
-    relay(state, provider, api, &caller, &summary, meta, body)
+    let call = UpstreamCall {
+        client: &state.client,
+        provider,
+        method: Method::POST,
+        url: provider.upstream_url(upstream_path, meta.query.as_deref()),
+        headers: crate::headers::forwardable(&meta.headers, caller.payer),
+        body,
+        payer: caller.payer,
+        timeout: (!summary.stream).then_some(state.config.upstream.request_timeout),
+    };
+    relay(call, api)
         .instrument(span.clone())
         .await
         .inspect_err(|e| {
@@ -86,31 +115,13 @@ pub async fn handle(
         })
 }
 
-async fn relay(
-    state: &Arc<AppState>,
-    provider: &Arc<Provider>,
-    api: BridgedApi,
-    caller: &Caller,
-    summary: &RequestSummary,
-    meta: RequestMeta,
-    body: Bytes,
-) -> Result<Response, GatewayError> {
-    let call = UpstreamCall {
-        client: &state.client,
-        provider,
-        method: Method::POST,
-        url: provider.upstream_url(api.upstream_path(), meta.query.as_deref()),
-        headers: crate::headers::forwardable(&meta.headers, caller.payer),
-        body,
-        payer: caller.payer,
-        timeout: (!summary.stream).then_some(state.config.upstream.request_timeout),
-    };
-    let served = call.send().await.map_err(|failed| failed.error)?;
+/// Sends the call (failing over between pool keys) and relays the upstream's answer.
+async fn relay(call: UpstreamCall<'_>, api: BridgedApi) -> Result<Response, GatewayError> {
     let Served {
         response,
         key,
         attempts,
-    } = served;
+    } = call.send().await.map_err(|failed| failed.error)?;
     tracing::info!(
         status = response.status().as_u16(),
         attempts = attempts.len(),
@@ -120,18 +131,13 @@ async fn relay(
             .unwrap_or_else(|| "byok".into()),
         "upstream answered"
     );
-    let dialect = provider.kind.dialect();
-    let mut relayed = if !response.status().is_success() {
-        relay_error(response, dialect, caller.payer).await
+    if !response.status().is_success() {
+        Ok(relay_error(response, call.provider.kind.dialect(), call.payer).await)
     } else if is_event_stream(response.headers()) {
-        stream_relay::relay(response, dialect, api.stream_end()).await?
+        stream_relay::relay(response, api.stream_kind()).await
     } else {
-        relay_blocking(response).await?
-    };
-    if let Ok(value) = HeaderValue::from_str(&meta.request_id) {
-        relayed.headers_mut().insert(REQUEST_ID_HEADER, value);
+        relay_blocking(response).await
     }
-    Ok(relayed)
 }
 
 /// Reads the request body up to `limit` bytes; above it, 413.

@@ -16,6 +16,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://aibridge.db";
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+pub const DEFAULT_COPILOT_BASE_URL: &str = "https://api.individual.githubcopilot.com";
 /// Matches the reference's limit; larger bodies get 413.
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: usize = 32 * 1024 * 1024;
 
@@ -482,7 +483,7 @@ fn build_providers(
             p.push(
                 &format!("{at}.type"),
                 format!(
-                    "`{}` is not a provider type; expected one of: anthropic, openai",
+                    "`{}` is not a provider type; expected one of: anthropic, openai, copilot",
                     fp.kind
                 ),
             );
@@ -525,7 +526,9 @@ fn build_providers(
     // Contract variables: they configure the instance named after the type, creating it if the
     // file did not define one.
     for kind in [ProviderKind::Anthropic, ProviderKind::OpenAi] {
-        let prefix = kind.env_prefix();
+        let Some(prefix) = kind.env_prefix() else {
+            continue;
+        };
         let keys_var = format!("AIBRIDGE_{prefix}_KEYS");
         let url_var = format!("AIBRIDGE_{prefix}_BASE_URL");
         let env_keys = env.var(&keys_var);
@@ -591,6 +594,15 @@ fn build_providers(
                 base_url
             }
         };
+        if !kind.has_key_pool() && !keys.is_empty() {
+            p.push(
+                &format!("{at}.keys"),
+                format!(
+                    "{} providers take no keys: every request uses the caller's own token",
+                    kind.as_str()
+                ),
+            );
+        }
         let keys = validate_keys(keys, p);
         out.push(ProviderConfig {
             name,

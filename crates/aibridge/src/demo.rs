@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use aibridge_mock::{MockUpstream, Reply};
 use anyhow::Context as _;
+use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::server::{AppState, Gateway, shutdown_signal};
@@ -26,14 +27,14 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
         .map(|a| a.to_string())
         .or_else(|| std::env::var("AIBRIDGE_LISTEN").ok())
         .unwrap_or_else(|| crate::config::DEFAULT_LISTEN.to_string());
+    let pool = format!("{RATE_LIMITED_KEY},{HEALTHY_KEY}");
     let env: BTreeMap<String, String> = [
         ("AIBRIDGE_LISTEN", listen),
         ("AIBRIDGE_AUTH", "none".to_string()),
-        (
-            "AIBRIDGE_ANTHROPIC_KEYS",
-            format!("{RATE_LIMITED_KEY},{HEALTHY_KEY}"),
-        ),
+        ("AIBRIDGE_ANTHROPIC_KEYS", pool.clone()),
         ("AIBRIDGE_ANTHROPIC_BASE_URL", mock.url()),
+        ("AIBRIDGE_OPENAI_KEYS", pool),
+        ("AIBRIDGE_OPENAI_BASE_URL", format!("{}/v1", mock.url())),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -47,26 +48,32 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let base = format!("http://{addr}");
     println!("aibridge demo");
     println!("  gateway:        {base}");
-    println!("  fake upstream:  {} (Anthropic API)", mock.url());
     println!(
-        "  key pool:       anthropic = [{}, {}]",
+        "  fake upstream:  {} (Anthropic and OpenAI APIs)",
+        mock.url()
+    );
+    println!(
+        "  key pools:      anthropic and openai = [{}, {}]",
         hint(RATE_LIMITED_KEY),
         hint(HEALTHY_KEY)
     );
     println!("                  the first key always answers 429 (Retry-After: 30)");
     println!();
-
-    println!("Sending one request through the gateway to show the failover…");
-    match demo_request(&base).await {
-        Ok((status, text)) => println!("  → HTTP {status}: {text}"),
-        Err(e) => println!("  → request failed: {e:#}"),
-    }
-    if let Some(pool) = state
-        .providers
-        .get("anthropic")
-        .and_then(|p| p.pool.clone())
-    {
-        println!("Key pool after the request:");
+    println!("Sending one request per provider through the gateway to show the failover…");
+    for (provider, path, body) in demo_requests() {
+        let seen_before = mock.seen_keys().len();
+        match demo_request(&base, path, &body).await {
+            Ok(status) => println!("  {provider}: POST {path} → HTTP {status}"),
+            Err(e) => println!("  {provider}: POST {path} → failed: {e:#}"),
+        }
+        let seen: Vec<String> = mock.seen_keys()[seen_before..]
+            .iter()
+            .map(|k| hint(k))
+            .collect();
+        println!("    keys the upstream saw, in order: {}", seen.join(", "));
+        let Some(pool) = state.providers.get(provider).and_then(|p| p.pool.clone()) else {
+            continue;
+        };
         for key in pool.snapshot().await? {
             let detail = match (key.cooldown_remaining, key.last_status) {
                 (Some(left), Some(status)) => {
@@ -74,11 +81,9 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
                 }
                 _ => String::new(),
             };
-            println!("  {:<14} {}{detail}", key.hint, key.state.as_str());
+            println!("    {:<14} {}{detail}", key.hint, key.state.as_str());
         }
     }
-    let seen: Vec<String> = mock.seen_keys().iter().map(|k| hint(k)).collect();
-    println!("Keys the upstream saw, in order: {}", seen.join(", "));
     println!();
     println!("Try it yourself (Ctrl-C stops the demo):");
     println!(
@@ -87,11 +92,11 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
          -d '{{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":64,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
     );
     println!(
-        "  curl -sN {base}/anthropic/v1/messages -H 'content-type: application/json' \\\n    \
-         -H 'anthropic-version: 2023-06-01' \\\n    \
-         -d '{{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":64,\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
+        "  curl -sN {base}/openai/v1/chat/completions -H 'content-type: application/json' \\\n    \
+         -d '{{\"model\":\"gpt-5\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
     );
     println!("  ANTHROPIC_BASE_URL={base}/anthropic ANTHROPIC_API_KEY=demo claude");
+    println!("  OPENAI_BASE_URL={base}/openai/v1 OPENAI_API_KEY=demo codex");
 
     server.await.context("gateway task")??;
     Ok(())
@@ -101,24 +106,29 @@ fn hint(key: &str) -> String {
     aibridge_keypool::mask_secret(key)
 }
 
-async fn demo_request(base: &str) -> anyhow::Result<(u16, String)> {
-    let body = serde_json::json!({
-        "model": "claude-sonnet-4-5",
-        "max_tokens": 64,
-        "messages": [{"role": "user", "content": "Hello from the aibridge demo"}],
-    });
+fn demo_requests() -> [(&'static str, &'static str, Value); 2] {
+    let messages = json!([{"role": "user", "content": "Hello from the aibridge demo"}]);
+    [
+        (
+            "anthropic",
+            "/anthropic/v1/messages",
+            json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": messages}),
+        ),
+        (
+            "openai",
+            "/openai/v1/chat/completions",
+            json!({"model": "gpt-5", "messages": messages}),
+        ),
+    ]
+}
+
+async fn demo_request(base: &str, path: &str, body: &Value) -> anyhow::Result<u16> {
     let response = reqwest::Client::new()
-        .post(format!("{base}/anthropic/v1/messages"))
+        .post(format!("{base}{path}"))
         .header("anthropic-version", "2023-06-01")
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
         .await?;
-    let status = response.status().as_u16();
-    let value: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
-    let text = value["content"][0]["text"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| value.to_string());
-    Ok((status, text))
+    Ok(response.status().as_u16())
 }

@@ -39,8 +39,8 @@ pub enum GatewayError {
     UpstreamTimeout,
     #[error("upstream response failed before the first event: {0}")]
     UpstreamStreamFailed(String),
-    #[error("the gateway is shutting down")]
-    ShuttingDown,
+    #[error("{0}")]
+    NotImplemented(&'static str),
 }
 
 impl GatewayError {
@@ -55,7 +55,8 @@ impl GatewayError {
             }
             Self::Exhausted(Exhausted::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
             Self::Exhausted(Exhausted::AllDisabled) => StatusCode::BAD_GATEWAY,
-            Self::KeyState(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::KeyState(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::UpstreamUnreachable(_) | Self::UpstreamStreamFailed(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -63,9 +64,10 @@ impl GatewayError {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::BadRequest(_) | Self::BodyRead(_) | Self::MethodNotAllowed { .. } => {
-                ErrorKind::InvalidRequest
-            }
+            Self::BadRequest(_)
+            | Self::BodyRead(_)
+            | Self::MethodNotAllowed { .. }
+            | Self::NotImplemented(_) => ErrorKind::InvalidRequest,
             Self::BodyTooLarge { .. } => ErrorKind::RequestTooLarge,
             Self::RouteNotFound { .. } => ErrorKind::NotFound,
             Self::MissingToken | Self::InvalidToken | Self::NoPool { .. } => {
@@ -76,7 +78,7 @@ impl GatewayError {
             | Self::UpstreamUnreachable(_)
             | Self::UpstreamTimeout
             | Self::UpstreamStreamFailed(_) => ErrorKind::Api,
-            Self::KeyState(_) | Self::ShuttingDown => ErrorKind::Unavailable,
+            Self::KeyState(_) => ErrorKind::Unavailable,
         }
     }
 

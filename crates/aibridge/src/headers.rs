@@ -58,7 +58,9 @@ pub fn attach_key(headers: &mut HeaderMap, kind: ProviderKind, key: &ApiKey) {
             HeaderName::from_static("x-api-key"),
             key.expose().to_string(),
         ),
-        ProviderKind::OpenAi => (header::AUTHORIZATION, format!("Bearer {}", key.expose())),
+        ProviderKind::OpenAi | ProviderKind::Copilot => {
+            (header::AUTHORIZATION, format!("Bearer {}", key.expose()))
+        }
     };
     // Validated at config load: keys hold no whitespace or control characters.
     if let Ok(mut value) = HeaderValue::from_str(&value) {

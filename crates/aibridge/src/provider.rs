@@ -6,11 +6,15 @@ use std::sync::Arc;
 use aibridge_keypool::KeyPool;
 use aibridge_protocol::Dialect;
 
+use crate::bridge::BridgedApi;
+
 /// The API family an instance speaks; decides routes, auth header and error dialect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProviderKind {
     Anthropic,
     OpenAi,
+    /// GitHub Copilot's OpenAI-compatible API: always the user's own Copilot token, no pool.
+    Copilot,
 }
 
 impl ProviderKind {
@@ -18,6 +22,7 @@ impl ProviderKind {
         match s {
             "anthropic" => Some(Self::Anthropic),
             "openai" => Some(Self::OpenAi),
+            "copilot" => Some(Self::Copilot),
             _ => None,
         }
     }
@@ -26,6 +31,7 @@ impl ProviderKind {
         match self {
             Self::Anthropic => "anthropic",
             Self::OpenAi => "openai",
+            Self::Copilot => "copilot",
         }
     }
 
@@ -33,21 +39,28 @@ impl ProviderKind {
         match self {
             Self::Anthropic => crate::config::DEFAULT_ANTHROPIC_BASE_URL,
             Self::OpenAi => crate::config::DEFAULT_OPENAI_BASE_URL,
+            Self::Copilot => crate::config::DEFAULT_COPILOT_BASE_URL,
         }
     }
 
-    /// `AIBRIDGE_<PREFIX>_KEYS` / `AIBRIDGE_<PREFIX>_BASE_URL`.
-    pub fn env_prefix(self) -> &'static str {
+    /// `AIBRIDGE_<PREFIX>_KEYS` / `AIBRIDGE_<PREFIX>_BASE_URL`, for the types the contract names.
+    pub fn env_prefix(self) -> Option<&'static str> {
         match self {
-            Self::Anthropic => "ANTHROPIC",
-            Self::OpenAi => "OPENAI",
+            Self::Anthropic => Some("ANTHROPIC"),
+            Self::OpenAi => Some("OPENAI"),
+            Self::Copilot => None,
         }
+    }
+
+    /// Whether central keys can pay for this type's requests.
+    pub fn has_key_pool(self) -> bool {
+        !matches!(self, Self::Copilot)
     }
 
     pub fn dialect(self) -> Dialect {
         match self {
             Self::Anthropic => Dialect::Anthropic,
-            Self::OpenAi => Dialect::OpenAi,
+            Self::OpenAi | Self::Copilot => Dialect::OpenAi,
         }
     }
 
@@ -55,8 +68,21 @@ impl ProviderKind {
     /// (`/openai/v1/chat/completions` → `https://api.openai.com/v1/chat/completions`).
     pub fn client_path_prefix(self) -> &'static str {
         match self {
-            Self::Anthropic => "",
+            Self::Anthropic | Self::Copilot => "",
             Self::OpenAi => "/v1",
+        }
+    }
+
+    /// The bridged API served at `upstream_path` (the client's path after `/<name>` and the
+    /// client path prefix), if any.
+    pub fn bridged_api(self, upstream_path: &str) -> Option<BridgedApi> {
+        match (self, upstream_path) {
+            (Self::Anthropic, "/v1/messages") => Some(BridgedApi::Messages),
+            (Self::OpenAi | Self::Copilot, "/chat/completions") => {
+                Some(BridgedApi::ChatCompletions)
+            }
+            (Self::OpenAi | Self::Copilot, "/responses") => Some(BridgedApi::Responses),
+            _ => None,
         }
     }
 
@@ -64,7 +90,7 @@ impl ProviderKind {
     pub fn probe_path(self) -> &'static str {
         match self {
             Self::Anthropic => "/v1/models?limit=1",
-            Self::OpenAi => "/models",
+            Self::OpenAi | Self::Copilot => "/models",
         }
     }
 }

@@ -10,9 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderMap, Method, StatusCode};
 
-use crate::bridge::{self, BridgedApi, Incoming, RequestMeta};
+use crate::bridge::{self, Incoming, RequestMeta};
 use crate::error::GatewayError;
-use crate::provider::ProviderKind;
 use crate::server::AppState;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -62,13 +61,12 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         return not_found(guess_dialect(&parts.headers));
     };
     let dialect = provider.kind.dialect();
-    let api_path = format!("/{rest}");
-    let Some(api_path) = api_path.strip_prefix(provider.kind.client_path_prefix()) else {
+    let client_path = format!("/{rest}");
+    let Some(upstream_path) = client_path.strip_prefix(provider.kind.client_path_prefix()) else {
         return not_found(dialect);
     };
-    let api = match (provider.kind, api_path) {
-        (ProviderKind::Anthropic, "/v1/messages") => BridgedApi::Messages,
-        _ => return not_found(dialect),
+    let Some(api) = provider.kind.bridged_api(upstream_path) else {
+        return not_found(dialect);
     };
     if parts.method != Method::POST {
         return GatewayError::MethodNotAllowed {
@@ -86,18 +84,16 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         },
         body,
     };
-    match bridge::handle(&state, provider, api, incoming).await {
+    let mut response = match bridge::handle(&state, provider, api, upstream_path, incoming).await {
         Ok(response) => response,
-        Err(error) => {
-            let mut response = error.into_response(dialect);
-            if let Ok(value) = request_id.parse() {
-                response
-                    .headers_mut()
-                    .insert(bridge::REQUEST_ID_HEADER, value);
-            }
-            response
-        }
+        Err(error) => error.into_response(dialect),
+    };
+    if let Ok(value) = request_id.parse() {
+        response
+            .headers_mut()
+            .insert(bridge::REQUEST_ID_HEADER, value);
     }
+    response
 }
 
 /// For paths outside any provider: answer in Anthropic's shape to Anthropic clients (they always

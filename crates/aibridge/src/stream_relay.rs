@@ -18,18 +18,53 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::error::{GatewayError, describe_transport_error};
 
-/// How an API's stream says it is complete.
+/// The streaming API being relayed: how its stream says it is complete, and how a failure is
+/// told to its clients once the stream has started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamEnd {
-    /// `event: message_stop`, or an `event: error` that the upstream sent itself.
+pub enum StreamKind {
+    /// Ends with `event: message_stop` (or an upstream `event: error`).
     AnthropicMessages,
+    /// Ends with `data: [DONE]`.
+    OpenAiChat,
+    /// Ends with `response.completed`, `response.failed`, `response.incomplete` or `error`.
+    OpenAiResponses,
 }
 
-impl StreamEnd {
+impl StreamKind {
     fn is_terminal(self, event: &SseEvent) -> bool {
         match self {
+            Self::AnthropicMessages => matches!(event.event_type(), Some("message_stop" | "error")),
+            Self::OpenAiChat => {
+                event.raw().trim_ascii_end().ends_with(b"[DONE]") && event.data().trim() == "[DONE]"
+            }
+            Self::OpenAiResponses => matches!(
+                event.event_type(),
+                Some("response.completed" | "response.failed" | "response.incomplete" | "error")
+            ),
+        }
+    }
+
+    /// The frames that end a stream the gateway has to cut short. `last` is the last event
+    /// relayed, from which the Responses API's sequence number continues.
+    fn error_frames(self, message: &str, last: Option<&SseEvent>) -> Bytes {
+        match self {
             Self::AnthropicMessages => {
-                matches!(event.event_type(), Some("message_stop" | "error"))
+                Dialect::Anthropic.stream_error_frames(ErrorKind::Api, message)
+            }
+            Self::OpenAiChat => Dialect::OpenAi.stream_error_frames(ErrorKind::Api, message),
+            Self::OpenAiResponses => {
+                let sequence_number = last
+                    .and_then(|event| serde_json::from_str::<serde_json::Value>(&event.data()).ok())
+                    .and_then(|data| data["sequence_number"].as_u64())
+                    .map(|n| n + 1);
+                let data = serde_json::json!({
+                    "type": "error",
+                    "code": "server_error",
+                    "message": message,
+                    "param": null,
+                    "sequence_number": sequence_number,
+                });
+                aibridge_protocol::encode_event(Some("error"), &data.to_string())
             }
         }
     }
@@ -41,8 +76,8 @@ struct Relay {
     upstream: UpstreamBytes,
     decoder: SseDecoder,
     ready: VecDeque<Bytes>,
-    dialect: Dialect,
-    end: StreamEnd,
+    kind: StreamKind,
+    last_event: Option<SseEvent>,
     saw_terminal: bool,
     finished: bool,
 }
@@ -50,10 +85,11 @@ struct Relay {
 impl Relay {
     fn take_events(&mut self) {
         while let Some(event) = self.decoder.next_event() {
-            if self.end.is_terminal(&event) {
+            if self.kind.is_terminal(&event) {
                 self.saw_terminal = true;
             }
-            self.ready.push_back(event.into_raw());
+            self.ready.push_back(event.raw().clone());
+            self.last_event = Some(event);
         }
     }
 
@@ -76,7 +112,7 @@ impl Relay {
                     let message =
                         format!("upstream stream failed: {}", describe_transport_error(&e));
                     tracing::warn!(error = %message, "stream broken after the first event");
-                    return Some(self.dialect.stream_error_frames(ErrorKind::Api, &message));
+                    return Some(self.kind.error_frames(&message, self.last_event.as_ref()));
                 }
                 None => {
                     self.finished = true;
@@ -85,7 +121,7 @@ impl Relay {
                     }
                     let message = "upstream stream ended before the response was complete";
                     tracing::warn!(error = message, "stream truncated by the upstream");
-                    return Some(self.dialect.stream_error_frames(ErrorKind::Api, message));
+                    return Some(self.kind.error_frames(message, self.last_event.as_ref()));
                 }
             }
         }
@@ -95,8 +131,7 @@ impl Relay {
 /// Waits for the first upstream event, then answers 200 with a body that relays the rest.
 pub async fn relay(
     response: reqwest::Response,
-    dialect: Dialect,
-    end: StreamEnd,
+    kind: StreamKind,
 ) -> Result<Response, GatewayError> {
     let mut headers = HeaderMap::new();
     for name in ["content-type", "request-id", "x-request-id"] {
@@ -112,8 +147,8 @@ pub async fn relay(
         upstream: response.bytes_stream().boxed(),
         decoder: SseDecoder::new(),
         ready: VecDeque::new(),
-        dialect,
-        end,
+        kind,
+        last_event: None,
         saw_terminal: false,
         finished: false,
     };

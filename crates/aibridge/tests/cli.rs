@@ -266,7 +266,7 @@ async fn demo_shows_a_failover_in_its_own_output() {
         while let Some(line) = lines.next_line().await.unwrap() {
             output.push_str(&line);
             output.push('\n');
-            if line.contains("claude") && line.contains("ANTHROPIC_BASE_URL") {
+            if line.contains("codex") && line.contains("OPENAI_BASE_URL") {
                 break;
             }
         }
@@ -274,17 +274,32 @@ async fn demo_shows_a_failover_in_its_own_output() {
     tokio::time::timeout(Duration::from_secs(60), read)
         .await
         .expect("demo output within a minute");
-    assert!(
-        output.contains("→ HTTP 200: Hello from aibridge-mock."),
+    for provider in [
+        "anthropic: POST /anthropic/v1/messages",
+        "openai: POST /openai/v1/chat/completions",
+    ] {
+        assert!(
+            output.contains(&format!("{provider} → HTTP 200")),
+            "{output}"
+        );
+    }
+    assert_eq!(
+        output
+            .matches("keys the upstream saw, in order: sk-d...ited, sk-d...lthy")
+            .count(),
+        2,
+        "each provider failed over from the rate-limited key: {output}"
+    );
+    assert_eq!(
+        output
+            .matches("sk-d...ited    cooling (answered 429; back in")
+            .count(),
+        2,
         "{output}"
     );
-    assert!(
-        output.contains("sk-d...ited    cooling (answered 429; back in"),
-        "{output}"
-    );
-    assert!(output.contains("sk-d...lthy    valid"), "{output}");
-    assert!(
-        output.contains("Keys the upstream saw, in order: sk-d...ited, sk-d...lthy"),
+    assert_eq!(
+        output.matches("sk-d...lthy    valid").count(),
+        2,
         "{output}"
     );
     assert!(output.contains("curl -s http://127.0.0.1:"), "{output}");
