@@ -86,6 +86,32 @@ impl ProviderKind {
         }
     }
 
+    /// Whether `upstream_path` may be reverse-proxied. An allow-list, because a central key may
+    /// have privileges (files, batches, fine-tuning, admin) that users must not reach through it.
+    pub fn passthrough_allowed(self, upstream_path: &str) -> bool {
+        let (exact, subtrees): (&[&str], &[&str]) = match self {
+            Self::Anthropic => (
+                &["/v1/models", "/v1/messages/count_tokens"],
+                &["/v1/models/"],
+            ),
+            Self::OpenAi => (
+                &["/models", "/conversations"],
+                &["/models/", "/responses/", "/conversations/"],
+            ),
+            Self::Copilot => (
+                &["/models"],
+                &["/models/", "/agents/", "/mcp/", "/.well-known/"],
+            ),
+        };
+        if !without_dot_segments(upstream_path) {
+            return false;
+        }
+        exact.contains(&upstream_path)
+            || subtrees.iter().any(|prefix| {
+                upstream_path.len() > prefix.len() && upstream_path.starts_with(prefix)
+            })
+    }
+
     /// The cheap authenticated call used to re-validate a disabled key.
     pub fn probe_path(self) -> &'static str {
         match self {
@@ -113,5 +139,65 @@ impl Provider {
             Some(q) if !q.is_empty() => format!("{}{path}?{q}", self.base_url),
             _ => format!("{}{path}", self.base_url),
         }
+    }
+}
+
+/// URL parsers resolve `.`/`..` segments (also percent-encoded, and `\` counts as `/`), so a
+/// path such as `/v1/models/../files` would leave the allowed subtree once parsed.
+fn without_dot_segments(path: &str) -> bool {
+    !path.contains('\\')
+        && path.split('/').all(|segment| {
+            let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+            decoded != "." && decoded != ".."
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passthrough_allow_list() {
+        let anthropic = ProviderKind::Anthropic;
+        assert!(anthropic.passthrough_allowed("/v1/models"));
+        assert!(anthropic.passthrough_allowed("/v1/models/claude-sonnet-4-5"));
+        assert!(anthropic.passthrough_allowed("/v1/messages/count_tokens"));
+        assert!(!anthropic.passthrough_allowed("/v1/models/"));
+        assert!(!anthropic.passthrough_allowed("/v1/files"));
+        assert!(!anthropic.passthrough_allowed("/v1/messages/batches"));
+        assert!(!anthropic.passthrough_allowed("/v1/messages"));
+
+        let openai = ProviderKind::OpenAi;
+        for ok in [
+            "/models",
+            "/models/gpt-5",
+            "/responses/resp_1",
+            "/responses/resp_1/input_items",
+            "/conversations",
+            "/conversations/c1/items",
+        ] {
+            assert!(openai.passthrough_allowed(ok), "{ok}");
+        }
+        for refused in [
+            "/responses",
+            "/completions",
+            "/files",
+            "/batches",
+            "/fine_tuning/jobs",
+            "/organization/admin_api_keys",
+        ] {
+            assert!(!openai.passthrough_allowed(refused), "{refused}");
+        }
+        assert!(ProviderKind::Copilot.passthrough_allowed("/agents/x"));
+        for escape in [
+            "/v1/models/../files",
+            "/v1/models/%2e%2e/files",
+            "/v1/models/.%2E/files",
+            "/v1/models/..\\files",
+            "/v1/models/./x",
+        ] {
+            assert!(!anthropic.passthrough_allowed(escape), "{escape}");
+        }
+        assert!(!ProviderKind::Copilot.passthrough_allowed("/chat"));
     }
 }

@@ -1,17 +1,21 @@
 //! Where a request enters: `/<provider-name>/<api path>` is split here and handed to the
-//! provider's bridged route; everything else is a 404 in the caller's dialect.
+//! provider's bridged route or, for allow-listed endpoints, to passthrough; everything else is a
+//! 404 in the caller's dialect.
 
 use std::sync::Arc;
 
 use aibridge_protocol::Dialect;
 use axum::Router;
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::bridge::{self, Incoming, RequestMeta};
 use crate::error::GatewayError;
+use crate::passthrough;
 use crate::server::AppState;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -65,16 +69,22 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
     let Some(upstream_path) = client_path.strip_prefix(provider.kind.client_path_prefix()) else {
         return not_found(dialect);
     };
-    let Some(api) = provider.kind.bridged_api(upstream_path) else {
-        return not_found(dialect);
-    };
-    if parts.method != Method::POST {
+    let method = parts.method.clone();
+    let bridged = provider.kind.bridged_api(upstream_path);
+    if bridged.is_some() && method != Method::POST {
         return GatewayError::MethodNotAllowed {
-            method: parts.method.to_string(),
+            method: method.to_string(),
             path: path.to_string(),
         }
         .into_response(dialect);
     }
+    if bridged.is_none() && !provider.kind.passthrough_allowed(upstream_path) {
+        return not_found(dialect);
+    }
+    let client_addr = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
     let request_id = uuid::Uuid::now_v7().to_string();
     let incoming = Incoming {
         meta: RequestMeta {
@@ -84,10 +94,21 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         },
         body,
     };
-    let mut response = match bridge::handle(&state, provider, api, upstream_path, incoming).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(dialect),
+    let result = match bridged {
+        Some(api) => bridge::handle(&state, provider, api, upstream_path, incoming).await,
+        None => {
+            passthrough::handle(
+                &state,
+                provider,
+                method,
+                upstream_path,
+                client_addr,
+                incoming,
+            )
+            .await
+        }
     };
+    let mut response = result.unwrap_or_else(|error| error.into_response(dialect));
     if let Ok(value) = request_id.parse() {
         response
             .headers_mut()

@@ -123,15 +123,16 @@ impl Gateway {
 
         let deadline = self.state.config.shutdown_timeout;
         let signal_stop = stop.clone();
-        let server = axum::serve(self.listener, crate::routes::router(self.state.clone()))
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!(
-                    deadline_secs = deadline.as_secs_f64(),
-                    "shutting down: no new connections, waiting for in-flight requests"
-                );
-                signal_stop.cancel();
-            });
+        let app = crate::routes::router(self.state.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!(
+                deadline_secs = deadline.as_secs_f64(),
+                "shutting down: no new connections, waiting for in-flight requests"
+            );
+            signal_stop.cancel();
+        });
         let forced = async {
             stop.cancelled().await;
             tokio::time::sleep(deadline).await;

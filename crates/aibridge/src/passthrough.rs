@@ -1,0 +1,128 @@
+//! Passthrough routes: allow-listed provider endpoints (model lists, token counting, stored
+//! responses) reverse-proxied with the pool's key, failing over like the bridged routes. The body
+//! is read once and replayed byte for byte on each attempt; the answer streams back as it comes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderMap, HeaderValue, Method, header};
+use tracing::Instrument;
+
+use crate::bridge::{Incoming, read_body};
+use crate::error::GatewayError;
+use crate::failover::{Served, UpstreamCall};
+use crate::provider::Provider;
+use crate::server::AppState;
+
+/// Response headers that describe the upstream connection, not the answer.
+const HOP_BY_HOP: &[header::HeaderName] = &[
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+pub async fn handle(
+    state: &Arc<AppState>,
+    provider: &Arc<Provider>,
+    method: Method,
+    upstream_path: &str,
+    client_addr: Option<SocketAddr>,
+    incoming: Incoming,
+) -> Result<Response, GatewayError> {
+    let Incoming { meta, body } = incoming;
+    let caller = state
+        .auth
+        .identify(&meta.headers, !provider.kind.has_key_pool())?;
+    let body = read_body(body, &meta.headers, state.config.max_request_body_bytes).await?;
+    let mut headers = crate::headers::forwardable(&meta.headers, caller.payer);
+    append_forwarded_for(&mut headers, client_addr);
+    let span = tracing::info_span!(
+        "passthrough",
+        request_id = %meta.request_id,
+        provider = %provider.name,
+        method = %method,
+        path = %upstream_path,
+        user = %caller.user,
+        payer = ?caller.payer,
+    );
+    let call = UpstreamCall {
+        client: &state.client,
+        provider,
+        method,
+        url: provider.upstream_url(upstream_path, meta.query.as_deref()),
+        headers,
+        body,
+        payer: caller.payer,
+        // Some of these answers stream (a stored response replayed with ?stream=true): only the
+        // client's per-read timeout applies.
+        timeout: None,
+    };
+    async {
+        let Served { response, key, attempts } = call.send().await.map_err(|failed| failed.error)?;
+        tracing::info!(
+            status = response.status().as_u16(),
+            attempts = attempts.len(),
+            key = key.as_ref().map(|k| k.hint()).unwrap_or_else(|| "byok".into()),
+            "upstream answered"
+        );
+        Ok(relay(response))
+    }
+    .instrument(span.clone())
+    .await
+    .inspect_err(|e: &GatewayError| {
+        tracing::info!(parent: &span, status = e.status().as_u16(), error = %e, "request failed")
+    })
+}
+
+/// The upstream's status, headers (minus hop-by-hop) and body, streamed as it arrives.
+fn relay(response: reqwest::Response) -> Response {
+    let status = response.status();
+    let mut headers = response.headers().clone();
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    let mut out = Response::new(Body::from_stream(response.bytes_stream()));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    out
+}
+
+/// Appends the client's address to the `X-Forwarded-For` chain it brought, if any.
+fn append_forwarded_for(headers: &mut HeaderMap, client: Option<SocketAddr>) {
+    let Some(client) = client else { return };
+    let ip = client.ip().to_string();
+    let chain = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .chain(std::iter::once(ip.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert("x-forwarded-for", value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, Some("127.0.0.9:5000".parse().unwrap()));
+        assert_eq!(h["x-forwarded-for"], "127.0.0.9");
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.0.0.1, 10.0.0.2"),
+        );
+        append_forwarded_for(&mut h, Some("[::1]:1".parse().unwrap()));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, ::1");
+    }
+}
