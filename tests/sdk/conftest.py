@@ -4,9 +4,11 @@ The binaries are found through AIBRIDGE_BIN / AIBRIDGE_MOCK_BIN, defaulting to
 <repo>/target/debug/. Nothing here builds them: run `cargo build -p aibridge -p aibridge-mock` first.
 
 * `mock` (per test): one mock per module, reset (POST /_mock/reset) before every test.
-* `start_gateway(keys=...)` (per test): starts a gateway with the given Anthropic key pool.
-  `gateway` is the common case, keys k0,k1.
+* `start_gateway(keys=..., openai_keys=...)` (per test): starts a gateway with the given Anthropic
+  and OpenAI key pools (both k0,k1 by default; the mock serves both dialects).
+  `gateway` is the common case.
 * `make_client(gateway, ...)`: an `anthropic.Anthropic` client pointed at the gateway, max_retries=0.
+* `make_openai_client(gateway, ...)`: an `openai.OpenAI` client pointed at the gateway, max_retries=0.
 
 Every process is stopped at teardown (SIGTERM, then SIGKILL), every wait has a timeout, and when a
 test fails the tail of the gateway's and the mock's logs is printed with it.
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import openai
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +59,10 @@ def _binary(env_var: str, name: str) -> Path:
 
 def sdk_major() -> int:
     return int(anthropic.__version__.split(".")[0])
+
+
+def openai_major() -> int:
+    return int(openai.__version__.split(".")[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,6 +181,7 @@ class Gateway:
         self.process = process
         self.url = process.url
         self.anthropic_url = f"{process.url}/anthropic"
+        self.openai_url = f"{process.url}/openai/v1"
 
     def keys(self, provider: str = "anthropic") -> list[dict[str, Any]]:
         data = http_json("GET", f"{self.url}/api/v1/keys")
@@ -201,9 +209,9 @@ def _failed(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture(autouse=True)
 def _clean_sdk_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The SDKs read ANTHROPIC_* variables and profile files: none may leak into the tests."""
+    """The SDKs read ANTHROPIC_* / OPENAI_* variables and profile files: none may leak into the tests."""
     for name in list(os.environ):
-        if name.startswith("ANTHROPIC_"):
+        if name.startswith(("ANTHROPIC_", "OPENAI_")):
             monkeypatch.delenv(name)
     # The 2.x SDK looks for profiles under ~/.config/anthropic when given no explicit credential
     # (the x-api-key header style): give it an empty home.
@@ -244,7 +252,11 @@ def start_gateway(mock: Mock, tmp_path: Path, request: pytest.FixtureRequest):
     started: list[Process] = []
     binary = _binary("AIBRIDGE_BIN", "aibridge")
 
-    def start(keys: list[str] = ["k0", "k1"], extra_env: dict[str, str] | None = None) -> Gateway:
+    def start(
+        keys: list[str] = ["k0", "k1"],
+        extra_env: dict[str, str] | None = None,
+        openai_keys: list[str] = ["k0", "k1"],
+    ) -> Gateway:
         workdir = tmp_path / f"gateway{len(started)}"
         workdir.mkdir()
         env = _child_env(
@@ -253,6 +265,8 @@ def start_gateway(mock: Mock, tmp_path: Path, request: pytest.FixtureRequest):
                 "AIBRIDGE_AUTH": "none",
                 "AIBRIDGE_ANTHROPIC_KEYS": ",".join(keys),
                 "AIBRIDGE_ANTHROPIC_BASE_URL": mock.url,
+                "AIBRIDGE_OPENAI_KEYS": ",".join(openai_keys),
+                "AIBRIDGE_OPENAI_BASE_URL": f"{mock.url}/v1",
                 **(extra_env or {}),
             }
         )
@@ -284,6 +298,26 @@ def make_client():
             api_key = None
         client = anthropic.Anthropic(
             base_url=gw.anthropic_url,
+            api_key=api_key,
+            max_retries=max_retries,
+            timeout=HTTP_TIMEOUT_S,
+            **kwargs,
+        )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def make_openai_client():
+    clients: list[openai.OpenAI] = []
+
+    def make(gw: Gateway, *, api_key: str = "abk_client_token", max_retries: int = 0, **kwargs: Any):
+        client = openai.OpenAI(
+            base_url=gw.openai_url,
             api_key=api_key,
             max_retries=max_retries,
             timeout=HTTP_TIMEOUT_S,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end tests: the official Anthropic (and later OpenAI) Python SDKs through the real
+# End-to-end tests: the official Anthropic and OpenAI Python SDKs through the real
 # aibridge binary against aibridge-mock, once with the current SDK majors and once with the
 # legacy ones.
 #

@@ -106,31 +106,32 @@ impl GatewayError {
     }
 }
 
-/// Describes a transport error without the URL and with its causes, for clients and logs.
+/// Describes a transport error for clients and logs: what failed and the innermost cause
+/// (the one that says why), without the URL.
 pub fn describe_transport_error(error: &reqwest::Error) -> String {
     use std::error::Error as _;
-    let mut text = if error.is_connect() {
-        "could not connect to the upstream".to_string()
+    let what = if error.is_connect() {
+        "could not connect"
     } else if error.is_timeout() {
-        "the upstream timed out".to_string()
+        "timed out"
     } else if error.is_body() || error.is_decode() {
-        "the upstream response body failed".to_string()
+        "response body failed"
     } else {
-        "the upstream request failed".to_string()
+        "request failed"
     };
+    let mut innermost = None;
     let mut source = error.source();
-    let mut last = String::new();
     while let Some(cause) = source {
-        let line = cause.to_string();
-        // hyper and std repeat themselves through the chain; keep distinct lines only.
-        if !line.is_empty() && !last.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-            last = line;
-        }
+        innermost = Some(cause);
         source = cause.source();
     }
-    text
+    match innermost
+        .map(|cause| cause.to_string())
+        .filter(|text| !text.is_empty())
+    {
+        Some(cause) => format!("{what}: {cause}"),
+        None => what.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,17 @@ impl StreamKind {
         }
     }
 
+    /// When the last relayed event already was the upstream's own error report, the client knows
+    /// what went wrong: only the closing frame is still owed (chat's `[DONE]`), not a second error.
+    fn close_after_upstream_error(self, last: Option<&SseEvent>) -> Option<Bytes> {
+        let last = last?;
+        let is_error_chunk = self == Self::OpenAiChat
+            && last.raw().windows(7).any(|w| w == b"\"error\"")
+            && serde_json::from_str::<serde_json::Value>(&last.data())
+                .is_ok_and(|data| data.get("error").is_some());
+        is_error_chunk.then(|| Bytes::from_static(b"data: [DONE]\n\n"))
+    }
+
     /// The frames that end a stream the gateway has to cut short. `last` is the last event
     /// relayed, from which the Responses API's sequence number continues.
     fn error_frames(self, message: &str, last: Option<&SseEvent>) -> Bytes {
@@ -93,6 +104,19 @@ impl Relay {
         }
     }
 
+    /// Ends a stream that broke off or ended early with the API's own way of saying so.
+    fn cut_short(&mut self, message: &str) -> Bytes {
+        self.finished = true;
+        tracing::warn!(
+            error = message,
+            "upstream stream did not complete after the first event"
+        );
+        let last = self.last_event.as_ref();
+        self.kind
+            .close_after_upstream_error(last)
+            .unwrap_or_else(|| self.kind.error_frames(message, last))
+    }
+
     /// The next frame for the client, or `None` when the relay is over.
     async fn next_frame(&mut self) -> Option<Bytes> {
         loop {
@@ -108,20 +132,18 @@ impl Relay {
                     self.take_events();
                 }
                 Some(Err(e)) => {
-                    self.finished = true;
                     let message =
                         format!("upstream stream failed: {}", describe_transport_error(&e));
-                    tracing::warn!(error = %message, "stream broken after the first event");
-                    return Some(self.kind.error_frames(&message, self.last_event.as_ref()));
+                    return Some(self.cut_short(&message));
+                }
+                None if self.saw_terminal && !self.decoder.has_partial_event() => {
+                    self.finished = true;
+                    return None;
                 }
                 None => {
-                    self.finished = true;
-                    if self.saw_terminal && !self.decoder.has_partial_event() {
-                        return None;
-                    }
-                    let message = "upstream stream ended before the response was complete";
-                    tracing::warn!(error = message, "stream truncated by the upstream");
-                    return Some(self.kind.error_frames(message, self.last_event.as_ref()));
+                    return Some(
+                        self.cut_short("upstream stream ended before the response was complete"),
+                    );
                 }
             }
         }

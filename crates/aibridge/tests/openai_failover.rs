@@ -296,6 +296,25 @@ async fn chat_mid_stream_failures_end_with_an_error_chunk_and_done() {
             "{how:?}: {}",
             out.body
         );
+        let error_chunks = data.iter().filter(|d| d.starts_with("{\"error\"")).count();
+        assert_eq!(
+            error_chunks, 1,
+            "one error report, not the upstream's plus the gateway's: {}",
+            out.body
+        );
+        assert_eq!(
+            data.iter().filter(|d| **d == "[DONE]").count(),
+            1,
+            "{}",
+            out.body
+        );
+        if how == MidStreamFailure::Cut {
+            let message = error["error"]["message"].as_str().unwrap();
+            assert!(
+                message.starts_with("upstream stream failed: response body failed: "),
+                "{message}"
+            );
+        }
         assert_eq!(
             mock.seen_keys(),
             ["k0"],
