@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, Method, header};
 use http_body_util::BodyExt;
 use tracing::Instrument;
 
-use crate::auth::Payer;
+use crate::auth::{Caller, Payer};
 use crate::error::{GatewayError, describe_transport_error};
 use crate::failover::{Served, UpstreamCall};
 use crate::provider::Provider;
@@ -81,11 +81,7 @@ pub async fn handle(
     upstream_path: &str,
     incoming: Incoming,
 ) -> Result<Response, GatewayError> {
-    let Incoming { meta, body } = incoming;
-    let caller = state
-        .auth
-        .identify(&meta.headers, !provider.kind.has_key_pool())?;
-    let body = read_body(body, &meta.headers, state.config.max_request_body_bytes).await?;
+    let Intake { caller, meta, body } = intake(state, provider, incoming).await?;
     let summary = summarize_request(&body)?;
     let body = api.prepare_body(&summary, body)?;
     let span = tracing::info_span!(
@@ -107,30 +103,43 @@ pub async fn handle(
         payer: caller.payer,
         timeout: (!summary.stream).then_some(state.config.upstream.request_timeout),
     };
-    relay(call, api)
-        .instrument(span.clone())
-        .await
-        .inspect_err(|e| {
-            tracing::info!(parent: &span, status = e.status().as_u16(), error = %e, "request failed")
-        })
+    in_request_span(span, relay(call, api)).await
+}
+
+/// A request that got past the checks every route makes.
+pub struct Intake {
+    pub caller: Caller,
+    pub meta: RequestMeta,
+    pub body: Bytes,
+}
+
+/// Who is calling and who pays, and the body read within the size limit.
+pub async fn intake(
+    state: &AppState,
+    provider: &Provider,
+    incoming: Incoming,
+) -> Result<Intake, GatewayError> {
+    let Incoming { meta, body } = incoming;
+    let caller = state
+        .auth
+        .identify(&meta.headers, !provider.kind.has_key_pool())?;
+    let body = read_body(body, &meta.headers, state.config.max_request_body_bytes).await?;
+    Ok(Intake { caller, meta, body })
+}
+
+/// Runs a request's upstream work inside its span and logs how a failed one was answered.
+pub async fn in_request_span(
+    span: tracing::Span,
+    work: impl Future<Output = Result<Response, GatewayError>>,
+) -> Result<Response, GatewayError> {
+    work.instrument(span.clone()).await.inspect_err(|e| {
+        tracing::info!(parent: &span, status = e.status().as_u16(), error = %e, "request failed")
+    })
 }
 
 /// Sends the call (failing over between pool keys) and relays the upstream's answer.
 async fn relay(call: UpstreamCall<'_>, api: BridgedApi) -> Result<Response, GatewayError> {
-    let Served {
-        response,
-        key,
-        attempts,
-    } = call.send().await.map_err(|failed| failed.error)?;
-    tracing::info!(
-        status = response.status().as_u16(),
-        attempts = attempts.len(),
-        key = key
-            .as_ref()
-            .map(|k| k.hint())
-            .unwrap_or_else(|| "byok".into()),
-        "upstream answered"
-    );
+    let Served { response, .. } = call.send().await.map_err(|failed| failed.error)?;
     if !response.status().is_success() {
         Ok(relay_error(response, call.provider.kind.dialect(), call.payer).await)
     } else if is_event_stream(response.headers()) {

@@ -80,10 +80,21 @@ impl UpstreamCall<'_> {
 
     /// Sends the call, failing over between pool keys when the payer is the pool.
     pub async fn send(&self) -> Result<Served, Failed> {
-        match self.payer {
+        let served = match self.payer {
             Payer::Byok => self.send_once().await,
             Payer::Pool => self.send_with_failover().await,
-        }
+        }?;
+        tracing::info!(
+            status = served.response.status().as_u16(),
+            attempts = served.attempts.len(),
+            key = served
+                .key
+                .as_ref()
+                .map(PoolKey::hint)
+                .unwrap_or_else(|| "byok".into()),
+            "upstream answered"
+        );
+        Ok(served)
     }
 
     async fn send_once(&self) -> Result<Served, Failed> {

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, Method, header};
-use tracing::Instrument;
 
-use crate::bridge::{Incoming, read_body};
+use crate::bridge::{Incoming, Intake, in_request_span, intake};
 use crate::error::GatewayError;
 use crate::failover::{Served, UpstreamCall};
 use crate::provider::Provider;
@@ -34,11 +33,7 @@ pub async fn handle(
     client_addr: Option<SocketAddr>,
     incoming: Incoming,
 ) -> Result<Response, GatewayError> {
-    let Incoming { meta, body } = incoming;
-    let caller = state
-        .auth
-        .identify(&meta.headers, !provider.kind.has_key_pool())?;
-    let body = read_body(body, &meta.headers, state.config.max_request_body_bytes).await?;
+    let Intake { caller, meta, body } = intake(state, provider, incoming).await?;
     let mut headers = crate::headers::forwardable(&meta.headers, caller.payer);
     append_forwarded_for(&mut headers, client_addr);
     let span = tracing::info_span!(
@@ -62,21 +57,11 @@ pub async fn handle(
         // client's per-read timeout applies.
         timeout: None,
     };
-    async {
-        let Served { response, key, attempts } = call.send().await.map_err(|failed| failed.error)?;
-        tracing::info!(
-            status = response.status().as_u16(),
-            attempts = attempts.len(),
-            key = key.as_ref().map(|k| k.hint()).unwrap_or_else(|| "byok".into()),
-            "upstream answered"
-        );
+    in_request_span(span, async {
+        let Served { response, .. } = call.send().await.map_err(|failed| failed.error)?;
         Ok(relay(response))
-    }
-    .instrument(span.clone())
-    .await
-    .inspect_err(|e: &GatewayError| {
-        tracing::info!(parent: &span, status = e.status().as_u16(), error = %e, "request failed")
     })
+    .await
 }
 
 /// The upstream's status, headers (minus hop-by-hop) and body, streamed as it arrives.

@@ -79,7 +79,6 @@ async fn bodies_over_32_mib_get_413() {
 async fn chunked_bodies_over_the_limit_get_413_too() {
     let mock = MockUpstream::start().await.unwrap();
     let env = pool_env(&mock.url(), "k0");
-    let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let gw = Gateway::start_with_config(Some("max_request_body_bytes = 1024\n"), &env).await;
     // A streamed body has no Content-Length: the limit applies while reading.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =

@@ -139,7 +139,7 @@ fn help_explains_each_command() {
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let gw = Gateway::start(&[]).await;
+    let gw = Gateway::start(Gateway::NO_ENV).await;
     let response = client().get(gw.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
@@ -233,7 +233,6 @@ async fn the_shutdown_deadline_bounds_how_long_streams_may_run_on() {
         vec![Reply::ok().stream_deltas(34).event_delay_ms(250)],
     );
     let env = pool_env(&mock.url(), "k0");
-    let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let gw = Gateway::start_with_config(Some("shutdown_timeout = \"500ms\"\n"), &env).await;
     let response = post_messages(&gw, &messages_body(true)).await;
     let mut body = response.bytes_stream();

@@ -18,7 +18,6 @@ async fn cooldown_after_429(headers: &[(&str, &str)], config: Option<&str>) -> f
     }
     mock.script("k0", vec![reply]);
     let env = pool_env(&mock.url(), "k0,k1");
-    let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let gw = Gateway::start_with_config(config, &env).await;
     let response = post_messages(&gw, &messages_body(false)).await;
     assert_eq!(response.status(), 200);
@@ -142,7 +141,6 @@ async fn a_disabled_key_is_re_enabled_by_the_probe_when_it_works_again() {
     // 401 on the request, 401 on the first probe, then healthy.
     mock.script("k0", vec![Reply::status(401), Reply::status(401)]);
     let env = pool_env(&mock.url(), "k0,k1");
-    let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let config = "[key_pool]\nprobe_initial_interval = \"200ms\"\nprobe_max_interval = \"400ms\"\n";
     let gw = Gateway::start_with_config(Some(config), &env).await;
     assert_eq!(

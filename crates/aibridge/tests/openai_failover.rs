@@ -454,7 +454,7 @@ async fn copilot_is_byok_only_and_forwards_its_headers() {
         "[[providers]]\nname = \"copilot\"\ntype = \"copilot\"\nbase_url = \"{}/v1\"\n",
         mock.url()
     );
-    let gw = Gateway::start_with_config(Some(&config), &[]).await;
+    let gw = Gateway::start_with_config(Some(&config), Gateway::NO_ENV).await;
     let response = client()
         .post(gw.url("/copilot/chat/completions"))
         .bearer_auth("ghu_user_copilot_token")

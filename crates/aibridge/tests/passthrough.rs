@@ -450,7 +450,6 @@ async fn transport_errors_are_502_without_failover() {
 async fn oversized_passthrough_bodies_get_413() {
     let mock = MockUpstream::start().await.unwrap();
     let env = pool_env(&mock.url(), "k0");
-    let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let gw = Gateway::start_with_config(Some("max_request_body_bytes = 100\n"), &env).await;
     let response = client()
         .post(gw.url("/anthropic/v1/messages/count_tokens"))
@@ -472,7 +471,7 @@ async fn copilot_passthrough_uses_the_callers_token() {
         "[[providers]]\ntype = \"copilot\"\nbase_url = \"{}/v1\"\n",
         mock.url()
     );
-    let gw = Gateway::start_with_config(Some(&config), &[]).await;
+    let gw = Gateway::start_with_config(Some(&config), Gateway::NO_ENV).await;
     let response = client()
         .get(gw.url("/copilot/models"))
         .bearer_auth("ghu_user")

@@ -19,11 +19,14 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts `aibridge serve` with `AIBRIDGE_AUTH=none` and the given environment on top.
-    pub async fn start(env: &[(&str, &str)]) -> Gateway {
+    pub async fn start(env: &[(impl AsRef<str>, impl AsRef<str>)]) -> Gateway {
         Self::start_with_config(None, env).await
     }
 
-    pub async fn start_with_config(config: Option<&str>, env: &[(&str, &str)]) -> Gateway {
+    pub async fn start_with_config(
+        config: Option<&str>,
+        env: &[(impl AsRef<str>, impl AsRef<str>)],
+    ) -> Gateway {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aibridge"));
         cmd.arg("serve");
         let config_file = config.map(|text| {
@@ -45,7 +48,7 @@ impl Gateway {
             .env("AIBRIDGE_LOG", "info,aibridge=debug")
             .env("NO_COLOR", "1");
         for (k, v) in env {
-            cmd.env(k, v);
+            cmd.env(k.as_ref(), v.as_ref());
         }
         cmd.stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -85,6 +88,9 @@ impl Gateway {
             config_file,
         }
     }
+
+    /// No environment beyond the harness defaults.
+    pub const NO_ENV: &'static [(&'static str, &'static str)] = &[];
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
@@ -206,7 +212,5 @@ pub fn pool_env(mock_url: &str, keys: &str) -> Vec<(String, String)> {
 }
 
 pub async fn start_pool(mock_url: &str, keys: &str) -> Gateway {
-    let env = pool_env(mock_url, keys);
-    let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    Gateway::start(&env).await
+    Gateway::start(&pool_env(mock_url, keys)).await
 }
