@@ -1,40 +1,139 @@
-//! The operator's JSON API under `/api/v1/`. Open to anyone in `AIBRIDGE_AUTH=none` mode; in
-//! `tokens` mode it needs an admin token, and until tokens can be issued nobody has one.
+//! The operator's JSON API under `/api/v1/`: usage reports, request records, key health.
+//! Needs an admin gateway token (in `Authorization: Bearer` or `x-api-key`); open to anyone in
+//! `AIBRIDGE_AUTH=none` mode. Errors use OpenAI's error shape.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use aibridge_protocol::Dialect;
+use aibridge_store::{GroupBy, InterceptionFilter, UsageFilter};
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use serde_json::json;
 
-use crate::config::AuthMode;
 use crate::error::GatewayError;
+use crate::recorder::now_millis;
 use crate::server::AppState;
 
-fn require_admin(state: &AppState, _request: &Request) -> Result<(), GatewayError> {
-    match state.config.auth {
-        AuthMode::None => Ok(()),
-        AuthMode::Tokens => Err(GatewayError::InvalidToken),
-    }
+/// Answers the request with `work` if the caller is an admin, with the error otherwise.
+async fn as_admin<F>(state: &AppState, headers: &HeaderMap, work: F) -> Response
+where
+    F: Future<Output = Result<Response, GatewayError>>,
+{
+    let result = match state.auth.identify_admin(headers).await {
+        Ok(_) => work.await,
+        Err(denied) => Err(denied),
+    };
+    result.unwrap_or_else(|e| e.into_response(Dialect::OpenAi))
 }
 
-/// `GET /api/v1/keys`: every pool's keys by hint, with state and cooldown.
-pub async fn list_keys(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    if let Err(denied) = require_admin(&state, &request) {
-        return denied.into_response(Dialect::OpenAi);
-    }
-    let mut names: Vec<&String> = state.providers.keys().collect();
-    names.sort();
-    let mut providers = Vec::new();
-    for name in names {
-        let provider = &state.providers[name];
-        let keys = match &provider.pool {
-            None => vec![],
-            Some(pool) => match pool.snapshot().await {
-                Ok(keys) => keys
+fn bad_query(message: String) -> GatewayError {
+    GatewayError::BadQuery(message)
+}
+
+fn time_param(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, GatewayError> {
+    params
+        .get(name)
+        .map(|text| {
+            crate::cli::parse_point(text, now_millis())
+                .map_err(|e| bad_query(format!("{name}: {e}")))
+        })
+        .transpose()
+}
+
+/// `GET /api/v1/usage?since=7d&until=…&user=NAME&by=user|model|key|day|provider`
+pub async fn usage(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    as_admin(&state, &headers, async {
+        let by = match params.get("by").map(String::as_str).unwrap_or("user") {
+            "user" => GroupBy::User,
+            "model" => GroupBy::Model,
+            "key" => GroupBy::Key,
+            "day" => GroupBy::Day,
+            "provider" => GroupBy::Provider,
+            other => {
+                return Err(bad_query(format!(
+                    "by: `{other}` is not one of user, model, key, day, provider"
+                )));
+            }
+        };
+        let filter = UsageFilter {
+            since: time_param(&params, "since")?,
+            until: time_param(&params, "until")?,
+            user: params.get("user").cloned(),
+        };
+        let rows = state
+            .recorder
+            .store()
+            .usage(&filter, by)
+            .await
+            .map_err(GatewayError::Database)?;
+        Ok(Json(crate::cli::usage_json(&rows)).into_response())
+    })
+    .await
+}
+
+/// `GET /api/v1/interceptions?user=&since=&until=&status=&outcome=&limit=&before=`: newest first,
+/// each with its attempts, usage, prompts and tool calls; `next` is the cursor of the next page.
+pub async fn interceptions(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    as_admin(&state, &headers, async {
+        let number = |name: &str| -> Result<Option<u32>, GatewayError> {
+            params
+                .get(name)
+                .map(|v| {
+                    v.parse::<u32>()
+                        .map_err(|_| bad_query(format!("{name}: `{v}` is not a number")))
+                })
+                .transpose()
+        };
+        let filter = InterceptionFilter {
+            user: params.get("user").cloned(),
+            since: time_param(&params, "since")?,
+            until: time_param(&params, "until")?,
+            status: number("status")?.map(|s| u16::try_from(s).unwrap_or(u16::MAX)),
+            outcome: params.get("outcome").cloned(),
+            limit: number("limit")?.unwrap_or(0),
+            before: params.get("before").cloned(),
+        };
+        let page = state
+            .recorder
+            .store()
+            .interceptions(&filter)
+            .await
+            .map_err(GatewayError::Database)?;
+        Ok(Json(page).into_response())
+    })
+    .await
+}
+
+/// `GET /api/v1/keys`: every pool's keys by hint, with state, cooldown and requests served.
+pub async fn list_keys(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    as_admin(&state, &headers, async {
+        let mut names: Vec<&String> = state.providers.keys().collect();
+        names.sort();
+        let mut providers = Vec::new();
+        for name in names {
+            let provider = &state.providers[name];
+            let served = state
+                .recorder
+                .store()
+                .served_by_key(&provider.name)
+                .await
+                .map_err(GatewayError::Database)?;
+            let keys = match &provider.pool {
+                None => vec![],
+                Some(pool) => pool
+                    .snapshot()
+                    .await?
                     .into_iter()
                     .map(|k| {
                         json!({
@@ -44,55 +143,44 @@ pub async fn list_keys(State(state): State<Arc<AppState>>, request: Request) -> 
                             "cooldown_remaining_secs": k.cooldown_remaining.map(|d| d.as_secs_f64()),
                             "disabled_reason": k.disabled_reason.map(|r| r.as_str()),
                             "last_status": k.last_status,
+                            "requests_served": served.get(&k.hint).copied().unwrap_or(0),
                         })
                     })
                     .collect(),
-                Err(e) => return GatewayError::KeyState(e).into_response(Dialect::OpenAi),
-            },
-        };
-        providers.push(json!({
-            "name": provider.name,
-            "type": provider.kind.as_str(),
-            "base_url": provider.base_url,
-            "keys": keys,
-        }));
-    }
-    Json(json!({ "providers": providers })).into_response()
+            };
+            providers.push(json!({
+                "name": provider.name,
+                "type": provider.kind.as_str(),
+                "base_url": provider.base_url,
+                "keys": keys,
+            }));
+        }
+        Ok(Json(json!({ "providers": providers })).into_response())
+    })
+    .await
 }
 
 /// `POST /api/v1/keys/{provider}/{index}/enable`: an operator puts a key back in rotation.
 pub async fn enable_key(
     State(state): State<Arc<AppState>>,
     Path((provider, index)): Path<(String, usize)>,
-    request: Request,
+    headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = require_admin(&state, &request) {
-        return denied.into_response(Dialect::OpenAi);
-    }
-    let not_found = |what: String| {
-        GatewayError::RouteNotFound {
-            method: "POST".into(),
-            path: what,
+    as_admin(&state, &headers, async {
+        let not_found = |path: String| GatewayError::RouteNotFound { method: "POST".into(), path };
+        let pool = state
+            .providers
+            .get(&provider)
+            .and_then(|p| p.pool.clone())
+            .ok_or_else(|| not_found(format!("/api/v1/keys/{provider}")))?;
+        if index >= pool.len() {
+            return Err(not_found(format!("/api/v1/keys/{provider}/{index}")));
         }
-        .into_response(Dialect::OpenAi)
-    };
-    let Some(pool) = state.providers.get(&provider).and_then(|p| p.pool.clone()) else {
-        return not_found(format!("/api/v1/keys/{provider}"));
-    };
-    if index >= pool.len() {
-        return not_found(format!("/api/v1/keys/{provider}/{index}"));
-    }
-    match pool.enable(index).await {
-        Ok(changed) => {
-            if changed {
-                tracing::info!(provider = %provider, key = %pool.keys()[index].hint(), "key re-enabled by an operator");
-            }
-            (
-                StatusCode::OK,
-                Json(json!({ "enabled": true, "changed": changed })),
-            )
-                .into_response()
+        let changed = pool.enable(index).await?;
+        if changed {
+            tracing::info!(provider = %provider, key = %pool.keys()[index].hint(), "key re-enabled by an operator");
         }
-        Err(e) => GatewayError::KeyState(e).into_response(Dialect::OpenAi),
-    }
+        Ok((StatusCode::OK, Json(json!({ "enabled": true, "changed": changed }))).into_response())
+    })
+    .await
 }

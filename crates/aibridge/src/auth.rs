@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
+use aibridge_store::{Store, StoreError};
 use http::HeaderMap;
+use sha2::{Digest, Sha256};
 
 use crate::config::AuthMode;
 use crate::error::GatewayError;
@@ -14,6 +16,9 @@ pub const GATEWAY_TOKEN_HEADER: &str = "x-aibridge-token";
 
 /// The user every request is attributed to when `AIBRIDGE_AUTH=none`.
 pub const LOCAL_USER: &str = "local";
+
+/// Prefix of every gateway token, so that leaked tokens are recognisable (secret scanners).
+pub const TOKEN_PREFIX: &str = "abk_";
 
 /// Whose provider credential an upstream call uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,23 +32,61 @@ pub enum Payer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub user: String,
+    pub admin: bool,
     pub payer: Payer,
 }
 
-/// Resolves gateway tokens to users.
-pub trait TokenVerifier: Send + Sync + std::fmt::Debug {
-    fn user_for(&self, token: &str) -> Option<String>;
+/// A user as a valid gateway token identifies them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub admin: bool,
 }
 
-/// The verifier while no token has been issued: every token is unknown, so `tokens` mode
-/// refuses every request with 401 rather than letting anyone through.
-#[derive(Debug, Default)]
-pub struct NoTokensIssued;
+/// Resolves gateway tokens to users.
+#[async_trait::async_trait]
+pub trait TokenVerifier: Send + Sync + std::fmt::Debug {
+    async fn identify(&self, token: &str) -> Result<Option<Identity>, StoreError>;
+}
 
-impl TokenVerifier for NoTokensIssued {
-    fn user_for(&self, _token: &str) -> Option<String> {
-        None
+/// Tokens as issued by `aibridge token create`: looked up by the hash of the secret on every
+/// request, so a revoked token stops working at once, also across processes.
+#[derive(Debug)]
+pub struct StoredTokens(pub Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl TokenVerifier for StoredTokens {
+    async fn identify(&self, token: &str) -> Result<Option<Identity>, StoreError> {
+        if !token.starts_with(TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let found = self
+            .0
+            .token_by_hash(&token_hash(token), crate::recorder::now_millis())
+            .await?;
+        Ok(found.map(|t| Identity {
+            user: t.user,
+            admin: t.admin,
+        }))
     }
+}
+
+/// What is stored of a token: its SHA-256, hex.
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A new token secret: the prefix and 256 bits from the operating system's generator.
+pub fn new_token_secret() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(format!(
+        "{TOKEN_PREFIX}{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
 }
 
 #[derive(Debug, Clone)]
@@ -59,29 +102,69 @@ impl Authenticator {
 
     /// `byok_only` is for providers without a pool (Copilot): the client's auth header is its
     /// provider credential, so the gateway token can only travel in `X-AIBridge-Token`.
-    pub fn identify(&self, headers: &HeaderMap, byok_only: bool) -> Result<Caller, GatewayError> {
+    pub async fn identify(
+        &self,
+        headers: &HeaderMap,
+        byok_only: bool,
+    ) -> Result<Caller, GatewayError> {
         let byok_token = header_str(headers, GATEWAY_TOKEN_HEADER);
         let payer = if byok_token.is_some() || byok_only {
             Payer::Byok
         } else {
             Payer::Pool
         };
-        let user = match self.mode {
-            AuthMode::None => LOCAL_USER.to_string(),
+        let identity = match self.mode {
+            AuthMode::None => Identity {
+                user: LOCAL_USER.to_string(),
+                admin: true,
+            },
             AuthMode::Tokens => {
                 let token = match payer {
                     Payer::Byok => byok_token,
-                    Payer::Pool => header_str(headers, "x-api-key").or_else(|| bearer(headers)),
-                }
-                .filter(|t| !t.is_empty())
-                .ok_or(GatewayError::MissingToken)?;
-                self.tokens
-                    .user_for(token)
-                    .ok_or(GatewayError::InvalidToken)?
+                    Payer::Pool => normal_auth_token(headers),
+                };
+                self.verify(token).await?
             }
         };
-        Ok(Caller { user, payer })
+        Ok(Caller {
+            user: identity.user,
+            admin: identity.admin,
+            payer,
+        })
     }
+
+    /// For the operator API: a token in the normal auth header that belongs to an admin.
+    pub async fn identify_admin(&self, headers: &HeaderMap) -> Result<Identity, GatewayError> {
+        let identity = match self.mode {
+            AuthMode::None => {
+                return Ok(Identity {
+                    user: LOCAL_USER.to_string(),
+                    admin: true,
+                });
+            }
+            AuthMode::Tokens => self.verify(normal_auth_token(headers)).await?,
+        };
+        if identity.admin {
+            Ok(identity)
+        } else {
+            Err(GatewayError::NotAdmin)
+        }
+    }
+
+    async fn verify(&self, token: Option<&str>) -> Result<Identity, GatewayError> {
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or(GatewayError::MissingToken)?;
+        self.tokens
+            .identify(token)
+            .await
+            .map_err(GatewayError::TokenStore)?
+            .ok_or(GatewayError::InvalidToken)
+    }
+}
+
+fn normal_auth_token(headers: &HeaderMap) -> Option<&str> {
+    header_str(headers, "x-api-key").or_else(|| bearer(headers))
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -104,10 +187,22 @@ mod tests {
     use http::HeaderValue;
 
     #[derive(Debug)]
-    struct OneToken;
-    impl TokenVerifier for OneToken {
-        fn user_for(&self, token: &str) -> Option<String> {
-            (token == "abk_good").then(|| "alice".to_string())
+    struct TwoTokens;
+
+    #[async_trait::async_trait]
+    impl TokenVerifier for TwoTokens {
+        async fn identify(&self, token: &str) -> Result<Option<Identity>, StoreError> {
+            Ok(match token {
+                "abk_good" => Some(Identity {
+                    user: "alice".into(),
+                    admin: false,
+                }),
+                "abk_admin" => Some(Identity {
+                    user: "root".into(),
+                    admin: true,
+                }),
+                _ => None,
+            })
         }
     }
 
@@ -119,110 +214,143 @@ mod tests {
         h
     }
 
-    impl Authenticator {
-        fn identify_pool(&self, headers: &HeaderMap) -> Result<Caller, GatewayError> {
-            self.identify(headers, false)
-        }
+    fn auth(mode: AuthMode) -> Authenticator {
+        Authenticator::new(mode, Arc::new(TwoTokens))
     }
 
-    #[test]
-    fn byok_only_providers_take_the_token_from_the_gateway_header_only() {
-        let auth = Authenticator::new(AuthMode::Tokens, Arc::new(OneToken));
-        let copilot = headers(&[
-            ("x-aibridge-token", "abk_good"),
-            ("authorization", "Bearer ghu_x"),
-        ]);
-        let caller = auth.identify(&copilot, true).unwrap();
-        assert_eq!(
-            caller,
-            Caller {
-                user: "alice".into(),
-                payer: Payer::Byok
-            }
-        );
-        assert!(matches!(
-            auth.identify(&headers(&[("authorization", "Bearer abk_good")]), true),
-            Err(GatewayError::MissingToken)
-        ));
-        let open = Authenticator::new(AuthMode::None, Arc::new(NoTokensIssued));
-        assert_eq!(
-            open.identify(&headers(&[]), true).unwrap().payer,
-            Payer::Byok
-        );
-    }
-
-    #[test]
-    fn none_mode_is_local_and_header_decides_who_pays() {
-        let auth = Authenticator::new(AuthMode::None, Arc::new(NoTokensIssued));
+    #[tokio::test]
+    async fn none_mode_is_local_and_the_header_decides_who_pays() {
+        let auth = auth(AuthMode::None);
         let pool = auth
-            .identify_pool(&headers(&[("x-api-key", "anything")]))
+            .identify(&headers(&[("x-api-key", "anything")]), false)
+            .await
             .unwrap();
-        assert_eq!(
-            pool,
-            Caller {
-                user: "local".into(),
-                payer: Payer::Pool
-            }
-        );
+        assert_eq!((pool.user.as_str(), pool.payer), ("local", Payer::Pool));
         let byok = auth
-            .identify_pool(&headers(&[("x-aibridge-token", "whatever")]))
+            .identify(&headers(&[("x-aibridge-token", "whatever")]), false)
+            .await
             .unwrap();
         assert_eq!(byok.payer, Payer::Byok);
     }
 
-    #[test]
-    fn tokens_mode_reads_the_token_where_it_travels() {
-        let auth = Authenticator::new(AuthMode::Tokens, Arc::new(OneToken));
+    #[tokio::test]
+    async fn tokens_mode_reads_the_token_where_it_travels() {
+        let auth = auth(AuthMode::Tokens);
         let via_key = auth
-            .identify_pool(&headers(&[("x-api-key", "abk_good")]))
+            .identify(&headers(&[("x-api-key", "abk_good")]), false)
+            .await
             .unwrap();
         assert_eq!(
             via_key,
             Caller {
                 user: "alice".into(),
+                admin: false,
                 payer: Payer::Pool
             }
         );
         let via_bearer = auth
-            .identify_pool(&headers(&[("authorization", "Bearer abk_good")]))
+            .identify(&headers(&[("authorization", "Bearer abk_good")]), false)
+            .await
             .unwrap();
         assert_eq!(via_bearer.payer, Payer::Pool);
         let byok = auth
-            .identify_pool(&headers(&[
-                ("x-aibridge-token", "abk_good"),
-                ("x-api-key", "sk-user"),
-            ]))
+            .identify(
+                &headers(&[("x-aibridge-token", "abk_good"), ("x-api-key", "sk-user")]),
+                false,
+            )
+            .await
             .unwrap();
         assert_eq!(
             byok,
             Caller {
                 user: "alice".into(),
+                admin: false,
                 payer: Payer::Byok
             }
         );
     }
 
+    #[tokio::test]
+    async fn tokens_mode_refuses_missing_and_unknown_tokens() {
+        let auth = auth(AuthMode::Tokens);
+        assert!(matches!(
+            auth.identify(&headers(&[]), false).await,
+            Err(GatewayError::MissingToken)
+        ));
+        assert!(matches!(
+            auth.identify(&headers(&[("x-api-key", "abk_bad")]), false)
+                .await,
+            Err(GatewayError::InvalidToken)
+        ));
+        assert!(matches!(
+            auth.identify(&headers(&[("x-aibridge-token", "")]), false)
+                .await,
+            Err(GatewayError::MissingToken)
+        ));
+    }
+
+    #[tokio::test]
+    async fn byok_only_providers_take_the_token_from_the_gateway_header_only() {
+        let auth = auth(AuthMode::Tokens);
+        let copilot = headers(&[
+            ("x-aibridge-token", "abk_good"),
+            ("authorization", "Bearer ghu_x"),
+        ]);
+        let caller = auth.identify(&copilot, true).await.unwrap();
+        assert_eq!(
+            caller,
+            Caller {
+                user: "alice".into(),
+                admin: false,
+                payer: Payer::Byok
+            }
+        );
+        assert!(matches!(
+            auth.identify(&headers(&[("authorization", "Bearer abk_good")]), true)
+                .await,
+            Err(GatewayError::MissingToken)
+        ));
+    }
+
+    #[tokio::test]
+    async fn only_admins_reach_the_operator_api() {
+        let auth = auth(AuthMode::Tokens);
+        let admin = auth
+            .identify_admin(&headers(&[("authorization", "Bearer abk_admin")]))
+            .await;
+        assert_eq!(admin.unwrap().user, "root");
+        assert!(matches!(
+            auth.identify_admin(&headers(&[("authorization", "Bearer abk_good")]))
+                .await,
+            Err(GatewayError::NotAdmin)
+        ));
+        assert!(matches!(
+            auth.identify_admin(&headers(&[])).await,
+            Err(GatewayError::MissingToken)
+        ));
+        assert!(auth_none_is_admin().await);
+    }
+
+    async fn auth_none_is_admin() -> bool {
+        auth(AuthMode::None)
+            .identify_admin(&HeaderMap::new())
+            .await
+            .is_ok_and(|i| i.admin)
+    }
+
     #[test]
-    fn tokens_mode_refuses_missing_and_unknown_tokens() {
-        let auth = Authenticator::new(AuthMode::Tokens, Arc::new(OneToken));
-        assert!(matches!(
-            auth.identify_pool(&headers(&[])),
-            Err(GatewayError::MissingToken)
-        ));
-        assert!(matches!(
-            auth.identify_pool(&headers(&[("x-api-key", "abk_bad")])),
-            Err(GatewayError::InvalidToken)
-        ));
-        // BYOK with the provider key but no gateway token in X-AIBridge-Token's place.
-        assert!(matches!(
-            auth.identify_pool(&headers(&[("x-aibridge-token", "")])),
-            Err(GatewayError::MissingToken)
-        ));
-        let nobody = Authenticator::new(AuthMode::Tokens, Arc::new(NoTokensIssued));
-        assert!(matches!(
-            nobody.identify_pool(&headers(&[("x-api-key", "abk_good")])),
-            Err(GatewayError::InvalidToken)
-        ));
+    fn token_secrets_are_prefixed_random_and_only_their_hash_is_kept() {
+        let a = new_token_secret().unwrap();
+        let b = new_token_secret().unwrap();
+        assert!(a.starts_with("abk_") && a.len() == 4 + 64, "{a}");
+        assert_ne!(a, b);
+        let hash = token_hash(&a);
+        assert_eq!(hash.len(), 64);
+        assert!(!hash.contains(&a[4..]));
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -3,9 +3,12 @@
 
 use std::sync::Arc;
 
+use aibridge_keypool::PoolKey;
 use aibridge_protocol::{
-    Dialect, ErrorKind, RequestSummary, ensure_stream_usage, summarize_request,
+    ApiShape, Dialect, ErrorKind, RequestSummary, ensure_stream_usage, observe_body, prompt_of,
+    summarize_request,
 };
+use aibridge_store::{CredentialKind, NewInterception, RequestKind};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -14,11 +17,13 @@ use http_body_util::BodyExt;
 use tracing::Instrument;
 
 use crate::auth::{Caller, Payer};
+use crate::client::ClientInfo;
 use crate::error::{GatewayError, describe_transport_error};
-use crate::failover::{Served, UpstreamCall};
+use crate::failover::{Failed, Served, UpstreamCall};
 use crate::provider::Provider;
+use crate::recorder::{Ending, Recording};
 use crate::server::AppState;
-use crate::stream_relay::{self, StreamKind};
+use crate::stream_relay::{self, StreamKind, StreamRecording};
 
 /// Response header that names the gateway's id for the request (also in every log line).
 pub const REQUEST_ID_HEADER: &str = "x-aibridge-request-id";
@@ -38,6 +43,15 @@ pub enum BridgedApi {
 }
 
 impl BridgedApi {
+    /// How its bodies are read for the record.
+    fn shape(self) -> ApiShape {
+        match self {
+            Self::Messages => ApiShape::AnthropicMessages,
+            Self::ChatCompletions => ApiShape::OpenAiChat,
+            Self::Responses => ApiShape::OpenAiResponses,
+        }
+    }
+
     fn stream_kind(self) -> StreamKind {
         match self {
             Self::Messages => StreamKind::AnthropicMessages,
@@ -93,6 +107,22 @@ pub async fn handle(
         user = %caller.user,
         payer = ?caller.payer,
     );
+    let recording = begin_recording(
+        state,
+        provider,
+        &meta,
+        &caller,
+        NewRequest {
+            kind: RequestKind::Bridged,
+            method: "POST",
+            route: upstream_path,
+            model: Some(summary.model.clone()),
+            streaming: summary.stream,
+            client: crate::client::identify(&meta.headers, &body),
+            prompt: prompt_of(api.shape(), &body),
+        },
+    )
+    .await?;
     let call = UpstreamCall {
         client: &state.client,
         provider,
@@ -103,7 +133,66 @@ pub async fn handle(
         payer: caller.payer,
         timeout: (!summary.stream).then_some(state.config.upstream.request_timeout),
     };
-    in_request_span(span, relay(call, api)).await
+    in_request_span(span, relay(call, api, recording)).await
+}
+
+/// What the record of a new request says about it.
+pub struct NewRequest<'a> {
+    pub kind: RequestKind,
+    pub method: &'a str,
+    pub route: &'a str,
+    pub model: Option<String>,
+    pub streaming: bool,
+    pub client: ClientInfo,
+    pub prompt: Option<String>,
+}
+
+/// Writes the start of the request's record before anything goes upstream: a request that
+/// cannot be recorded is refused (503) rather than served unrecorded.
+pub async fn begin_recording(
+    state: &AppState,
+    provider: &Provider,
+    meta: &RequestMeta,
+    caller: &Caller,
+    request: NewRequest<'_>,
+) -> Result<Recording, GatewayError> {
+    let record = NewInterception {
+        id: meta.request_id.clone(),
+        user: caller.user.clone(),
+        kind: request.kind,
+        provider_type: provider.kind.as_str().to_string(),
+        provider_name: provider.name.clone(),
+        method: request.method.to_string(),
+        route: request.route.to_string(),
+        model: request.model,
+        streaming: request.streaming,
+        client: Some(request.client.client.to_string()),
+        session_id: request.client.session_id,
+        user_agent: request.client.user_agent,
+        credential: match caller.payer {
+            Payer::Pool => CredentialKind::Pool,
+            Payer::Byok => CredentialKind::Byok,
+        },
+        started_at: crate::recorder::now_millis(),
+    };
+    state
+        .recorder
+        .begin(&record)
+        .await
+        .map_err(GatewayError::RecordingUnavailable)?;
+    Ok(Recording::new(
+        state.recorder.clone(),
+        record.id,
+        request.prompt,
+    ))
+}
+
+/// How an error the gateway answered itself is filed.
+pub fn outcome_of(error: &GatewayError) -> &'static str {
+    match error {
+        GatewayError::Exhausted(_) => "exhausted",
+        _ => "gateway_error",
+    }
 }
 
 /// A request that got past the checks every route makes.
@@ -122,7 +211,8 @@ pub async fn intake(
     let Incoming { meta, body } = incoming;
     let caller = state
         .auth
-        .identify(&meta.headers, !provider.kind.has_key_pool())?;
+        .identify(&meta.headers, !provider.kind.has_key_pool())
+        .await?;
     let body = read_body(body, &meta.headers, state.config.max_request_body_bytes).await?;
     Ok(Intake { caller, meta, body })
 }
@@ -137,15 +227,64 @@ pub async fn in_request_span(
     })
 }
 
-/// Sends the call (failing over between pool keys) and relays the upstream's answer.
-async fn relay(call: UpstreamCall<'_>, api: BridgedApi) -> Result<Response, GatewayError> {
-    let Served { response, .. } = call.send().await.map_err(|failed| failed.error)?;
+/// Sends the call (failing over between pool keys), relays the upstream's answer, and records
+/// every attempt, what the answer said, and how the request ended.
+async fn relay(
+    call: UpstreamCall<'_>,
+    api: BridgedApi,
+    mut recording: Recording,
+) -> Result<Response, GatewayError> {
+    let Served {
+        response,
+        key,
+        attempts,
+    } = match call.send().await {
+        Ok(served) => served,
+        Err(Failed { error, attempts }) => {
+            recording.attempts(&attempts);
+            recording.end(Ending {
+                status: Some(error.status().as_u16()),
+                outcome: outcome_of(&error),
+                key_hint: attempts.last().and_then(|a| a.key_hint.clone()),
+                attempts: attempts.len() as u32,
+                error: Some(error.to_string()),
+            });
+            return Err(error);
+        }
+    };
+    recording.attempts(&attempts);
+    let ending = |status: u16, outcome: &'static str, error: Option<String>| Ending {
+        status: Some(status),
+        outcome,
+        key_hint: key.as_ref().map(PoolKey::hint),
+        attempts: attempts.len() as u32,
+        error,
+    };
+    let status = response.status().as_u16();
     if !response.status().is_success() {
-        Ok(relay_error(response, call.provider.kind.dialect(), call.payer).await)
-    } else if is_event_stream(response.headers()) {
-        stream_relay::relay(response, api.stream_kind()).await
-    } else {
-        relay_blocking(response).await
+        let relayed = relay_error(response, call.provider.kind.dialect(), call.payer).await;
+        recording.end(ending(status, "upstream_error", None));
+        return Ok(relayed);
+    }
+    if is_event_stream(response.headers()) {
+        let recording =
+            StreamRecording::new(recording, api.shape(), ending(status, "completed", None));
+        return stream_relay::relay(response, api.stream_kind(), recording).await;
+    }
+    match relay_blocking(response).await {
+        Ok((relayed, body)) => {
+            recording.observation(observe_body(api.shape(), &body));
+            recording.end(ending(status, "completed", None));
+            Ok(relayed)
+        }
+        Err(error) => {
+            recording.end(ending(
+                error.status().as_u16(),
+                "gateway_error",
+                Some(error.to_string()),
+            ));
+            Err(error)
+        }
     }
 }
 
@@ -221,7 +360,8 @@ fn copy_relayed_headers(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
-async fn relay_blocking(response: reqwest::Response) -> Result<Response, GatewayError> {
+/// The answer and its body, which is also observed for the record.
+async fn relay_blocking(response: reqwest::Response) -> Result<(Response, Bytes), GatewayError> {
     let status = response.status();
     let mut headers = HeaderMap::new();
     copy_relayed_headers(response.headers(), &mut headers);
@@ -232,10 +372,10 @@ async fn relay_blocking(response: reqwest::Response) -> Result<Response, Gateway
             GatewayError::UpstreamUnreachable(describe_transport_error(&e))
         }
     })?;
-    let mut out = Response::new(Body::from(body));
+    let mut out = Response::new(Body::from(body.clone()));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
-    Ok(out)
+    Ok((out, body))
 }
 
 /// Relays a non-success upstream answer with its status and `Retry-After`. Bodies already in the

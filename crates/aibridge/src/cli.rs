@@ -1,13 +1,16 @@
-//! The command line: `serve`, `check-config`, `demo`.
+//! The command line: `serve`, `check-config`, `demo`, and the operator's commands for users,
+//! tokens, usage and migrations. `anyhow` stops here.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
+use aibridge_store::{GroupBy, NewToken, Store, UsageFilter, UsageRow};
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, ProcessEnv};
-use crate::server::{AppState, Gateway, shutdown_signal};
+use crate::recorder::now_millis;
+use crate::server::{AppState, Gateway, open_store, shutdown_signal};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -18,7 +21,8 @@ use crate::telemetry::{self, LogFormat};
     long_about = "aibridge sits between AI clients (Claude Code, Codex, the Anthropic and OpenAI SDKs) \
 and the model providers. Clients point their base URL at it; each request is served with a key \
 from a central pool that fails over automatically: a rate-limited key cools down for as long as \
-the provider asked, a rejected key leaves the rotation until it works again.\n\n\
+the provider asked, a rejected key leaves the rotation until it works again. Every request is \
+recorded per user.\n\n\
 Configuration comes from an optional TOML file and the AIBRIDGE_* environment variables, the \
 environment winning. See README.md for the reference."
 )]
@@ -33,6 +37,10 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
 
+    /// TOML configuration file (every command reads it: the database URL lives there too).
+    #[arg(long, global = true, env = "AIBRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -43,60 +51,333 @@ pub enum Command {
     ///
     /// Without a config file it runs on built-in defaults plus the environment: listen on
     /// 127.0.0.1:8080 (AIBRIDGE_LISTEN), providers `anthropic` and `openai` with keys from
-    /// AIBRIDGE_ANTHROPIC_KEYS / AIBRIDGE_OPENAI_KEYS, key state in memory. On shutdown it stops
-    /// accepting connections and lets in-flight requests and streams finish up to
-    /// `shutdown_timeout` (default 30s).
-    Serve {
-        /// TOML configuration file.
-        #[arg(long, env = "AIBRIDGE_CONFIG")]
-        config: Option<PathBuf>,
-    },
+    /// AIBRIDGE_ANTHROPIC_KEYS / AIBRIDGE_OPENAI_KEYS, recording to the SQLite file aibridge.db,
+    /// key state in memory. On shutdown it stops accepting connections, lets in-flight requests
+    /// and streams finish up to `shutdown_timeout` (default 30s), and writes what they recorded.
+    Serve,
     /// Validate the configuration (file and environment) and print a summary.
     ///
     /// Exits non-zero with one line per problem, naming the field at fault. Keys are shown only
     /// as masked hints.
-    CheckConfig {
-        /// TOML configuration file.
-        #[arg(long, env = "AIBRIDGE_CONFIG")]
-        config: Option<PathBuf>,
-    },
+    CheckConfig,
     /// Run the gateway against a built-in fake upstream whose first key is rate-limited.
     ///
-    /// Needs no provider account: it starts a fake Anthropic upstream on a free local port,
-    /// configures a pool of two demo keys whose first always answers 429, sends a request itself
-    /// to show the failover, and prints ready-to-paste curl commands.
+    /// Needs no provider account: it starts a fake Anthropic/OpenAI upstream on a free local
+    /// port, configures pools of two demo keys whose first always answers 429, sends requests
+    /// itself to show the failover and the recording, and prints ready-to-paste commands.
     Demo {
         /// Address for the gateway (default: AIBRIDGE_LISTEN or 127.0.0.1:8080).
         #[arg(long)]
-        listen: Option<SocketAddr>,
+        listen: Option<std::net::SocketAddr>,
     },
+    /// Apply the database migrations (serve does this at start too).
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage gateway tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print usage totals: requests, failovers and tokens by type.
+    Usage(UsageArgs),
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    match cli.command {
-        Command::Serve { config } => {
-            telemetry::init(cli.log_format);
-            let config = Config::load(config.as_deref(), &ProcessEnv)?;
-            let gateway = Gateway::bind(AppState::build(config)?).await?;
-            gateway.run(shutdown_signal()).await?;
-            Ok(std::process::ExitCode::SUCCESS)
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Create { name: String },
+    /// List users.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a gateway token for a user. Prints only the token on stdout; it is shown once and
+    /// only its hash is stored.
+    Create {
+        #[arg(long)]
+        user: String,
+        /// A note to recognise the token by (e.g. the laptop it is on).
+        #[arg(long)]
+        label: Option<String>,
+        /// Allow the token to use the operator API under /api/v1/.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List tokens (ids, users, labels; never the secrets).
+    List,
+    /// Revoke a token by id. It stops working at once.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Only requests from this long ago on (e.g. 7d, 24h, 30m), or since a date (YYYY-MM-DD).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only requests before this point (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this user's requests.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Group the totals.
+    #[arg(long, value_enum, default_value = "user")]
+    pub by: GroupArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GroupArg {
+    User,
+    Model,
+    Key,
+    Day,
+    Provider,
+}
+
+impl From<GroupArg> for GroupBy {
+    fn from(group: GroupArg) -> Self {
+        match group {
+            GroupArg::User => GroupBy::User,
+            GroupArg::Model => GroupBy::Model,
+            GroupArg::Key => GroupBy::Key,
+            GroupArg::Day => GroupBy::Day,
+            GroupArg::Provider => GroupBy::Provider,
         }
-        Command::CheckConfig { config } => match Config::load(config.as_deref(), &ProcessEnv) {
-            Ok(config) => {
-                print!("{}", summary(&config));
-                Ok(std::process::ExitCode::SUCCESS)
-            }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let load = || Config::load(cli.config.as_deref(), &ProcessEnv);
+    match cli.command {
+        Command::Serve => {
+            telemetry::init(cli.log_format);
+            let gateway = Gateway::bind(AppState::build(load()?).await?).await?;
+            gateway.run(shutdown_signal()).await?;
+        }
+        Command::CheckConfig => match load() {
+            Ok(config) => print!("{}", summary(&config)),
             Err(e) => {
                 eprintln!("{e}");
-                Ok(std::process::ExitCode::from(2))
+                return Ok(ExitCode::from(2));
             }
         },
         Command::Demo { listen } => {
             telemetry::init(cli.log_format);
             crate::demo::run(listen).await.context("demo")?;
-            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let config = load()?;
+            let store = open_store(&config.database_url).await?;
+            println!(
+                "database {} is up to date ({})",
+                crate::server::redact_url(&config.database_url),
+                store.backend()
+            );
+        }
+        Command::User(command) => {
+            let store = open_store(&load()?.database_url).await?;
+            match command {
+                UserCommand::Create { name } => {
+                    let user = store.create_user(&name, now_millis()).await?;
+                    println!("created user {}", user.name);
+                }
+                UserCommand::List => {
+                    for user in store.users().await? {
+                        println!("{}\tcreated {}", user.name, format_time(user.created_at));
+                    }
+                }
+            }
+        }
+        Command::Token(command) => {
+            let store = open_store(&load()?.database_url).await?;
+            token_command(&*store, command).await?;
+        }
+        Command::Usage(args) => {
+            let store = open_store(&load()?.database_url).await?;
+            let now = now_millis();
+            let filter = UsageFilter {
+                since: args
+                    .since
+                    .as_deref()
+                    .map(|s| parse_point(s, now))
+                    .transpose()?,
+                until: args
+                    .until
+                    .as_deref()
+                    .map(|s| parse_point(s, now))
+                    .transpose()?,
+                user: args.user,
+            };
+            let rows = store.usage(&filter, args.by.into()).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&usage_json(&rows))?);
+            } else {
+                print!("{}", usage_table(&rows, args.by));
+            }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token_command(store: &dyn Store, command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { user, label, admin } => {
+            let secret = crate::auth::new_token_secret()
+                .map_err(|e| anyhow::anyhow!("no randomness from the operating system: {e}"))?;
+            let id = format!("tok_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            let token = store
+                .create_token(NewToken {
+                    id,
+                    user,
+                    label,
+                    admin,
+                    secret_hash: crate::auth::token_hash(&secret),
+                    created_at: now_millis(),
+                })
+                .await?;
+            eprintln!(
+                "token {} for user {}{}: shown once, keep it safe",
+                token.id,
+                token.user,
+                if token.admin { " (admin)" } else { "" }
+            );
+            println!("{secret}");
+        }
+        TokenCommand::List => {
+            println!("ID\tUSER\tADMIN\tLABEL\tCREATED\tLAST USED\tREVOKED");
+            for token in store.tokens().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    token.id,
+                    token.user,
+                    if token.admin { "yes" } else { "no" },
+                    token.label.as_deref().unwrap_or("-"),
+                    format_time(token.created_at),
+                    token
+                        .last_used_at
+                        .map(format_time)
+                        .unwrap_or_else(|| "-".into()),
+                    token
+                        .revoked_at
+                        .map(format_time)
+                        .unwrap_or_else(|| "-".into()),
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            if store.revoke_token(&id, now_millis()).await? {
+                println!("revoked {id}");
+            } else {
+                anyhow::bail!("no live token with id {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `7d`, `24h`, `90m` ago, or a UTC date `YYYY-MM-DD`, as Unix milliseconds.
+pub fn parse_point(text: &str, now: i64) -> anyhow::Result<i64> {
+    if let Ok(date) = time::Date::parse(
+        text,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    ) {
+        return Ok(date.midnight().assume_utc().unix_timestamp() * 1000);
+    }
+    let ago = humantime::parse_duration(text).with_context(|| {
+        format!("`{text}` is neither a duration like 7d nor a date like 2026-11-01")
+    })?;
+    Ok(now - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX).min(now))
+}
+
+fn format_time(millis: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(millis / 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| millis.to_string())
+}
+
+/// Totals over all rows, appended to reports.
+fn totals(rows: &[UsageRow]) -> UsageRow {
+    rows.iter().fold(
+        UsageRow {
+            group: "TOTAL".into(),
+            requests: 0,
+            failed_requests: 0,
+            failovers: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+        },
+        |mut sum, row| {
+            sum.requests += row.requests;
+            sum.failed_requests += row.failed_requests;
+            sum.failovers += row.failovers;
+            sum.input_tokens += row.input_tokens;
+            sum.output_tokens += row.output_tokens;
+            sum.cache_read_tokens += row.cache_read_tokens;
+            sum.cache_write_tokens += row.cache_write_tokens;
+            sum
+        },
+    )
+}
+
+pub fn usage_json(rows: &[UsageRow]) -> serde_json::Value {
+    serde_json::json!({ "rows": rows, "totals": totals(rows) })
+}
+
+fn usage_table(rows: &[UsageRow], by: GroupArg) -> String {
+    use std::fmt::Write as _;
+    let header = format!("{by:?}").to_uppercase();
+    let mut lines = vec![[
+        header,
+        "REQUESTS".into(),
+        "FAILED".into(),
+        "FAILOVERS".into(),
+        "INPUT".into(),
+        "OUTPUT".into(),
+        "CACHE_READ".into(),
+        "CACHE_WRITE".into(),
+    ]];
+    let total = totals(rows);
+    for row in rows.iter().chain(std::iter::once(&total)) {
+        lines.push([
+            row.group.clone(),
+            row.requests.to_string(),
+            row.failed_requests.to_string(),
+            row.failovers.to_string(),
+            row.input_tokens.to_string(),
+            row.output_tokens.to_string(),
+            row.cache_read_tokens.to_string(),
+            row.cache_write_tokens.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for line in &lines {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    out
 }
 
 /// Human-readable summary of a valid configuration.
@@ -104,6 +385,11 @@ pub fn summary(config: &Config) -> String {
     use std::fmt::Write as _;
     let mut out = String::from("configuration is valid\n");
     let _ = writeln!(out, "listen: {}", config.listen);
+    let _ = writeln!(
+        out,
+        "database: {}",
+        crate::server::redact_url(&config.database_url)
+    );
     let _ = writeln!(
         out,
         "auth: {}",
@@ -130,4 +416,40 @@ pub fn summary(config: &Config) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_in_time() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_point("7d", now).unwrap(), now - 7 * 86_400_000);
+        assert_eq!(parse_point("90m", now).unwrap(), now - 90 * 60_000);
+        assert_eq!(parse_point("2026-11-01", now).unwrap(), 1_793_491_200_000);
+        assert!(parse_point("last week", now).is_err());
+    }
+
+    #[test]
+    fn usage_table_has_totals() {
+        let row = |group: &str, requests| UsageRow {
+            group: group.into(),
+            requests,
+            failed_requests: 1,
+            failovers: 2,
+            input_tokens: 10,
+            output_tokens: 20,
+            cache_read_tokens: 0,
+            cache_write_tokens: 3,
+        };
+        let table = usage_table(&[row("alice", 3), row("bob", 4)], GroupArg::User);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[0].starts_with("USER   REQUESTS"), "{table}");
+        assert_eq!(
+            lines[3].split_whitespace().collect::<Vec<_>>(),
+            ["TOTAL", "7", "2", "4", "20", "40", "0", "6"]
+        );
+    }
 }

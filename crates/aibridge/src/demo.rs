@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use aibridge_mock::{MockUpstream, Reply};
+use aibridge_store::{GroupBy, UsageFilter};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
@@ -28,9 +29,13 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
         .or_else(|| std::env::var("AIBRIDGE_LISTEN").ok())
         .unwrap_or_else(|| crate::config::DEFAULT_LISTEN.to_string());
     let pool = format!("{RATE_LIMITED_KEY},{HEALTHY_KEY}");
+    // A throwaway database: the demo's records are not the operator's.
+    let database = std::env::temp_dir().join(format!("aibridge-demo-{}.db", std::process::id()));
+    let database_url = format!("sqlite://{}", database.display());
     let env: BTreeMap<String, String> = [
         ("AIBRIDGE_LISTEN", listen),
         ("AIBRIDGE_AUTH", "none".to_string()),
+        ("AIBRIDGE_DATABASE_URL", database_url.clone()),
         ("AIBRIDGE_ANTHROPIC_KEYS", pool.clone()),
         ("AIBRIDGE_ANTHROPIC_BASE_URL", mock.url()),
         ("AIBRIDGE_OPENAI_KEYS", pool),
@@ -40,7 +45,7 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let config = Config::load(None, &env)?;
-    let gateway = Gateway::bind(AppState::build(config)?).await?;
+    let gateway = Gateway::bind(AppState::build(config).await?).await?;
     let addr = gateway.local_addr()?;
     let state = gateway.state().clone();
     let server = tokio::spawn(gateway.run(shutdown_signal()));
@@ -84,6 +89,21 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
             println!("    {:<14} {}{detail}", key.hint, key.state.as_str());
         }
     }
+    // The writer records in the background; give it a moment before reading back.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    println!();
+    println!("Recorded (user `local`, database {}):", database.display());
+    let rows = state
+        .recorder
+        .store()
+        .usage(&UsageFilter::default(), GroupBy::Provider)
+        .await?;
+    for row in rows {
+        println!(
+            "  {:<10} {} request(s), {} failover(s), {} input / {} output tokens",
+            row.group, row.requests, row.failovers, row.input_tokens, row.output_tokens
+        );
+    }
     println!();
     println!("Try it yourself (Ctrl-C stops the demo):");
     println!(
@@ -98,7 +118,12 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
     println!("  ANTHROPIC_BASE_URL={base}/anthropic ANTHROPIC_API_KEY=demo claude");
     println!("  OPENAI_BASE_URL={base}/openai/v1 OPENAI_API_KEY=demo codex");
 
-    server.await.context("gateway task")??;
+    let served = server.await.context("gateway task");
+    let _ = std::fs::remove_file(&database);
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
+    }
+    served??;
     Ok(())
 }
 

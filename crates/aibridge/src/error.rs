@@ -25,6 +25,16 @@ pub enum GatewayError {
     MissingToken,
     #[error("the gateway token is not valid")]
     InvalidToken,
+    #[error("this API needs an admin gateway token")]
+    NotAdmin,
+    #[error("cannot check the gateway token: {0}")]
+    TokenStore(aibridge_store::StoreError),
+    #[error("the request cannot be recorded, so it is refused: {0}")]
+    RecordingUnavailable(aibridge_store::StoreError),
+    #[error("{0}")]
+    Database(aibridge_store::StoreError),
+    #[error("invalid query parameter {0}")]
+    BadQuery(String),
     #[error(
         "provider `{provider}` has no central keys configured; send your own provider key with the X-AIBridge-Token header"
     )]
@@ -55,7 +65,12 @@ impl GatewayError {
             }
             Self::Exhausted(Exhausted::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
             Self::Exhausted(Exhausted::AllDisabled) => StatusCode::BAD_GATEWAY,
-            Self::KeyState(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::KeyState(_)
+            | Self::TokenStore(_)
+            | Self::RecordingUnavailable(_)
+            | Self::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadQuery(_) => StatusCode::BAD_REQUEST,
+            Self::NotAdmin => StatusCode::FORBIDDEN,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::UpstreamUnreachable(_) | Self::UpstreamStreamFailed(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -78,7 +93,12 @@ impl GatewayError {
             | Self::UpstreamUnreachable(_)
             | Self::UpstreamTimeout
             | Self::UpstreamStreamFailed(_) => ErrorKind::Api,
-            Self::KeyState(_) => ErrorKind::Unavailable,
+            Self::KeyState(_)
+            | Self::TokenStore(_)
+            | Self::RecordingUnavailable(_)
+            | Self::Database(_) => ErrorKind::Unavailable,
+            Self::BadQuery(_) => ErrorKind::InvalidRequest,
+            Self::NotAdmin => ErrorKind::Permission,
         }
     }
 

@@ -9,10 +9,16 @@ use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, Method, header};
 
-use crate::bridge::{Incoming, Intake, in_request_span, intake};
+use aibridge_keypool::PoolKey;
+use aibridge_store::RequestKind;
+
+use crate::bridge::{
+    Incoming, Intake, NewRequest, begin_recording, in_request_span, intake, outcome_of,
+};
 use crate::error::GatewayError;
-use crate::failover::{Served, UpstreamCall};
+use crate::failover::{Failed, Served, UpstreamCall};
 use crate::provider::Provider;
+use crate::recorder::Ending;
 use crate::server::AppState;
 
 /// Response headers that describe the upstream connection, not the answer.
@@ -57,9 +63,51 @@ pub async fn handle(
         // client's per-read timeout applies.
         timeout: None,
     };
+    let client = crate::client::identify(&meta.headers, &call.body);
+    let new_request = NewRequest {
+        kind: RequestKind::Passthrough,
+        method: call.method.as_str(),
+        route: upstream_path,
+        model: None,
+        streaming: false,
+        client,
+        prompt: None,
+    };
+    let mut recording = begin_recording(state, provider, &meta, &caller, new_request).await?;
     in_request_span(span, async {
-        let Served { response, .. } = call.send().await.map_err(|failed| failed.error)?;
-        Ok(relay(response))
+        // The record ends when the answer's head is relayed; its body streams on unobserved.
+        match call.send().await {
+            Ok(Served {
+                response,
+                key,
+                attempts,
+            }) => {
+                recording.attempts(&attempts);
+                recording.end(Ending {
+                    status: Some(response.status().as_u16()),
+                    outcome: if response.status().is_success() {
+                        "completed"
+                    } else {
+                        "upstream_error"
+                    },
+                    key_hint: key.as_ref().map(PoolKey::hint),
+                    attempts: attempts.len() as u32,
+                    error: None,
+                });
+                Ok(relay(response))
+            }
+            Err(Failed { error, attempts }) => {
+                recording.attempts(&attempts);
+                recording.end(Ending {
+                    status: Some(error.status().as_u16()),
+                    outcome: outcome_of(&error),
+                    key_hint: attempts.last().and_then(|a| a.key_hint.clone()),
+                    attempts: attempts.len() as u32,
+                    error: Some(error.to_string()),
+                });
+                Err(error)
+            }
+        }
     })
     .await
 }

@@ -23,6 +23,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/keys", get(crate::admin::list_keys))
+        .route("/api/v1/usage", get(crate::admin::usage))
+        .route("/api/v1/interceptions", get(crate::admin::interceptions))
         .route(
             "/api/v1/keys/{provider}/{index}/enable",
             axum::routing::post(crate::admin::enable_key),
@@ -35,16 +37,25 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready when the key state store answers (and, later, the recording store).
+/// Ready when the key state store and the recording database both answer.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.key_store.ping().await {
-        Ok(()) => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "status": "unavailable", "key_state": e.to_string() })),
-        )
-            .into_response(),
+    let key_state = state.key_store.ping().await.err().map(|e| e.to_string());
+    let database = state
+        .recorder
+        .store()
+        .ping()
+        .await
+        .err()
+        .map(|e| e.to_string());
+    if key_state.is_none() && database.is_none() {
+        return axum::Json(serde_json::json!({ "status": "ready" })).into_response();
     }
+    let body = serde_json::json!({
+        "status": "unavailable",
+        "key_state": key_state.unwrap_or_else(|| "ok".into()),
+        "database": database.unwrap_or_else(|| "ok".into()),
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
 async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Response {

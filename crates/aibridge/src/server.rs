@@ -11,9 +11,12 @@ use aibridge_keypool::{
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Authenticator, NoTokensIssued};
+use aibridge_store::Store;
+
+use crate::auth::{Authenticator, StoredTokens};
 use crate::config::{Config, KeyStateBackend};
 use crate::provider::Provider;
+use crate::recorder::Recorder;
 
 /// Shared by every request.
 #[derive(Debug)]
@@ -23,14 +26,21 @@ pub struct AppState {
     pub providers: HashMap<String, Arc<Provider>>,
     pub auth: Authenticator,
     pub key_store: Arc<dyn KeyStateStore>,
+    pub recorder: Arc<Recorder>,
 }
 
 impl AppState {
-    pub fn build(config: Config) -> anyhow::Result<Self> {
-        Self::build_with_clock(config, Arc::new(SystemClock))
+    /// Opens (and migrates) the recording database and builds the pools.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = open_store(&config.database_url).await?;
+        Self::build_with(config, store, Arc::new(SystemClock))
     }
 
-    pub fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub fn build_with(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let key_store: Arc<dyn KeyStateStore> = match config.key_state {
             KeyStateBackend::Memory => Arc::new(MemoryStore::new()),
         };
@@ -74,13 +84,15 @@ impl AppState {
         }
         let client = crate::upstream::build_client(&config.upstream)
             .context("building the upstream HTTP client")?;
-        let auth = Authenticator::new(config.auth, Arc::new(NoTokensIssued));
+        let auth = Authenticator::new(config.auth, Arc::new(StoredTokens(store.clone())));
+        let recorder = Recorder::start(store);
         Ok(Self {
             config,
             client,
             providers,
             auth,
             key_store,
+            recorder,
         })
     }
 }
@@ -143,6 +155,8 @@ impl Gateway {
         }
         stop.cancel();
         let _ = probes.await;
+        // Every request has finished (or been cut at the deadline): write what they recorded.
+        self.state.recorder.shutdown().await;
         tracing::info!("aibridge stopped");
         Ok(())
     }
@@ -173,5 +187,28 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+/// Opens the recording database named by the URL and applies the embedded migrations.
+pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    let store = aibridge_store::open(url)
+        .await
+        .with_context(|| format!("opening the database {}", redact_url(url)))?;
+    store
+        .migrate()
+        .await
+        .context("applying database migrations")?;
+    Ok(store)
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
     }
 }

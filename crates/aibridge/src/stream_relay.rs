@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use aibridge_protocol::{Dialect, ErrorKind, SseDecoder, SseEvent};
+use aibridge_protocol::{ApiShape, Dialect, ErrorKind, SseDecoder, SseEvent, StreamObserver};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use futures_util::stream::BoxStream;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::error::{GatewayError, describe_transport_error};
+use crate::recorder::{Ending, Recording};
 
 /// The streaming API being relayed: how its stream says it is complete, and how a failure is
 /// told to its clients once the stream has started.
@@ -31,6 +32,21 @@ pub enum StreamKind {
 }
 
 impl StreamKind {
+    /// Whether the upstream itself reported an error in this event.
+    fn is_error_report(self, event: &SseEvent) -> bool {
+        match self {
+            Self::AnthropicMessages => event.event_type() == Some("error"),
+            Self::OpenAiChat => {
+                event.raw().windows(8).any(|w| w == b"{\"error\"")
+                    && serde_json::from_str::<serde_json::Value>(&event.data())
+                        .is_ok_and(|data| data.get("error").is_some())
+            }
+            Self::OpenAiResponses => {
+                matches!(event.event_type(), Some("error" | "response.failed"))
+            }
+        }
+    }
+
     fn is_terminal(self, event: &SseEvent) -> bool {
         match self {
             Self::AnthropicMessages => matches!(event.event_type(), Some("message_stop" | "error")),
@@ -81,6 +97,57 @@ impl StreamKind {
     }
 }
 
+/// The record of a stream being relayed. It sees every event on its way to the client and ends
+/// the record exactly once: when the stream completes or fails, or — when the client goes away
+/// and the relay is dropped — with what was seen up to then.
+#[derive(Debug)]
+pub struct StreamRecording {
+    recording: Recording,
+    observer: Option<StreamObserver>,
+    ending: Ending,
+}
+
+impl StreamRecording {
+    /// `ending` is how the record ends if the stream completes; failures adjust it.
+    pub fn new(recording: Recording, shape: ApiShape, ending: Ending) -> Self {
+        Self {
+            recording,
+            observer: Some(StreamObserver::new(shape)),
+            ending,
+        }
+    }
+
+    fn observe(&mut self, event: &SseEvent) {
+        if let Some(observer) = &mut self.observer {
+            observer.observe(event);
+        }
+    }
+
+    fn finish(&mut self, outcome: &'static str, status: Option<u16>, error: Option<String>) {
+        if self.recording.is_ended() {
+            return;
+        }
+        if let Some(observer) = self.observer.take() {
+            self.recording.observation(observer.finish());
+        }
+        let mut ending = self.ending.clone();
+        ending.outcome = outcome;
+        ending.status = status.or(ending.status);
+        ending.error = error;
+        self.recording.end(ending);
+    }
+}
+
+impl Drop for StreamRecording {
+    fn drop(&mut self) {
+        self.finish(
+            "client_disconnected",
+            None,
+            Some("the client closed the stream".into()),
+        );
+    }
+}
+
 type UpstreamBytes = BoxStream<'static, reqwest::Result<Bytes>>;
 
 struct Relay {
@@ -90,6 +157,8 @@ struct Relay {
     kind: StreamKind,
     last_event: Option<SseEvent>,
     saw_terminal: bool,
+    saw_upstream_error: bool,
+    recording: StreamRecording,
     finished: bool,
 }
 
@@ -99,9 +168,23 @@ impl Relay {
             if self.kind.is_terminal(&event) {
                 self.saw_terminal = true;
             }
+            if self.kind.is_error_report(&event) {
+                self.saw_upstream_error = true;
+            }
+            self.recording.observe(&event);
             self.ready.push_back(event.raw().clone());
             self.last_event = Some(event);
         }
+    }
+
+    /// Nothing reached the client yet: the error becomes a plain HTTP error response.
+    fn fail_before_first_event(mut self, error: GatewayError) -> GatewayError {
+        self.recording.finish(
+            "stream_failed",
+            Some(error.status().as_u16()),
+            Some(error.to_string()),
+        );
+        error
     }
 
     /// Ends a stream that broke off or ended early with the API's own way of saying so.
@@ -111,6 +194,13 @@ impl Relay {
             error = message,
             "upstream stream did not complete after the first event"
         );
+        let outcome = if self.saw_upstream_error {
+            "upstream_error"
+        } else {
+            "stream_failed"
+        };
+        self.recording
+            .finish(outcome, None, Some(message.to_string()));
         let last = self.last_event.as_ref();
         self.kind
             .close_after_upstream_error(last)
@@ -138,6 +228,12 @@ impl Relay {
                 }
                 None if self.saw_terminal && !self.decoder.has_partial_event() => {
                     self.finished = true;
+                    let outcome = if self.saw_upstream_error {
+                        "upstream_error"
+                    } else {
+                        "completed"
+                    };
+                    self.recording.finish(outcome, None, None);
                     return None;
                 }
                 None => {
@@ -154,6 +250,7 @@ impl Relay {
 pub async fn relay(
     response: reqwest::Response,
     kind: StreamKind,
+    recording: StreamRecording,
 ) -> Result<Response, GatewayError> {
     let mut headers = HeaderMap::new();
     for name in ["content-type", "request-id", "x-request-id"] {
@@ -171,6 +268,8 @@ pub async fn relay(
         ready: VecDeque::new(),
         kind,
         last_event: None,
+        saw_upstream_error: false,
+        recording,
         saw_terminal: false,
         finished: false,
     };
@@ -181,14 +280,13 @@ pub async fn relay(
                 relay.take_events();
             }
             Some(Err(e)) => {
-                return Err(GatewayError::UpstreamStreamFailed(
-                    describe_transport_error(&e),
-                ));
+                let error = GatewayError::UpstreamStreamFailed(describe_transport_error(&e));
+                return Err(relay.fail_before_first_event(error));
             }
             None => {
-                return Err(GatewayError::UpstreamStreamFailed(
-                    "the stream ended without any event".into(),
-                ));
+                let error =
+                    GatewayError::UpstreamStreamFailed("the stream ended without any event".into());
+                return Err(relay.fail_before_first_event(error));
             }
         }
     }

@@ -15,6 +15,9 @@ pub struct Gateway {
     pub base: String,
     logs: Arc<Mutex<Vec<String>>>,
     config_file: Option<PathBuf>,
+    /// The recording database, a fresh SQLite file per gateway unless the test chose one.
+    pub database_url: String,
+    database_file: Option<PathBuf>,
 }
 
 impl Gateway {
@@ -43,6 +46,16 @@ impl Gateway {
                 cmd.env_remove(name);
             }
         }
+        let database_file =
+            std::env::temp_dir().join(format!("aibridge-test-{}.db", uuid::Uuid::new_v4()));
+        let chosen_database = env
+            .iter()
+            .find(|(k, _)| k.as_ref() == "AIBRIDGE_DATABASE_URL")
+            .map(|(_, v)| v.as_ref().to_string());
+        let database_url = chosen_database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", database_file.display()));
+        cmd.env("AIBRIDGE_DATABASE_URL", &database_url);
         cmd.env("AIBRIDGE_LISTEN", "127.0.0.1:0")
             .env("AIBRIDGE_AUTH", "none")
             .env("AIBRIDGE_LOG", "info,aibridge=debug")
@@ -86,6 +99,8 @@ impl Gateway {
             base: format!("http://{addr}"),
             logs,
             config_file,
+            database_url,
+            database_file: chosen_database.is_none().then_some(database_file),
         }
     }
 
@@ -129,6 +144,12 @@ impl Gateway {
             .clone()
     }
 
+    /// Runs an `aibridge` command against this gateway's database; returns (success, stdout,
+    /// stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        run_cli(&self.database_url, args)
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().unwrap();
@@ -150,7 +171,32 @@ impl Drop for Gateway {
         if let Some(path) = &self.config_file {
             let _ = std::fs::remove_file(path);
         }
+        if let Some(path) = &self.database_file {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
     }
+}
+
+/// Runs `aibridge ARGS` with the given database; returns (success, stdout, stderr).
+pub fn run_cli(database_url: &str, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aibridge"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("AIBRIDGE_") {
+            cmd.env_remove(name);
+        }
+    }
+    let output = cmd
+        .args(args)
+        .env("AIBRIDGE_DATABASE_URL", database_url)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 pub fn client() -> reqwest::Client {

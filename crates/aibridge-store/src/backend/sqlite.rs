@@ -1,0 +1,96 @@
+//! SQLite: the embedded default.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::error::{StoreError, db, migration};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Readers of a file database. SQLite in WAL mode lets them run beside the one writer.
+const READERS: u32 = 4;
+
+mod shared {
+    pub(crate) type Db = sqlx::Sqlite;
+
+    /// `BEGIN IMMEDIATE` takes the write lock up front (waiting up to the busy timeout for
+    /// another process), instead of failing with `SQLITE_BUSY` at the first write.
+    async fn begin_write(
+        pool: &sqlx::Pool<Db>,
+    ) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    include!("shared.rs");
+}
+
+/// The SQLite store (`sqlite://PATH`, `sqlite::memory:`).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pools: shared::Pools,
+}
+
+impl SqliteStore {
+    const BACKEND: &'static str = "sqlite";
+
+    /// Opens (creating if missing) the database at `url`. Does not migrate.
+    ///
+    /// A file gets WAL journaling, `synchronous = NORMAL`, a 5 s busy timeout and foreign keys;
+    /// writes go through one connection (SQLite has one writer at a time), reads through a
+    /// small pool of their own. An in-memory database lives in one connection that the pool
+    /// never closes.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(db)?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5))
+            .synchronous(SqliteSynchronous::Normal);
+        let pools = if is_memory(url) {
+            let pool = single_connection(options).await?;
+            shared::Pools {
+                read: pool.clone(),
+                write: pool,
+            }
+        } else {
+            // The writer is opened first: it creates the file and switches it to WAL (a
+            // persistent property of the file, so readers need not set it).
+            let write =
+                single_connection(options.clone().journal_mode(SqliteJournalMode::Wal)).await?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(READERS)
+                .connect_with(options.pragma("query_only", "ON"))
+                .await
+                .map_err(db)?;
+            shared::Pools { read, write }
+        };
+        Ok(Self { pools })
+    }
+
+    async fn run_migrations(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pools.write).await.map_err(migration)
+    }
+}
+
+/// A pool of exactly one connection, kept open for the life of the pool.
+async fn single_connection(options: SqliteConnectOptions) -> Result<SqlitePool, StoreError> {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options)
+        .await
+        .map_err(db)
+}
+
+fn is_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+super::delegate_store!(SqliteStore);

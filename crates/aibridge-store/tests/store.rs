@@ -1,0 +1,1173 @@
+//! The store's behaviour, each test run against SQLite and against PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aibridge_store::{
+    AttemptRow, AttemptView, CredentialKind, GroupBy, InterceptionDetail, InterceptionEnded,
+    InterceptionFilter, NewInterception, NewToken, PromptRow, Record, RequestKind, StoreError,
+    ThoughtRow, ThoughtView, TokenUsageRow, ToolCallRow, ToolCallView, UsageFilter, UsageRow,
+    UsageView,
+};
+use common::TestDb;
+
+/// 2026-01-01T00:00:00Z.
+const D0: i64 = 1_767_225_600_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 86_400_000;
+
+store_tests!(
+    migrate_twice,
+    users,
+    tokens,
+    token_errors_do_not_leak_the_hash,
+    every_record_kind,
+    bad_rows_do_not_lose_the_batch,
+    duplicate_attempt_does_not_lose_the_batch,
+    usage_by_each_group,
+    usage_filters,
+    interception_filters,
+    pagination,
+    served_by_key,
+    survives_reopen,
+    concurrent_batches,
+);
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+fn new_interception(id: &str, user: &str, provider: &str, model: Option<&str>) -> NewInterception {
+    NewInterception {
+        id: id.to_owned(),
+        user: user.to_owned(),
+        kind: RequestKind::Bridged,
+        provider_type: if provider.starts_with("openai") {
+            "openai"
+        } else {
+            "anthropic"
+        }
+        .to_owned(),
+        provider_name: provider.to_owned(),
+        method: "POST".to_owned(),
+        route: "/v1/messages".to_owned(),
+        model: model.map(str::to_owned),
+        streaming: true,
+        client: Some("claude-code".to_owned()),
+        session_id: Some("session-1".to_owned()),
+        user_agent: Some("claude-cli/2.0".to_owned()),
+        credential: CredentialKind::Pool,
+        started_at: D0,
+    }
+}
+
+fn ended(id: &str, at: i64, status: u16, outcome: &str, key: Option<&str>, n: u32) -> Record {
+    Record::Ended(InterceptionEnded {
+        id: id.to_owned(),
+        ended_at: at,
+        duration_ms: 1_000,
+        status: Some(status),
+        outcome: outcome.to_owned(),
+        key_hint: key.map(str::to_owned),
+        attempts: n,
+        error: (outcome != "completed").then(|| format!("{outcome} happened")),
+    })
+}
+
+fn attempt(id: &str, number: u32, key: Option<&str>, status: u16, reason: Option<&str>) -> Record {
+    Record::Attempt(AttemptRow {
+        interception_id: id.to_owned(),
+        number,
+        key_hint: key.map(str::to_owned),
+        status: Some(status),
+        transport_error: None,
+        failover_reason: reason.map(str::to_owned),
+        cooldown_ms: reason.map(|_| 30_000),
+        duration_ms: 120,
+        created_at: D0 + i64::from(number),
+    })
+}
+
+fn usage(id: &str, input: i64, output: i64, cache_read: i64, cache_write: i64) -> Record {
+    Record::TokenUsage(TokenUsageRow {
+        interception_id: id.to_owned(),
+        provider_response_id: Some(format!("msg_{input}")),
+        input,
+        output,
+        cache_read,
+        cache_write,
+        extra: BTreeMap::new(),
+        created_at: D0,
+    })
+}
+
+fn prompt(id: &str, text: &str) -> Record {
+    Record::Prompt(PromptRow {
+        interception_id: id.to_owned(),
+        provider_response_id: None,
+        prompt: text.to_owned(),
+        created_at: D0,
+    })
+}
+
+fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn all_interceptions(db: &TestDb, mut filter: InterceptionFilter) -> Vec<InterceptionDetail> {
+    filter.limit = 500;
+    let page = db.store.interceptions(&filter).await.unwrap();
+    assert_eq!(page.next, None);
+    page.items
+}
+
+fn ids(items: &[InterceptionDetail]) -> Vec<&str> {
+    items.iter().map(|i| i.id.as_str()).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row(
+    group: &str,
+    requests: i64,
+    failed_requests: i64,
+    failovers: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cache_read_tokens: i64,
+    cache_write_tokens: i64,
+) -> UsageRow {
+    UsageRow {
+        group: group.to_owned(),
+        requests,
+        failed_requests,
+        failovers,
+        input_tokens,
+        output_tokens,
+        cache_read_tokens,
+        cache_write_tokens,
+    }
+}
+
+/// Five interceptions over three days:
+///
+/// | id | user | provider | model | credential | start | outcome | key | failovers | tokens (in, out, cr, cw) |
+/// |---|---|---|---|---|---|---|---|---|---|
+/// | i1 | alice | anthropic | claude-a | pool | D0+1h | completed 200 | sk-ant...a1 | 1 | (100,50,10,5)+(200,20,0,0) |
+/// | i2 | alice | openai | gpt-x | pool | D0+2h | upstream_error 500 | sk-oai...o1 | 0 | (30,0,0,0) |
+/// | i3 | bob | anthropic | claude-a | byok | D0+1d+1h | completed 200 | – | 0 | (7,3,1,1) |
+/// | i4 | bob | anthropic | – | pool | D0+1d+2h | exhausted 429 | – | 2 | – |
+/// | i5 | alice | anthropic | claude-a | pool | D0+2d | not ended | – | 0 | – |
+struct Seed {
+    i1: String,
+    i2: String,
+    i3: String,
+    i4: String,
+    i5: String,
+}
+
+async fn seed(db: &TestDb) -> Seed {
+    let s = Seed {
+        i1: uuid(),
+        i2: uuid(),
+        i3: uuid(),
+        i4: uuid(),
+        i5: uuid(),
+    };
+    let store = &db.store;
+    let mut i1 = new_interception(&s.i1, "alice", "anthropic", Some("claude-a"));
+    i1.started_at = D0 + HOUR;
+    let mut i2 = new_interception(&s.i2, "alice", "openai", Some("gpt-x"));
+    i2.started_at = D0 + 2 * HOUR;
+    i2.route = "/v1/chat/completions".into();
+    let mut i3 = new_interception(&s.i3, "bob", "anthropic", Some("claude-a"));
+    i3.started_at = D0 + DAY + HOUR;
+    i3.credential = CredentialKind::Byok;
+    let mut i4 = new_interception(&s.i4, "bob", "anthropic", None);
+    i4.started_at = D0 + DAY + 2 * HOUR;
+    i4.kind = RequestKind::Passthrough;
+    i4.method = "GET".into();
+    i4.route = "/v1/models".into();
+    let mut i5 = new_interception(&s.i5, "alice", "anthropic", Some("claude-a"));
+    i5.started_at = D0 + 2 * DAY;
+    for i in [&i1, &i2, &i3, &i4, &i5] {
+        store.start_interception(i).await.unwrap();
+    }
+    store
+        .write_batch(&[
+            attempt(&s.i1, 2, Some("sk-ant...a1"), 200, None),
+            attempt(&s.i1, 1, Some("sk-ant...a0"), 429, Some("rate_limited")),
+            usage(&s.i1, 100, 50, 10, 5),
+            usage(&s.i1, 200, 20, 0, 0),
+            ended(
+                &s.i1,
+                D0 + HOUR + 1_000,
+                200,
+                "completed",
+                Some("sk-ant...a1"),
+                2,
+            ),
+            attempt(&s.i2, 1, Some("sk-oai...o1"), 500, None),
+            usage(&s.i2, 30, 0, 0, 0),
+            ended(
+                &s.i2,
+                D0 + 2 * HOUR + 1_000,
+                500,
+                "upstream_error",
+                Some("sk-oai...o1"),
+                1,
+            ),
+            attempt(&s.i3, 1, None, 200, None),
+            usage(&s.i3, 7, 3, 1, 1),
+            ended(&s.i3, D0 + DAY + HOUR + 1_000, 200, "completed", None, 1),
+            attempt(&s.i4, 1, Some("sk-ant...a0"), 429, Some("rate_limited")),
+            attempt(&s.i4, 2, Some("sk-ant...a1"), 401, Some("unauthorized")),
+            ended(
+                &s.i4,
+                D0 + DAY + 2 * HOUR + 1_000,
+                429,
+                "exhausted",
+                None,
+                2,
+            ),
+        ])
+        .await
+        .unwrap();
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// tests
+
+async fn migrate_twice(db: Arc<TestDb>) {
+    // The harness migrated once already.
+    db.store.migrate().await.unwrap();
+    db.store.migrate().await.unwrap();
+    db.store.ping().await.unwrap();
+    let again = db.open_again().await;
+    again.migrate().await.unwrap();
+    assert_eq!(again.backend(), db.store.backend());
+    assert!(["sqlite", "postgres"].contains(&db.store.backend()));
+    again.close().await;
+}
+
+async fn users(db: Arc<TestDb>) {
+    let store = &db.store;
+    assert!(store.users().await.unwrap().is_empty());
+    let bob = store.create_user("bob", D0).await.unwrap();
+    let alice = store.create_user("alice", D0 + 1).await.unwrap();
+    assert_eq!((bob.name.as_str(), bob.created_at), ("bob", D0));
+    assert_ne!(bob.id, alice.id);
+    match store.create_user("alice", D0 + 2).await {
+        Err(StoreError::UserExists(name)) => assert_eq!(name, "alice"),
+        other => panic!("expected UserExists, got {other:?}"),
+    }
+    assert_eq!(store.users().await.unwrap(), vec![alice, bob]);
+}
+
+async fn tokens(db: Arc<TestDb>) {
+    let store = &db.store;
+    let token = |id: &str, user: &str, hash: &str| NewToken {
+        id: id.to_owned(),
+        user: user.to_owned(),
+        label: Some(format!("{id} label")),
+        admin: id == "tok-admin",
+        secret_hash: hash.to_owned(),
+        created_at: D0,
+    };
+    match store.create_token(token("tok-1", "nobody", "h1")).await {
+        Err(StoreError::NoSuchUser(name)) => assert_eq!(name, "nobody"),
+        other => panic!("expected NoSuchUser, got {other:?}"),
+    }
+    store.create_user("alice", D0).await.unwrap();
+    let created = store
+        .create_token(token("tok-1", "alice", "h1"))
+        .await
+        .unwrap();
+    assert_eq!(created.user, "alice");
+    assert_eq!(created.label.as_deref(), Some("tok-1 label"));
+    assert!(!created.admin);
+    assert_eq!((created.revoked_at, created.last_used_at), (None, None));
+    let admin = store
+        .create_token(token("tok-admin", "alice", "h2"))
+        .await
+        .unwrap();
+    assert!(admin.admin);
+
+    // Lookup by hash records last use, to the minute.
+    assert_eq!(store.token_by_hash("unknown", D0).await.unwrap(), None);
+    let found = store.token_by_hash("h1", D0 + 10).await.unwrap().unwrap();
+    assert_eq!(found.id, "tok-1");
+    assert_eq!(found.last_used_at, Some(D0 + 10));
+    let found = store.token_by_hash("h1", D0 + 20).await.unwrap().unwrap();
+    assert_eq!(
+        found.last_used_at,
+        Some(D0 + 10),
+        "coarse: not rewritten within a minute"
+    );
+    let found = store
+        .token_by_hash("h1", D0 + 10 + 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.last_used_at, Some(D0 + 10 + 60_000));
+
+    // Revocation is immediate and shows in the list.
+    assert!(store.revoke_token("tok-1", D0 + 100_000).await.unwrap());
+    assert!(!store.revoke_token("tok-1", D0 + 200_000).await.unwrap());
+    assert!(!store.revoke_token("no-such-token", D0).await.unwrap());
+    assert_eq!(store.token_by_hash("h1", D0 + 100_001).await.unwrap(), None);
+    assert!(store.token_by_hash("h2", D0).await.unwrap().is_some());
+
+    let list = store.tokens().await.unwrap();
+    assert_eq!(list.len(), 2);
+    let t1 = list.iter().find(|t| t.id == "tok-1").unwrap();
+    assert_eq!(t1.revoked_at, Some(D0 + 100_000));
+    assert_eq!(t1.last_used_at, Some(D0 + 10 + 60_000));
+    assert_eq!(t1.user, "alice");
+    let t2 = list.iter().find(|t| t.id == "tok-admin").unwrap();
+    assert_eq!(t2.revoked_at, None);
+    assert_eq!(t2.last_used_at, Some(D0));
+    assert!(t2.admin);
+}
+
+async fn token_errors_do_not_leak_the_hash(db: Arc<TestDb>) {
+    let store = &db.store;
+    store.create_user("alice", D0).await.unwrap();
+    let hash = "5e3c7a1f0d9b8e2c4a6f1d3b5c7e9a0b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c";
+    let new = |id: &str| NewToken {
+        id: id.to_owned(),
+        user: "alice".into(),
+        label: None,
+        admin: false,
+        secret_hash: hash.into(),
+        created_at: D0,
+    };
+    store.create_token(new("a")).await.unwrap();
+    let err = store.create_token(new("b")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains(hash), "hash leaked: {text}");
+}
+
+async fn every_record_kind(db: Arc<TestDb>) {
+    let store = &db.store;
+    let id = uuid();
+    let mut start = new_interception(&id, "alice", "anthropic", Some("claude-sonnet-4-5"));
+    start.streaming = false;
+    start.client = None;
+    start.session_id = None;
+    store.start_interception(&start).await.unwrap();
+
+    // Before the end: the start fields, no end fields, no records.
+    let before = all_interceptions(&db, InterceptionFilter::default()).await;
+    assert_eq!(before.len(), 1);
+    let d = &before[0];
+    assert_eq!(
+        (d.ended_at, d.status, &d.outcome, d.attempt_count),
+        (None, None, &None, None)
+    );
+    assert!(d.attempts.is_empty() && d.usage.is_empty() && d.prompts.is_empty());
+
+    let extra = BTreeMap::from([("reasoning".to_owned(), 42), ("audio".to_owned(), 3)]);
+    let tool = |n: i64, name: &str, injected: bool| ToolCallRow {
+        interception_id: id.clone(),
+        provider_response_id: Some("msg_1".into()),
+        tool_call_id: Some(format!("toolu_{n}")),
+        name: name.into(),
+        input: format!(r#"{{"n":{n}}}"#),
+        injected,
+        created_at: D0 + n,
+    };
+    let thought = |n: i64, source: &str| ThoughtRow {
+        interception_id: id.clone(),
+        content: format!("thinking {n}"),
+        source: source.into(),
+        created_at: D0 + n,
+    };
+    store
+        .write_batch(&[
+            Record::Attempt(AttemptRow {
+                interception_id: id.clone(),
+                number: 2,
+                key_hint: Some("sk-ant...bbbb".into()),
+                status: Some(200),
+                transport_error: None,
+                failover_reason: None,
+                cooldown_ms: None,
+                duration_ms: 900,
+                created_at: D0 + 2,
+            }),
+            Record::Attempt(AttemptRow {
+                interception_id: id.clone(),
+                number: 1,
+                key_hint: Some("sk-ant...aaaa".into()),
+                status: None,
+                transport_error: Some("connection reset".into()),
+                failover_reason: Some("rate_limited".into()),
+                cooldown_ms: Some(61_000),
+                duration_ms: 15,
+                created_at: D0 + 1,
+            }),
+            Record::Prompt(PromptRow {
+                interception_id: id.clone(),
+                provider_response_id: Some("msg_1".into()),
+                prompt: "first prompt".into(),
+                created_at: D0 + 3,
+            }),
+            Record::TokenUsage(TokenUsageRow {
+                interception_id: id.clone(),
+                provider_response_id: Some("msg_1".into()),
+                input: 1_000,
+                output: 200,
+                cache_read: 300,
+                cache_write: 40,
+                extra: extra.clone(),
+                created_at: D0 + 4,
+            }),
+            Record::ToolCall(tool(5, "read_file", false)),
+            Record::Thought(thought(6, "thinking")),
+            Record::Prompt(PromptRow {
+                interception_id: id.clone(),
+                provider_response_id: None,
+                prompt: "second prompt, ünïcode ✓".into(),
+                created_at: D0 + 7,
+            }),
+            Record::ToolCall(tool(8, "mcp_search", true)),
+            Record::Thought(thought(9, "reasoning_summary")),
+            Record::TokenUsage(TokenUsageRow {
+                interception_id: id.clone(),
+                provider_response_id: None,
+                input: 1,
+                output: 2,
+                cache_read: 0,
+                cache_write: 0,
+                extra: BTreeMap::new(),
+                created_at: D0 + 10,
+            }),
+            Record::Ended(InterceptionEnded {
+                id: id.clone(),
+                ended_at: D0 + 11,
+                duration_ms: 11,
+                status: Some(200),
+                outcome: "completed".into(),
+                key_hint: Some("sk-ant...bbbb".into()),
+                attempts: 2,
+                error: None,
+            }),
+        ])
+        .await
+        .unwrap();
+
+    let items = all_interceptions(&db, InterceptionFilter::default()).await;
+    let expected = InterceptionDetail {
+        id: id.clone(),
+        user: "alice".into(),
+        kind: RequestKind::Bridged,
+        provider_type: "anthropic".into(),
+        provider_name: "anthropic".into(),
+        method: "POST".into(),
+        route: "/v1/messages".into(),
+        model: Some("claude-sonnet-4-5".into()),
+        streaming: false,
+        client: None,
+        session_id: None,
+        user_agent: Some("claude-cli/2.0".into()),
+        credential: CredentialKind::Pool,
+        started_at: D0,
+        ended_at: Some(D0 + 11),
+        duration_ms: Some(11),
+        status: Some(200),
+        outcome: Some("completed".into()),
+        key_hint: Some("sk-ant...bbbb".into()),
+        attempt_count: Some(2),
+        error: None,
+        attempts: vec![
+            AttemptView {
+                number: 1,
+                key_hint: Some("sk-ant...aaaa".into()),
+                status: None,
+                transport_error: Some("connection reset".into()),
+                failover_reason: Some("rate_limited".into()),
+                cooldown_ms: Some(61_000),
+                duration_ms: 15,
+                created_at: D0 + 1,
+            },
+            AttemptView {
+                number: 2,
+                key_hint: Some("sk-ant...bbbb".into()),
+                status: Some(200),
+                transport_error: None,
+                failover_reason: None,
+                cooldown_ms: None,
+                duration_ms: 900,
+                created_at: D0 + 2,
+            },
+        ],
+        usage: vec![
+            UsageView {
+                provider_response_id: Some("msg_1".into()),
+                input: 1_000,
+                output: 200,
+                cache_read: 300,
+                cache_write: 40,
+                extra,
+                created_at: D0 + 4,
+            },
+            UsageView {
+                provider_response_id: None,
+                input: 1,
+                output: 2,
+                cache_read: 0,
+                cache_write: 0,
+                extra: BTreeMap::new(),
+                created_at: D0 + 10,
+            },
+        ],
+        prompts: vec!["first prompt".into(), "second prompt, ünïcode ✓".into()],
+        tool_calls: vec![
+            ToolCallView {
+                provider_response_id: Some("msg_1".into()),
+                tool_call_id: Some("toolu_5".into()),
+                name: "read_file".into(),
+                input: r#"{"n":5}"#.into(),
+                injected: false,
+                created_at: D0 + 5,
+            },
+            ToolCallView {
+                provider_response_id: Some("msg_1".into()),
+                tool_call_id: Some("toolu_8".into()),
+                name: "mcp_search".into(),
+                input: r#"{"n":8}"#.into(),
+                injected: true,
+                created_at: D0 + 8,
+            },
+        ],
+        thoughts: vec![
+            ThoughtView {
+                content: "thinking 6".into(),
+                source: "thinking".into(),
+                created_at: D0 + 6,
+            },
+            ThoughtView {
+                content: "thinking 9".into(),
+                source: "reasoning_summary".into(),
+                created_at: D0 + 9,
+            },
+        ],
+    };
+    assert_eq!(items, vec![expected]);
+
+    // A second end overwrites the first.
+    store
+        .write_batch(&[ended(&id, D0 + 99, 502, "stream_failed", None, 3)])
+        .await
+        .unwrap();
+    let d = &all_interceptions(&db, InterceptionFilter::default()).await[0];
+    assert_eq!(
+        (
+            d.ended_at,
+            d.status,
+            d.outcome.as_deref(),
+            d.key_hint.as_deref(),
+            d.attempt_count
+        ),
+        (
+            Some(D0 + 99),
+            Some(502),
+            Some("stream_failed"),
+            None,
+            Some(3)
+        )
+    );
+    assert_eq!(d.error.as_deref(), Some("stream_failed happened"));
+}
+
+async fn bad_rows_do_not_lose_the_batch(db: Arc<TestDb>) {
+    let store = &db.store;
+    let id = uuid();
+    let ghost = uuid();
+    store
+        .start_interception(&new_interception(&id, "alice", "anthropic", None))
+        .await
+        .unwrap();
+    let secret_prompt = "my private prompt text";
+    let err = store
+        .write_batch(&[
+            prompt(&id, "one"),
+            prompt(&ghost, secret_prompt),
+            attempt(&id, 1, Some("k1"), 200, None),
+            usage(&ghost, 1, 1, 1, 1),
+            prompt(&id, "two"),
+            ended(&ghost, D0, 200, "completed", None, 1),
+            ended(&id, D0 + 5, 200, "completed", Some("k1"), 1),
+        ])
+        .await
+        .unwrap_err();
+    let StoreError::PartialBatch { total, failures } = &err else {
+        panic!("expected PartialBatch, got {err:?}");
+    };
+    assert_eq!(*total, 7);
+    let got: Vec<_> = failures
+        .iter()
+        .map(|f| {
+            (
+                f.index,
+                f.kind,
+                f.interception_id.as_str(),
+                f.reason.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "prompt", ghost.as_str(), "unknown interception"),
+            (3, "token_usage", ghost.as_str(), "unknown interception"),
+            (5, "ended", ghost.as_str(), "unknown interception"),
+        ]
+    );
+    let text = err.to_string();
+    assert!(text.starts_with("3 of 7 records not written"), "{text}");
+    assert!(!text.contains(secret_prompt), "{text}");
+
+    let items = all_interceptions(&db, InterceptionFilter::default()).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].prompts, vec!["one", "two"]);
+    assert_eq!(items[0].attempts.len(), 1);
+    assert_eq!(items[0].outcome.as_deref(), Some("completed"));
+}
+
+async fn duplicate_attempt_does_not_lose_the_batch(db: Arc<TestDb>) {
+    let store = &db.store;
+    let id = uuid();
+    store
+        .start_interception(&new_interception(&id, "alice", "anthropic", None))
+        .await
+        .unwrap();
+    store
+        .write_batch(&[attempt(&id, 1, Some("k1"), 429, Some("rate_limited"))])
+        .await
+        .unwrap();
+    // A constraint error aborts a PostgreSQL transaction: the store must recover per record.
+    let err = store
+        .write_batch(&[
+            prompt(&id, "before"),
+            attempt(&id, 1, Some("k1"), 500, None),
+            prompt(&uuid(), "ghost"),
+            attempt(&id, 2, Some("k2"), 200, None),
+            prompt(&id, "after"),
+        ])
+        .await
+        .unwrap_err();
+    let StoreError::PartialBatch { total, failures } = &err else {
+        panic!("expected PartialBatch, got {err:?}");
+    };
+    assert_eq!(*total, 5);
+    assert_eq!(
+        failures
+            .iter()
+            .map(|f| (f.index, f.kind))
+            .collect::<Vec<_>>(),
+        vec![(1, "attempt"), (2, "prompt")]
+    );
+    assert_ne!(failures[0].reason, "unknown interception");
+    assert_eq!(failures[1].reason, "unknown interception");
+
+    let d = &all_interceptions(&db, InterceptionFilter::default()).await[0];
+    assert_eq!(d.prompts, vec!["before", "after"]);
+    let attempts: Vec<_> = d.attempts.iter().map(|a| (a.number, a.status)).collect();
+    assert_eq!(attempts, vec![(1, Some(429)), (2, Some(200))]);
+}
+
+async fn usage_by_each_group(db: Arc<TestDb>) {
+    seed(&db).await;
+    let all = UsageFilter::default();
+    let report = |by| {
+        let db = db.clone();
+        let all = all.clone();
+        async move { db.store.usage(&all, by).await.unwrap() }
+    };
+    assert_eq!(
+        report(GroupBy::User).await,
+        vec![
+            row("alice", 3, 1, 1, 330, 70, 10, 5),
+            row("bob", 2, 1, 2, 7, 3, 1, 1),
+        ]
+    );
+    assert_eq!(
+        report(GroupBy::Model).await,
+        vec![
+            row("-", 1, 1, 2, 0, 0, 0, 0),
+            row("claude-a", 3, 0, 1, 307, 73, 11, 6),
+            row("gpt-x", 1, 1, 0, 30, 0, 0, 0),
+        ]
+    );
+    assert_eq!(
+        report(GroupBy::Key).await,
+        vec![
+            row("-", 2, 1, 2, 0, 0, 0, 0),
+            row("byok", 1, 0, 0, 7, 3, 1, 1),
+            row("sk-ant...a1", 1, 0, 1, 300, 70, 10, 5),
+            row("sk-oai...o1", 1, 1, 0, 30, 0, 0, 0),
+        ]
+    );
+    assert_eq!(
+        report(GroupBy::Day).await,
+        vec![
+            row("2026-01-01", 2, 1, 1, 330, 70, 10, 5),
+            row("2026-01-02", 2, 1, 2, 7, 3, 1, 1),
+            row("2026-01-03", 1, 0, 0, 0, 0, 0, 0),
+        ]
+    );
+    assert_eq!(
+        report(GroupBy::Provider).await,
+        vec![
+            row("anthropic", 4, 1, 3, 307, 73, 11, 6),
+            row("openai", 1, 1, 0, 30, 0, 0, 0),
+        ]
+    );
+}
+
+async fn usage_filters(db: Arc<TestDb>) {
+    seed(&db).await;
+    let store = &db.store;
+    let by_user = |filter: UsageFilter| {
+        let db = db.clone();
+        async move { db.store.usage(&filter, GroupBy::User).await.unwrap() }
+    };
+    // since is inclusive, until exclusive (on the start time).
+    assert_eq!(
+        by_user(UsageFilter {
+            since: Some(D0 + DAY + HOUR),
+            until: Some(D0 + 2 * DAY),
+            user: None,
+        })
+        .await,
+        vec![row("bob", 2, 1, 2, 7, 3, 1, 1)]
+    );
+    assert_eq!(
+        by_user(UsageFilter {
+            since: None,
+            until: Some(D0 + DAY + HOUR),
+            user: None,
+        })
+        .await,
+        vec![row("alice", 2, 1, 1, 330, 70, 10, 5)]
+    );
+    assert_eq!(
+        by_user(UsageFilter {
+            since: Some(D0 + 90 * 60_000),
+            until: None,
+            user: Some("alice".into()),
+        })
+        .await,
+        vec![row("alice", 2, 1, 0, 30, 0, 0, 0)]
+    );
+    assert_eq!(
+        store
+            .usage(
+                &UsageFilter {
+                    user: Some("bob".into()),
+                    ..UsageFilter::default()
+                },
+                GroupBy::Day
+            )
+            .await
+            .unwrap(),
+        vec![row("2026-01-02", 2, 1, 2, 7, 3, 1, 1)]
+    );
+    assert_eq!(
+        by_user(UsageFilter {
+            user: Some("nobody".into()),
+            ..UsageFilter::default()
+        })
+        .await,
+        vec![]
+    );
+}
+
+async fn interception_filters(db: Arc<TestDb>) {
+    let s = seed(&db).await;
+    let list = |filter: InterceptionFilter| {
+        let db = db.clone();
+        async move {
+            all_interceptions(&db, filter)
+                .await
+                .into_iter()
+                .map(|d| d.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(InterceptionFilter::default()).await,
+        vec![
+            s.i5.as_str(),
+            s.i4.as_str(),
+            s.i3.as_str(),
+            s.i2.as_str(),
+            s.i1.as_str()
+        ]
+    );
+    assert_eq!(
+        list(InterceptionFilter {
+            user: Some("bob".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![s.i4.as_str(), s.i3.as_str()]
+    );
+    assert_eq!(
+        list(InterceptionFilter {
+            status: Some(500),
+            ..Default::default()
+        })
+        .await,
+        vec![s.i2.as_str()]
+    );
+    assert_eq!(
+        list(InterceptionFilter {
+            outcome: Some("completed".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![s.i3.as_str(), s.i1.as_str()]
+    );
+    assert_eq!(
+        list(InterceptionFilter {
+            since: Some(D0 + DAY + HOUR),
+            ..Default::default()
+        })
+        .await,
+        vec![s.i5.as_str(), s.i4.as_str(), s.i3.as_str()]
+    );
+    assert_eq!(
+        list(InterceptionFilter {
+            until: Some(D0 + DAY + HOUR),
+            ..Default::default()
+        })
+        .await,
+        vec![s.i2.as_str(), s.i1.as_str()]
+    );
+    assert_eq!(
+        list(InterceptionFilter {
+            user: Some("alice".into()),
+            outcome: Some("completed".into()),
+            since: Some(D0),
+            until: Some(D0 + DAY),
+            status: Some(200),
+            ..Default::default()
+        })
+        .await,
+        vec![s.i1.as_str()]
+    );
+
+    // The seeded records come back with their interceptions.
+    let items = all_interceptions(&db, InterceptionFilter::default()).await;
+    let i1 = items.iter().find(|d| d.id == s.i1).unwrap();
+    assert_eq!(
+        i1.attempts
+            .iter()
+            .map(|a| (
+                a.number,
+                a.key_hint.as_deref(),
+                a.failover_reason.as_deref()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, Some("sk-ant...a0"), Some("rate_limited")),
+            (2, Some("sk-ant...a1"), None)
+        ]
+    );
+    assert_eq!(
+        i1.usage.iter().map(|u| u.input).collect::<Vec<_>>(),
+        vec![100, 200]
+    );
+    let i4 = items.iter().find(|d| d.id == s.i4).unwrap();
+    assert_eq!(
+        (i4.kind, i4.model.as_deref(), i4.method.as_str()),
+        (RequestKind::Passthrough, None, "GET")
+    );
+    let i5 = items.iter().find(|d| d.id == s.i5).unwrap();
+    assert_eq!((i5.ended_at, i5.outcome.as_deref()), (None, None));
+}
+
+async fn pagination(db: Arc<TestDb>) {
+    let store = &db.store;
+    // 23 interceptions, start times tied in threes so that the id breaks ties.
+    for n in 0..23_i64 {
+        let mut i = new_interception(
+            &uuid(),
+            if n % 2 == 0 { "alice" } else { "bob" },
+            "anthropic",
+            None,
+        );
+        i.started_at = D0 + (n / 3) * 1_000;
+        store.start_interception(&i).await.unwrap();
+    }
+    let everything = all_interceptions(&db, InterceptionFilter::default()).await;
+    assert_eq!(everything.len(), 23);
+    assert!(
+        everything
+            .windows(2)
+            .all(|w| (w[0].started_at, &w[0].id) > (w[1].started_at, &w[1].id)),
+        "newest first, ties by id"
+    );
+
+    for (user, limit) in [(None, 5_u32), (None, 1), (None, 23), (Some("bob"), 4)] {
+        let mut seen = Vec::new();
+        let mut before = None;
+        let mut pages = 0;
+        loop {
+            let page = store
+                .interceptions(&InterceptionFilter {
+                    user: user.map(str::to_owned),
+                    limit,
+                    before: before.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            pages += 1;
+            assert!(page.items.len() <= limit as usize);
+            seen.extend(page.items.iter().map(|d| d.id.clone()));
+            match page.next {
+                Some(next) => {
+                    assert_eq!(Some(&next), seen.last(), "cursor is the last item");
+                    before = Some(next);
+                }
+                None => break,
+            }
+            assert!(pages < 100, "pagination does not end");
+        }
+        let expected: Vec<String> = everything
+            .iter()
+            .filter(|d| user.is_none_or(|u| d.user == u))
+            .map(|d| d.id.clone())
+            .collect();
+        assert_eq!(
+            seen, expected,
+            "user {user:?} limit {limit}: no gap, no duplicate"
+        );
+        assert_eq!(pages, expected.len().div_ceil(limit as usize).max(1));
+    }
+
+    // limit 0 means 50; an unknown cursor gives an empty page.
+    let page = store
+        .interceptions(&InterceptionFilter::default())
+        .await
+        .unwrap();
+    assert_eq!((page.items.len(), page.next), (23, None));
+    let page = store
+        .interceptions(&InterceptionFilter {
+            before: Some(uuid()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((page.items.len(), page.next), (0, None));
+    assert_eq!(ids(&everything).len(), 23);
+}
+
+async fn served_by_key(db: Arc<TestDb>) {
+    let store = &db.store;
+    let mut records = Vec::new();
+    for (n, (provider, key, credential)) in [
+        ("anthropic", Some("sk-ant...aaaa"), CredentialKind::Pool),
+        ("anthropic", Some("sk-ant...aaaa"), CredentialKind::Pool),
+        ("anthropic", Some("sk-ant...aaaa"), CredentialKind::Pool),
+        ("anthropic", Some("sk-ant...bbbb"), CredentialKind::Pool),
+        ("anthropic", None, CredentialKind::Pool),
+        ("anthropic", None, CredentialKind::Byok),
+        ("anthropic-eu", Some("sk-ant...cccc"), CredentialKind::Pool),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = uuid();
+        let mut i = new_interception(&id, "alice", provider, None);
+        i.credential = credential;
+        i.started_at = D0 + n as i64;
+        store.start_interception(&i).await.unwrap();
+        records.push(ended(&id, D0 + 10, 200, "completed", key, 1));
+    }
+    // Not ended yet: not served.
+    store
+        .start_interception(&new_interception(&uuid(), "bob", "anthropic", None))
+        .await
+        .unwrap();
+    store.write_batch(&records).await.unwrap();
+    assert_eq!(
+        store.served_by_key("anthropic").await.unwrap(),
+        BTreeMap::from([("sk-ant...aaaa".into(), 3), ("sk-ant...bbbb".into(), 1)])
+    );
+    assert_eq!(
+        store.served_by_key("anthropic-eu").await.unwrap(),
+        BTreeMap::from([("sk-ant...cccc".into(), 1)])
+    );
+    assert!(store.served_by_key("openai").await.unwrap().is_empty());
+}
+
+async fn survives_reopen(db: Arc<TestDb>) {
+    let s = seed(&db).await;
+    db.store.create_user("alice", D0).await.unwrap();
+    db.store
+        .create_token(NewToken {
+            id: "tok".into(),
+            user: "alice".into(),
+            label: None,
+            admin: true,
+            secret_hash: "hash".into(),
+            created_at: D0,
+        })
+        .await
+        .unwrap();
+    let before = all_interceptions(&db, InterceptionFilter::default()).await;
+    db.store.close().await;
+
+    let again = db.open_again().await;
+    again.migrate().await.unwrap();
+    let after = again
+        .interceptions(&InterceptionFilter {
+            limit: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.items, before);
+    assert_eq!(
+        after.items.last().map(|d| d.id.as_str()),
+        Some(s.i1.as_str())
+    );
+    assert_eq!(again.users().await.unwrap().len(), 1);
+    assert!(
+        again
+            .token_by_hash("hash", D0)
+            .await
+            .unwrap()
+            .unwrap()
+            .admin
+    );
+    assert_eq!(
+        again
+            .usage(&UsageFilter::default(), GroupBy::User)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    again.close().await;
+}
+
+async fn concurrent_batches(db: Arc<TestDb>) {
+    let id = uuid();
+    db.store
+        .start_interception(&new_interception(&id, "alice", "anthropic", None))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let store = db.store.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            for b in 0..5 {
+                let batch: Vec<_> = (0..20)
+                    .map(|n| prompt(&id, &format!("{t}-{b}-{n}")))
+                    .collect();
+                store.write_batch(&batch).await.unwrap();
+                store
+                    .usage(&UsageFilter::default(), GroupBy::User)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let d = &all_interceptions(&db, InterceptionFilter::default()).await[0];
+    assert_eq!(d.prompts.len(), 4 * 5 * 20);
+}
+
+// ---------------------------------------------------------------------------------------------
+// backend-specific
+
+#[tokio::test]
+async fn sqlite_in_memory() {
+    let store = aibridge_store::open("sqlite::memory:").await.unwrap();
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(store.backend(), "sqlite");
+    let id = uuid();
+    store
+        .start_interception(&new_interception(&id, "local", "anthropic", None))
+        .await
+        .unwrap();
+    store
+        .write_batch(&[prompt(&id, "hello"), usage(&id, 5, 6, 0, 0)])
+        .await
+        .unwrap();
+    let page = store
+        .interceptions(&InterceptionFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items[0].prompts, vec!["hello"]);
+    assert_eq!(
+        store
+            .usage(&UsageFilter::default(), GroupBy::User)
+            .await
+            .unwrap(),
+        vec![row("local", 1, 0, 0, 5, 6, 0, 0)]
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_file_settings() {
+    use sqlx::Connection;
+    let db = TestDb::sqlite().await;
+    let path = db.url.trim_start_matches("sqlite://").to_owned();
+    common::run(Some(db), |_db| async move {
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+            .await
+            .unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        for table in [
+            "attempts",
+            "interceptions",
+            "prompts",
+            "thoughts",
+            "token_usages",
+            "tokens",
+            "tool_calls",
+            "users",
+        ] {
+            assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
+        }
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unsupported_url_hides_the_password() {
+    let err = aibridge_store::open("mysql://root:hunter2@db.internal/aibridge")
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::UnsupportedUrl(_)), "{err:?}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("db.internal/aibridge"), "{text}");
+}
