@@ -187,14 +187,6 @@ pub async fn begin_recording(
     ))
 }
 
-/// How an error the gateway answered itself is filed.
-pub fn outcome_of(error: &GatewayError) -> &'static str {
-    match error {
-        GatewayError::Exhausted(_) => "exhausted",
-        _ => "gateway_error",
-    }
-}
-
 /// A request that got past the checks every route makes.
 pub struct Intake {
     pub caller: Caller,
@@ -241,14 +233,7 @@ async fn relay(
     } = match call.send().await {
         Ok(served) => served,
         Err(Failed { error, attempts }) => {
-            recording.attempts(&attempts);
-            recording.end(Ending {
-                status: Some(error.status().as_u16()),
-                outcome: outcome_of(&error),
-                key_hint: attempts.last().and_then(|a| a.key_hint.clone()),
-                attempts: attempts.len() as u32,
-                error: Some(error.to_string()),
-            });
+            recording.failed(&error, &attempts);
             return Err(error);
         }
     };

@@ -12,9 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, header};
 use aibridge_keypool::PoolKey;
 use aibridge_store::RequestKind;
 
-use crate::bridge::{
-    Incoming, Intake, NewRequest, begin_recording, in_request_span, intake, outcome_of,
-};
+use crate::bridge::{Incoming, Intake, NewRequest, begin_recording, in_request_span, intake};
 use crate::error::GatewayError;
 use crate::failover::{Failed, Served, UpstreamCall};
 use crate::provider::Provider;
@@ -97,14 +95,7 @@ pub async fn handle(
                 Ok(relay(response))
             }
             Err(Failed { error, attempts }) => {
-                recording.attempts(&attempts);
-                recording.end(Ending {
-                    status: Some(error.status().as_u16()),
-                    outcome: outcome_of(&error),
-                    key_hint: attempts.last().and_then(|a| a.key_hint.clone()),
-                    attempts: attempts.len() as u32,
-                    error: Some(error.to_string()),
-                });
+                recording.failed(&error, &attempts);
                 Err(error)
             }
         }

@@ -15,6 +15,7 @@ use aibridge_store::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::GatewayError;
 use crate::failover::AttemptRecord;
 
 /// Records per write transaction, at most.
@@ -267,5 +268,36 @@ impl Recording {
 
     pub fn is_ended(&self) -> bool {
         self.ended
+    }
+
+    /// The upstream call failed as a whole (pool exhausted, transport error, …).
+    pub fn failed(&mut self, error: &GatewayError, attempts: &[AttemptRecord]) {
+        self.attempts(attempts);
+        self.end(Ending {
+            status: Some(error.status().as_u16()),
+            outcome: match error {
+                GatewayError::Exhausted(_) => "exhausted",
+                _ => "gateway_error",
+            },
+            key_hint: attempts.last().and_then(|a| a.key_hint.clone()),
+            attempts: attempts.len() as u32,
+            error: Some(error.to_string()),
+        });
+    }
+}
+
+impl Drop for Recording {
+    /// A request whose handler is dropped before it ended (the client went away while waiting for
+    /// a blocking answer) still gets an end.
+    fn drop(&mut self) {
+        if !self.ended {
+            self.end(Ending {
+                status: None,
+                outcome: "client_disconnected",
+                key_hint: None,
+                attempts: 0,
+                error: Some("the client went away before the answer".to_string()),
+            });
+        }
     }
 }

@@ -452,3 +452,43 @@ async fn a_restart_keeps_everything() {
         let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
     }
 }
+
+#[tokio::test]
+async fn a_blocking_request_the_client_gave_up_on_is_still_recorded() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.script("k0", vec![Reply::ok().delay_ms(1500)]);
+    let gw = start_pool(&mock.url(), "k0").await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let result = impatient
+        .post(gw.url("/anthropic/v1/messages"))
+        .json(&messages_body(false))
+        .send()
+        .await;
+    assert!(result.unwrap_err().is_timeout());
+
+    let mut record = Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let page: Value = client()
+            .get(gw.url("/api/v1/interceptions"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        record = page["items"][0].clone();
+        if !record["outcome"].is_null() {
+            break;
+        }
+    }
+    assert_eq!(record["outcome"], "client_disconnected", "{record:#}");
+    assert_eq!(
+        record["prompts"],
+        json!(["Say hello"]),
+        "the prompt is kept"
+    );
+}
