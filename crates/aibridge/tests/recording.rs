@@ -56,11 +56,16 @@ async fn admin_get(gw: &Gateway, token: &str, path: &str) -> Value {
     response.json().await.unwrap()
 }
 
-/// Waits until the background writer has recorded the end of `expected` requests.
-async fn wait_for_ended(gw: &Gateway, admin: &str, expected: usize) -> Vec<Value> {
+/// Waits until the background writer has recorded the end of `expected` requests; returns the
+/// records, newest first. `admin` is the token for `tokens` mode (`None` in `none` mode).
+async fn wait_for_ended(gw: &Gateway, admin: Option<&str>, expected: usize) -> Vec<Value> {
     let mut items = Vec::new();
     for _ in 0..100 {
-        let page = admin_get(gw, admin, "/api/v1/interceptions?limit=100").await;
+        let mut request = client().get(gw.url("/api/v1/interceptions?limit=100"));
+        if let Some(token) = admin {
+            request = request.bearer_auth(token);
+        }
+        let page: Value = request.send().await.unwrap().json().await.unwrap();
         items = page["items"].as_array().unwrap().clone();
         if items.len() >= expected && items.iter().all(|i| !i["outcome"].is_null()) {
             return items;
@@ -128,7 +133,7 @@ async fn two_users_are_recorded_and_reported_exactly() {
     assert_eq!(response.status(), 200);
     assert!(response.text().await.unwrap().ends_with("data: [DONE]\n\n"));
 
-    let items = wait_for_ended(&gw, &admin, 2).await;
+    let items = wait_for_ended(&gw, Some(&admin), 2).await;
     // Newest first.
     let (bobs, alices) = (&items[0], &items[1]);
     assert_eq!(alices["user"], "alice");
@@ -281,22 +286,7 @@ async fn an_abandoned_stream_still_records_the_usage_seen_so_far() {
     assert!(String::from_utf8_lossy(&first).contains("message_start"));
     drop(body);
 
-    let mut record = Value::Null;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let page: Value = client()
-            .get(gw.url("/api/v1/interceptions"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        record = page["items"][0].clone();
-        if !record["outcome"].is_null() {
-            break;
-        }
-    }
+    let record = wait_for_ended(&gw, None, 1).await.remove(0);
     assert_eq!(record["outcome"], "client_disconnected", "{record:#}");
     assert_eq!(record["user"], "local");
     // message_start carried input_tokens (10 + 1 message) and output 1.
@@ -320,22 +310,7 @@ async fn mid_stream_failures_and_exhaustion_are_recorded_as_such() {
         429
     );
 
-    let mut items = Vec::new();
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let page: Value = client()
-            .get(gw.url("/api/v1/interceptions"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        items = page["items"].as_array().unwrap().clone();
-        if items.len() == 2 && items.iter().all(|i| !i["outcome"].is_null()) {
-            break;
-        }
-    }
+    let items = wait_for_ended(&gw, None, 2).await;
     assert_eq!(items[1]["outcome"], "stream_failed", "{items:#?}");
     assert_eq!(
         items[1]["status"], 200,
@@ -375,22 +350,7 @@ async fn byok_and_passthrough_requests_are_recorded() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    let mut items = Vec::new();
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let page: Value = client()
-            .get(gw.url("/api/v1/interceptions"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        items = page["items"].as_array().unwrap().clone();
-        if items.len() == 2 && items.iter().all(|i| !i["outcome"].is_null()) {
-            break;
-        }
-    }
+    let items = wait_for_ended(&gw, None, 2).await;
     let (byok, passthrough) = (&items[0], &items[1]);
     assert_eq!(passthrough["kind"], "passthrough");
     assert_eq!(passthrough["method"], "GET");
@@ -469,22 +429,7 @@ async fn a_blocking_request_the_client_gave_up_on_is_still_recorded() {
         .await;
     assert!(result.unwrap_err().is_timeout());
 
-    let mut record = Value::Null;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let page: Value = client()
-            .get(gw.url("/api/v1/interceptions"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        record = page["items"][0].clone();
-        if !record["outcome"].is_null() {
-            break;
-        }
-    }
+    let record = wait_for_ended(&gw, None, 1).await.remove(0);
     assert_eq!(record["outcome"], "client_disconnected", "{record:#}");
     assert_eq!(
         record["prompts"],
