@@ -117,6 +117,8 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
     );
     println!("  ANTHROPIC_BASE_URL={base}/anthropic ANTHROPIC_API_KEY=demo claude");
     println!("  OPENAI_BASE_URL={base}/openai/v1 OPENAI_API_KEY=demo codex");
+    println!("  curl -s '{base}/api/v1/usage?by=provider'      # what was recorded");
+    println!("  curl -s {base}/api/v1/keys                      # key health");
 
     let served = server.await.context("gateway task");
     let _ = std::fs::remove_file(&database);

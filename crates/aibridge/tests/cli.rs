@@ -302,5 +302,21 @@ async fn demo_shows_a_failover_in_its_own_output() {
         "{output}"
     );
     assert!(output.contains("curl -s http://127.0.0.1:"), "{output}");
-    child.kill().await.unwrap();
+    // Ctrl-C / SIGTERM stops the demo, which removes its throwaway database.
+    let pid = child.id().unwrap();
+    let database = format!("{}/aibridge-demo-{pid}.db", std::env::temp_dir().display());
+    assert!(std::path::Path::new(&database).exists(), "{database}");
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        !std::path::Path::new(&database).exists(),
+        "demo database left behind"
+    );
 }
