@@ -42,6 +42,8 @@ pub enum KeyStateBackend {
 pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
+    /// Whether requests are recorded (users and tokens live in the database either way).
+    pub record_requests: bool,
     pub key_state: KeyStateBackend,
     pub auth: AuthMode,
     /// How long in-flight requests and streams may run on after SIGTERM / Ctrl-C.
@@ -137,6 +139,7 @@ fn list(problems: &[Problem]) -> String {
 struct FileConfig {
     listen: Option<String>,
     database_url: Option<String>,
+    record_requests: Option<bool>,
     key_state_url: Option<String>,
     auth: Option<String>,
     shutdown_timeout: Option<String>,
@@ -277,6 +280,19 @@ impl Config {
             );
         }
 
+        let record_requests = match env.var("AIBRIDGE_RECORDING").as_deref().map(str::trim) {
+            None => file.record_requests.unwrap_or(true),
+            Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                p.push(
+                    "AIBRIDGE_RECORDING",
+                    format!("`{other}` is neither `on` nor `off`"),
+                );
+                true
+            }
+        };
+
         let (key_state_url, key_state_field) = env_or(
             env,
             "AIBRIDGE_KEY_STATE_URL",
@@ -386,6 +402,7 @@ impl Config {
             (Some(listen), Some(key_state), Some(auth)) if problems.is_empty() => Ok(Config {
                 listen,
                 database_url,
+                record_requests,
                 key_state,
                 auth,
                 shutdown_timeout,
@@ -702,6 +719,7 @@ mod tests {
         let config = Config::load(None, &env(&[])).unwrap();
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.database_url, "sqlite://aibridge.db");
+        assert!(config.record_requests);
         assert_eq!(config.auth, AuthMode::Tokens);
         assert_eq!(config.key_state, KeyStateBackend::Memory);
         assert_eq!(config.max_request_body_bytes, 32 * 1024 * 1024);
@@ -856,6 +874,27 @@ mod tests {
         let err = parse("listn = \"x\"\n", &[]).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("unknown field `listn`"), "{text}");
+    }
+
+    #[test]
+    fn recording_can_be_switched_off() {
+        assert!(
+            !parse("record_requests = false\n", &[])
+                .unwrap()
+                .record_requests
+        );
+        assert!(
+            parse("record_requests = false\n", &[("AIBRIDGE_RECORDING", "on")])
+                .unwrap()
+                .record_requests
+        );
+        assert!(
+            !parse("", &[("AIBRIDGE_RECORDING", "off")])
+                .unwrap()
+                .record_requests
+        );
+        let got = problems(parse("", &[("AIBRIDGE_RECORDING", "maybe")]));
+        assert_eq!(got[0].field, "AIBRIDGE_RECORDING");
     }
 
     #[test]

@@ -41,11 +41,14 @@ pub struct Recorder {
     tx: mpsc::UnboundedSender<Record>,
     stop: CancellationToken,
     writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// `record_requests = false`: nothing is written (benchmarks, or deployments that must not
+    /// keep prompts).
+    enabled: bool,
 }
 
 impl Recorder {
-    /// Starts the background writer.
-    pub fn start(store: Arc<dyn Store>) -> Arc<Self> {
+    /// Starts the background writer (a recorder that is not `enabled` writes nothing).
+    pub fn start(store: Arc<dyn Store>, enabled: bool) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let writer = tokio::spawn(write_batches(store.clone(), rx, stop.clone()));
@@ -54,6 +57,7 @@ impl Recorder {
             tx,
             stop,
             writer: std::sync::Mutex::new(Some(writer)),
+            enabled,
         })
     }
 
@@ -63,12 +67,15 @@ impl Recorder {
 
     /// Writes the start of an interception now; the request must not go on if this fails.
     pub async fn begin(&self, record: &NewInterception) -> Result<(), StoreError> {
+        if !self.enabled {
+            return Ok(());
+        }
         self.store.start_interception(record).await
     }
 
     /// Queues a record for the background writer. Never blocks.
     pub fn record(&self, record: Record) {
-        if self.tx.send(record).is_err() {
+        if self.enabled && self.tx.send(record).is_err() {
             tracing::error!("recorder already stopped: a record was not written");
         }
     }

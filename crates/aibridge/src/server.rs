@@ -85,7 +85,7 @@ impl AppState {
         let client = crate::upstream::build_client(&config.upstream)
             .context("building the upstream HTTP client")?;
         let auth = Authenticator::new(config.auth, Arc::new(StoredTokens(store.clone())));
-        let recorder = Recorder::start(store);
+        let recorder = Recorder::start(store, config.record_requests);
         Ok(Self {
             config,
             client,

@@ -437,3 +437,31 @@ async fn a_blocking_request_the_client_gave_up_on_is_still_recorded() {
         "the prompt is kept"
     );
 }
+
+#[tokio::test]
+async fn recording_can_be_switched_off() {
+    let mock = MockUpstream::start().await.unwrap();
+    let mock_url = mock.url();
+    let gw = Gateway::start(&[
+        ("AIBRIDGE_RECORDING", "off"),
+        ("AIBRIDGE_ANTHROPIC_KEYS", "k0"),
+        ("AIBRIDGE_ANTHROPIC_BASE_URL", mock_url.as_str()),
+    ])
+    .await;
+    assert_eq!(
+        post_messages(&gw, &messages_body(false)).await.status(),
+        200
+    );
+    assert_eq!(post_messages(&gw, &messages_body(true)).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let page: Value = client()
+        .get(gw.url("/api/v1/interceptions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"], json!([]), "nothing recorded");
+    assert_eq!(mock.requests().len(), 2, "but everything served");
+}
