@@ -143,6 +143,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Written synchronously before the upstream call.
     async fn start_interception(&self, record: &NewInterception) -> Result<(), StoreError>;
 
+    /// Several starts in one transaction (group commit of requests arriving together): all are
+    /// written or none is.
+    async fn start_interceptions(&self, records: &[NewInterception]) -> Result<(), StoreError>;
+
     /// All records in one transaction. Records that cannot be written (an unknown
     /// interception, a duplicate attempt number) do not stop the others: those are committed,
     /// then [`StoreError::PartialBatch`] reports the rest. Any other error means nothing was

@@ -36,6 +36,7 @@ store_tests!(
     served_by_key,
     survives_reopen,
     concurrent_batches,
+    group_started_interceptions,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1170,4 +1171,41 @@ async fn unsupported_url_hides_the_password() {
     assert!(matches!(err, StoreError::UnsupportedUrl(_)), "{err:?}");
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("db.internal/aibridge"), "{text}");
+}
+
+async fn group_started_interceptions(db: Arc<TestDb>) {
+    let store = &db.store;
+    let batch: Vec<NewInterception> = (0..50)
+        .map(|n| {
+            new_interception(
+                &format!("grp-{n:02}"),
+                "gina",
+                "anthropic",
+                Some("claude-x"),
+            )
+        })
+        .collect();
+    store.start_interceptions(&batch).await.unwrap();
+    let report = store
+        .usage(&UsageFilter::default(), GroupBy::User)
+        .await
+        .unwrap();
+    assert_eq!(report.len(), 1);
+    assert_eq!((report[0].group.as_str(), report[0].requests), ("gina", 50));
+
+    // All or nothing: a batch with a duplicate id writes none of its records.
+    let again = vec![
+        new_interception("grp-new", "gina", "anthropic", Some("claude-x")),
+        new_interception("grp-00", "gina", "anthropic", Some("claude-x")),
+    ];
+    assert!(store.start_interceptions(&again).await.is_err());
+    let report = store
+        .usage(&UsageFilter::default(), GroupBy::User)
+        .await
+        .unwrap();
+    assert_eq!(
+        report[0].requests, 50,
+        "the failed batch left nothing behind"
+    );
+    store.start_interceptions(&[]).await.unwrap();
 }

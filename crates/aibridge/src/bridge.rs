@@ -175,16 +175,13 @@ pub async fn begin_recording(
         },
         started_at: crate::recorder::now_millis(),
     };
+    let id = record.id.clone();
     state
         .recorder
-        .begin(&record)
+        .begin(record)
         .await
         .map_err(GatewayError::RecordingUnavailable)?;
-    Ok(Recording::new(
-        state.recorder.clone(),
-        record.id,
-        request.prompt,
-    ))
+    Ok(Recording::new(state.recorder.clone(), id, request.prompt))
 }
 
 /// A request that got past the checks every route makes.

@@ -12,7 +12,7 @@ use aibridge_store::{
     AttemptRow, InterceptionEnded, NewInterception, PromptRow, Record, Store, StoreError,
     ThoughtRow, TokenUsageRow, ToolCallRow, UnixMillis,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::GatewayError;
@@ -39,6 +39,7 @@ pub struct Recorder {
     // records or stall requests (and streams ending in `Drop`, which cannot wait) when the
     // database is slow. The writer drains it as fast as the database allows.
     tx: mpsc::UnboundedSender<Record>,
+    starts: mpsc::UnboundedSender<StartTicket>,
     stop: CancellationToken,
     writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// `record_requests = false`: nothing is written (benchmarks, or deployments that must not
@@ -52,9 +53,12 @@ impl Recorder {
         let (tx, rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let writer = tokio::spawn(write_batches(store.clone(), rx, stop.clone()));
+        let (starts, starts_rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_starts(store.clone(), starts_rx));
         Arc::new(Self {
             store,
             tx,
+            starts,
             stop,
             writer: std::sync::Mutex::new(Some(writer)),
             enabled,
@@ -66,11 +70,19 @@ impl Recorder {
     }
 
     /// Writes the start of an interception now; the request must not go on if this fails.
-    pub async fn begin(&self, record: &NewInterception) -> Result<(), StoreError> {
+    /// Starts that arrive together are committed together (group commit): one transaction for
+    /// many requests instead of one each, which is what SQLite's single writer needs under load.
+    pub async fn begin(&self, record: NewInterception) -> Result<(), StoreError> {
         if !self.enabled {
             return Ok(());
         }
-        self.store.start_interception(record).await
+        let (done, committed) = oneshot::channel();
+        self.starts
+            .send((record, done))
+            .map_err(|_| StoreError::Database("the recorder has stopped".into()))?;
+        committed
+            .await
+            .map_err(|_| StoreError::Database("the recorder has stopped".into()))?
     }
 
     /// Queues a record for the background writer. Never blocks.
@@ -86,6 +98,32 @@ impl Recorder {
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(writer) = writer {
             let _ = writer.await;
+        }
+    }
+}
+
+/// A start to write, and where to say whether it was committed.
+type StartTicket = (NewInterception, oneshot::Sender<Result<(), StoreError>>);
+
+/// Starts per transaction, at most.
+const MAX_STARTS: usize = 256;
+
+async fn write_starts(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<StartTicket>) {
+    let mut tickets = Vec::with_capacity(MAX_STARTS);
+    while rx.recv_many(&mut tickets, MAX_STARTS).await > 0 {
+        let (records, waiters): (Vec<_>, Vec<_>) = tickets.drain(..).unzip();
+        let result = match records.as_slice() {
+            [one] => store.start_interception(one).await,
+            many => store.start_interceptions(many).await,
+        };
+        let failure = result.err().map(|e| e.to_string());
+        for waiter in waiters {
+            let answer = match &failure {
+                None => Ok(()),
+                Some(message) => Err(StoreError::Database(message.clone())),
+            };
+            // A waiter that is gone (the client left) needs no answer.
+            let _ = waiter.send(answer);
         }
     }
 }

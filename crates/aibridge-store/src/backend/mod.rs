@@ -60,6 +60,12 @@ macro_rules! delegate_store {
             ) -> Result<(), crate::StoreError> {
                 self.pools.start_interception(record).await
             }
+            async fn start_interceptions(
+                &self,
+                records: &[crate::NewInterception],
+            ) -> Result<(), crate::StoreError> {
+                self.pools.start_interceptions(records).await
+            }
             async fn write_batch(
                 &self,
                 records: &[crate::Record],

@@ -172,28 +172,18 @@ impl Pools {
     }
 
     pub(crate) async fn start_interception(&self, r: &NewInterception) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO interceptions (id, user_name, kind, provider_type, provider_name, method, \
-             route, model, streaming, client, session_id, user_agent, credential, started_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(&r.id)
-        .bind(&r.user)
-        .bind(r.kind.as_str())
-        .bind(&r.provider_type)
-        .bind(&r.provider_name)
-        .bind(&r.method)
-        .bind(&r.route)
-        .bind(&r.model)
-        .bind(r.streaming)
-        .bind(&r.client)
-        .bind(&r.session_id)
-        .bind(&r.user_agent)
-        .bind(r.credential.as_str())
-        .bind(r.started_at)
-        .execute(&self.write)
-        .await
-        .map_err(db)?;
+        insert_interception(&self.write, r).await.map_err(db)
+    }
+
+    pub(crate) async fn start_interceptions(
+        &self,
+        records: &[NewInterception],
+    ) -> Result<(), StoreError> {
+        let mut tx = begin_write(&self.write).await.map_err(db)?;
+        for record in records {
+            insert_interception(&mut *tx, record).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
         Ok(())
     }
 
@@ -629,6 +619,34 @@ async fn write_record(conn: &mut Conn, record: &Record) -> Result<bool, sqlx::Er
         }
     };
     Ok(done.rows_affected() > 0)
+}
+
+async fn insert_interception<'e, E>(executor: E, r: &NewInterception) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Db>,
+{
+    sqlx::query(
+        "INSERT INTO interceptions (id, user_name, kind, provider_type, provider_name, method, \
+         route, model, streaming, client, session_id, user_agent, credential, started_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(&r.id)
+    .bind(&r.user)
+    .bind(r.kind.as_str())
+    .bind(&r.provider_type)
+    .bind(&r.provider_name)
+    .bind(&r.method)
+    .bind(&r.route)
+    .bind(&r.model)
+    .bind(r.streaming)
+    .bind(&r.client)
+    .bind(&r.session_id)
+    .bind(&r.user_agent)
+    .bind(r.credential.as_str())
+    .bind(r.started_at)
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 fn unknown_interception(index: usize, record: &Record) -> RecordFailure {
