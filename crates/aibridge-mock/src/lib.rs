@@ -4,7 +4,11 @@
 //! Each request is attributed to a *key* (`x-api-key`, else `Authorization: Bearer <key>`, else "")
 //! and answered by the next [`Reply`] of that key's script (then its `then` reply, then
 //! [`Reply::default`], a success). Every request except the control API (`/_mock/...`) is recorded
-//! as a [`SeenRequest`].
+//! as a [`SeenRequest`] and counted per key.
+//!
+//! Load mode ([`MockOptions`], the binary's `--latency-ms`, `--stream-events`, `--event-delay-ms`
+//! and `--no-record`): server-wide defaults for benchmarks. [`MockUpstream::start`] and
+//! [`MockUpstream::start_on`] use [`MockOptions::default`], which changes nothing.
 //!
 //! Deterministic usage numbers: `input_tokens` = 10 + number of messages (OpenAI responses: of input
 //! items, a string input counting as 1); `output_tokens` = 2 × the number of text deltas
@@ -19,6 +23,7 @@ mod reply;
 mod route;
 mod sse;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,6 +45,71 @@ pub use reply::{DEFAULT_DELTAS, MidStreamFailure, Reply, SeenRequest};
 
 use route::{Ctx, Outcome};
 
+/// Server-wide settings of a mock, for load tests. The default is the plain test mock: no added
+/// latency, the replies' own stream settings, every request recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MockOptions {
+    /// Added to every response's delay before its headers (on top of a reply's own `delay_ms`),
+    /// errors included; the control API is not delayed.
+    pub latency_ms: u64,
+    /// Text deltas of a streaming success whose reply leaves `stream_deltas` at 0
+    /// (0 here too = [`DEFAULT_DELTAS`]).
+    pub stream_events: usize,
+    /// Pause between SSE events for replies that leave `event_delay_ms` at 0.
+    pub event_delay_ms: u64,
+    /// Keep a [`SeenRequest`] per request. Off, [`MockUpstream::requests`] and `/_mock/requests`
+    /// stay empty (memory stays flat under load); the per-key counts ([`MockUpstream::hits`],
+    /// `/_mock/stats`) and scripts work either way.
+    pub record: bool,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        Self {
+            latency_ms: 0,
+            stream_events: 0,
+            event_delay_ms: 0,
+            record: true,
+        }
+    }
+}
+
+impl MockOptions {
+    /// See [`MockOptions::latency_ms`].
+    pub fn latency_ms(mut self, ms: u64) -> Self {
+        self.latency_ms = ms;
+        self
+    }
+
+    /// See [`MockOptions::stream_events`].
+    pub fn stream_events(mut self, n: usize) -> Self {
+        self.stream_events = n;
+        self
+    }
+
+    /// See [`MockOptions::event_delay_ms`].
+    pub fn event_delay_ms(mut self, ms: u64) -> Self {
+        self.event_delay_ms = ms;
+        self
+    }
+
+    /// See [`MockOptions::record`].
+    pub fn record(mut self, on: bool) -> Self {
+        self.record = on;
+        self
+    }
+
+    /// The reply actually served: the server-wide stream settings fill what `reply` leaves at 0.
+    fn apply(&self, reply: &mut Reply) {
+        if reply.stream_deltas == 0 {
+            reply.stream_deltas = self.stream_events;
+        }
+        if reply.event_delay_ms == 0 {
+            reply.event_delay_ms = self.event_delay_ms;
+        }
+    }
+}
+
 /// Largest request body read (bigger ones get a 413 in the provider's shape).
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
@@ -56,23 +126,37 @@ struct KeyScript {
 struct MockState {
     scripts: HashMap<String, KeyScript>,
     requests: Vec<SeenRequest>,
-    /// Number of recorded requests since start/reset (ids are `..._mock_<seq>`).
+    /// Requests per key since start/reset, recorded or not.
+    hits: HashMap<String, u64>,
+    /// Number of requests since start/reset (ids are `..._mock_<seq>`).
     seq: u64,
 }
 
 impl MockState {
-    /// Records `seen` and takes the reply for its key. Returns the request's sequence number.
-    fn record_and_take(&mut self, seen: SeenRequest) -> (u64, Reply) {
+    /// Counts a request of `key` and takes its reply. Returns the request's sequence number.
+    fn take(&mut self, key: &str) -> (u64, Reply) {
         self.seq += 1;
-        let reply = match self.scripts.get_mut(&seen.key) {
+        match self.hits.get_mut(key) {
+            Some(n) => *n += 1,
+            None => {
+                self.hits.insert(key.to_owned(), 1);
+            }
+        }
+        let reply = match self.scripts.get_mut(key) {
             Some(script) => match script.queue.pop_front() {
                 Some(step) => step,
                 None => script.then.clone().unwrap_or_default(),
             },
             None => Reply::default(),
         };
-        self.requests.push(seen);
         (self.seq, reply)
+    }
+
+    /// Records `seen` and takes the reply for its key. Returns the request's sequence number.
+    fn record_and_take(&mut self, seen: SeenRequest) -> (u64, Reply) {
+        let taken = self.take(&seen.key);
+        self.requests.push(seen);
+        taken
     }
 
     fn reset(&mut self) {
@@ -80,10 +164,26 @@ impl MockState {
     }
 }
 
-type Shared = Arc<Mutex<MockState>>;
+/// What every handler shares: the mutable state and the fixed options.
+#[derive(Debug, Default)]
+struct Inner {
+    state: Mutex<MockState>,
+    options: MockOptions,
+}
 
-fn lock(state: &Mutex<MockState>) -> MutexGuard<'_, MockState> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
+type Shared = Arc<Inner>;
+
+fn lock(inner: &Inner) -> MutexGuard<'_, MockState> {
+    inner.state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Body of `GET /_mock/stats`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MockStats {
+    /// Requests since start/reset (control API excluded).
+    pub requests: u64,
+    /// Requests per key since start/reset.
+    pub hits: HashMap<String, u64>,
 }
 
 /// A running mock upstream. Dropping it shuts the server down.
@@ -110,9 +210,17 @@ impl MockUpstream {
 
     /// Binds `addr` and serves on it in one spawned task.
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start_with(addr, MockOptions::default()).await
+    }
+
+    /// Binds `addr` and serves on it with server-wide `options` (load mode).
+    pub async fn start_with(addr: SocketAddr, options: MockOptions) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let state: Shared = Arc::new(Mutex::new(MockState::default()));
+        let state: Shared = Arc::new(Inner {
+            state: Mutex::new(MockState::default()),
+            options,
+        });
         let app = router(Arc::clone(&state));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -169,13 +277,20 @@ impl MockUpstream {
             .collect()
     }
 
-    /// Number of recorded requests with this key.
+    /// Number of requests with this key since start/reset (counted even when not recording).
     pub fn hits(&self, key: &str) -> usize {
-        lock(&self.state)
-            .requests
-            .iter()
-            .filter(|r| r.key == key)
-            .count()
+        let n = lock(&self.state).hits.get(key).copied().unwrap_or(0);
+        usize::try_from(n).unwrap_or(usize::MAX)
+    }
+
+    /// Request counts since start/reset, as served by `GET /_mock/stats`.
+    pub fn stats(&self) -> MockStats {
+        stats_of(&lock(&self.state))
+    }
+
+    /// The server-wide options this mock runs with.
+    pub fn options(&self) -> &MockOptions {
+        &self.state.options
     }
 
     /// Forgets scripts and recorded requests.
@@ -213,6 +328,7 @@ fn router(state: Shared) -> Router {
         .route("/_mock/script", post(control_script))
         .route("/_mock/requests", get(control_requests))
         .route("/_mock/reset", post(control_reset))
+        .route("/_mock/stats", get(control_stats))
         .fallback(mock_handler)
         .with_state(state)
 }
@@ -255,24 +371,47 @@ async fn control_reset(State(state): State<Shared>) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// The key of a request: `x-api-key`, else `Authorization: Bearer <key>`, else "".
-fn key_of(headers: &HeaderMap) -> String {
+async fn control_stats(State(state): State<Shared>) -> Response {
+    let stats = stats_of(&lock(&state));
+    axum::Json(stats).into_response()
+}
+
+fn stats_of(state: &MockState) -> MockStats {
+    MockStats {
+        requests: state.seq,
+        hits: state.hits.clone(),
+    }
+}
+
+/// `s` trimmed, borrowing when it can.
+fn trimmed(s: Cow<'_, str>) -> Cow<'_, str> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+        Cow::Owned(o) => Cow::Owned(o.trim().to_owned()),
+    }
+}
+
+/// The key of a request: `x-api-key`, else `Authorization: Bearer <key>`, else "". Borrowed from
+/// the headers unless they are not UTF-8.
+fn key_of(headers: &HeaderMap) -> Cow<'_, str> {
     if let Some(v) = headers.get("x-api-key") {
-        let key = String::from_utf8_lossy(v.as_bytes()).trim().to_owned();
+        let key = trimmed(String::from_utf8_lossy(v.as_bytes()));
         if !key.is_empty() {
             return key;
         }
     }
     if let Some(v) = headers.get(http::header::AUTHORIZATION) {
-        let v = String::from_utf8_lossy(v.as_bytes());
-        let v = v.trim();
+        let v = trimmed(String::from_utf8_lossy(v.as_bytes()));
         if let Some(scheme) = v.get(..7)
             && scheme.eq_ignore_ascii_case("bearer ")
         {
-            return v.get(7..).unwrap_or_default().trim().to_owned();
+            return match v {
+                Cow::Borrowed(b) => Cow::Borrowed(b.get(7..).unwrap_or_default().trim()),
+                Cow::Owned(o) => Cow::Owned(o.get(7..).unwrap_or_default().trim().to_owned()),
+            };
         }
     }
-    String::new()
+    Cow::Borrowed("")
 }
 
 async fn mock_handler(State(state): State<Shared>, req: Request) -> Response {
@@ -284,27 +423,34 @@ async fn mock_handler(State(state): State<Shared>, req: Request) -> Response {
             (Bytes::new(), true)
         }
     };
-    let seen = SeenRequest {
-        key: key_of(&parts.headers),
-        method: parts.method.as_str().to_owned(),
-        path: parts.uri.path().to_owned(),
-        query: parts.uri.query().map(str::to_owned),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: String::from_utf8_lossy(&body).into_owned(),
+    let key = key_of(&parts.headers);
+    let (seq, mut reply) = if state.options.record {
+        let seen = SeenRequest {
+            key: key.into_owned(),
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        };
+        lock(&state).record_and_take(seen)
+    } else {
+        lock(&state).take(&key)
     };
-    let (seq, reply) = lock(&state).record_and_take(seen);
+    state.options.apply(&mut reply);
     let route = route::resolve(&parts.method, parts.uri.path(), &parts.headers);
-    if reply.delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
+    let delay = reply.delay_ms.saturating_add(state.options.latency_ms);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let ctx = Ctx {
         method: parts.method.as_str(),

@@ -1,9 +1,14 @@
-//! `aibridge-mock [--listen ADDR]`: serves the mock upstream until SIGTERM or Ctrl-C.
+//! `aibridge-mock [--listen ADDR] [load mode flags]`: serves the mock upstream until SIGTERM or
+//! Ctrl-C.
+//!
+//! Load mode (for `bench/run.sh`): `--latency-ms`, `--stream-events`, `--event-delay-ms` set
+//! server-wide defaults ([`aibridge_mock::MockOptions`]), `--no-record` keeps no request history
+//! (flat memory under load), `--workers` sizes the runtime.
 
 use std::io::Write;
 use std::net::SocketAddr;
 
-use aibridge_mock::MockUpstream;
+use aibridge_mock::{MockOptions, MockUpstream};
 use clap::Parser;
 
 /// Fake Anthropic/OpenAI upstream for tests and benchmarks.
@@ -13,12 +18,41 @@ struct Args {
     /// Address to listen on (port 0 = any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Fixed delay before every response's headers, in milliseconds (added to a scripted
+    /// reply's own delay).
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Text delta events per streaming success (0 = 5), unless a script says otherwise.
+    #[arg(long, default_value_t = 0)]
+    stream_events: usize,
+    /// Pause between consecutive SSE events, in milliseconds, unless a script says otherwise.
+    #[arg(long, default_value_t = 0)]
+    event_delay_ms: u64,
+    /// Keep no history of requests (`/_mock/requests` stays empty; `/_mock/stats` still counts).
+    #[arg(long)]
+    no_record: bool,
+    /// Runtime worker threads (default: one per CPU the process may run on).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mock = MockUpstream::start_on(args.listen).await?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = args.workers {
+        runtime.worker_threads(n.max(1));
+    }
+    runtime.build()?.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let options = MockOptions::default()
+        .latency_ms(args.latency_ms)
+        .stream_events(args.stream_events)
+        .event_delay_ms(args.event_delay_ms)
+        .record(!args.no_record);
+    let mock = MockUpstream::start_with(args.listen, options).await?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "aibridge-mock listening on {}", mock.url())?;

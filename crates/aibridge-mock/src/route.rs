@@ -278,15 +278,22 @@ const FIRST_KEYS: [&str; 3] = ["id", "type", "object"];
 
 /// Compact JSON with [`FIRST_KEYS`] first in each object (serde_json's maps are sorted).
 pub(crate) fn ordered_json(value: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::with_capacity(256);
     write_ordered(value, &mut out);
-    out
+    // serde_json writes UTF-8 only; the fallback is never taken.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-fn write_ordered(value: &Value, out: &mut String) {
+/// serde_json's compact encoding of a string or scalar (its escaping), appended to `out`.
+fn write_json<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+    // Writing a string or a scalar to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+fn write_ordered(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            out.push('{');
+            out.push(b'{');
             let first = FIRST_KEYS
                 .iter()
                 .filter_map(|k| map.get_key_value(*k))
@@ -297,25 +304,25 @@ fn write_ordered(value: &Value, out: &mut String) {
                 .map(|(k, v)| (k.as_str(), v));
             for (i, (k, v)) in first.chain(rest).enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::from(k).to_string());
-                out.push(':');
+                write_json(k, out);
+                out.push(b':');
                 write_ordered(v, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, v) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_ordered(v, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => write_json(scalar, out),
     }
 }
 
