@@ -450,11 +450,7 @@ async fn bad_input_is_answered_in_openai_shape() {
 #[tokio::test]
 async fn copilot_is_byok_only_and_forwards_its_headers() {
     let mock = MockUpstream::start().await.unwrap();
-    let config = format!(
-        "[[providers]]\nname = \"copilot\"\ntype = \"copilot\"\nbase_url = \"{}/v1\"\n",
-        mock.url()
-    );
-    let gw = Gateway::start_with_config(Some(&config), Gateway::NO_ENV).await;
+    let gw = start_copilot(&mock).await;
     let response = client()
         .post(gw.url("/copilot/chat/completions"))
         .bearer_auth("ghu_user_copilot_token")

@@ -467,11 +467,7 @@ async fn oversized_passthrough_bodies_get_413() {
 #[tokio::test]
 async fn copilot_passthrough_uses_the_callers_token() {
     let mock = MockUpstream::start().await.unwrap();
-    let config = format!(
-        "[[providers]]\ntype = \"copilot\"\nbase_url = \"{}/v1\"\n",
-        mock.url()
-    );
-    let gw = Gateway::start_with_config(Some(&config), Gateway::NO_ENV).await;
+    let gw = start_copilot(&mock).await;
     let response = client()
         .get(gw.url("/copilot/models"))
         .bearer_auth("ghu_user")

@@ -260,3 +260,12 @@ pub fn pool_env(mock_url: &str, keys: &str) -> Vec<(String, String)> {
 pub async fn start_pool(mock_url: &str, keys: &str) -> Gateway {
     Gateway::start(&pool_env(mock_url, keys)).await
 }
+
+/// A gateway whose only provider is a Copilot instance (BYOK only) in front of the mock.
+pub async fn start_copilot(mock: &aibridge_mock::MockUpstream) -> Gateway {
+    let config = format!(
+        "[[providers]]\nname = \"copilot\"\ntype = \"copilot\"\nbase_url = \"{}/v1\"\n",
+        mock.url()
+    );
+    Gateway::start_with_config(Some(&config), Gateway::NO_ENV).await
+}
