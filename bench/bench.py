@@ -37,23 +37,25 @@ PROFILES = {
     "quick": {
         "rates": [1000],
         "reduced_rates": [1000],
-        "rate_seconds": 3,
+        "rate_seconds": 2,
         "blocking_endpoints": ["anthropic", "openai"],
         "saturation_seconds": 2,
         "saturation_conns": 64,
         "warmup_seconds": 1,
         "stream_endpoints": ["anthropic"],
         "stream_rate": 100,
-        "stream_seconds": 3,
+        "stream_seconds": 2,
         "stream_events": 20,
         "stream_event_delay_ms": 5,
         "failover_rate": 500,
         "failover_seconds": 2,
         "long_streams": 200,
         "long_ramp_rate": 500,
-        "long_events": 10,
+        "long_events": 8,
         "long_event_delay_ms": 200,
-        "quiet_wait_seconds": 2,
+        "quiet_wait_seconds": 1,
+        "quiet_window_seconds": 0.2,
+        "warmup_every_endpoint": False,
         "rerun_noisy": False,
         "ab_pairs": 0,
         "ab_seconds": 5,
@@ -78,6 +80,8 @@ PROFILES = {
         "long_events": 50,
         "long_event_delay_ms": 200,
         "quiet_wait_seconds": 10,
+        "quiet_window_seconds": 0.5,
+        "warmup_every_endpoint": True,
         "rerun_noisy": True,
         "ab_pairs": 3,
         "ab_seconds": 5,
@@ -294,13 +298,13 @@ def run_bounded(cmd: list[str], timeout: float, out_path: Path) -> dict:
 NOISY_CORES = 0.25
 
 
-def wait_quiet(max_wait: float, threshold: float = 0.15) -> float:
-    """Waits (at most max_wait s) until the machine's CPU use over a 0.5 s window is below
+def wait_quiet(max_wait: float, window: float = 0.5, threshold: float = 0.15) -> float:
+    """Waits (at most max_wait s) until the machine's CPU use over a short window is below
     threshold cores (between runs the benchmark's own processes are idle). Returns the load seen."""
     end = time.monotonic() + max_wait
     while True:
         b0, t0 = machine_busy_seconds(), time.monotonic()
-        time.sleep(0.5)
+        time.sleep(window)
         load = (machine_busy_seconds() - b0) / (time.monotonic() - t0)
         if load < threshold or time.monotonic() >= end:
             return load
@@ -622,14 +626,15 @@ class Runner:
                 parse, pre=None, post=None) -> dict:
         """Runs one load (after waiting for the machine to be quiet); when other processes took
         more than NOISY_CORES during it, waits and runs it once more, keeping the quieter one."""
-        wait_quiet(self.quiet_wait)
+        window = self.prof["quiet_window_seconds"]
+        wait_quiet(self.quiet_wait, window)
         first = self.measure_once(system, label, cmd, timeout, parse, pre, post)
         if (not self.prof["rerun_noisy"] or first["foreign_cores"] <= NOISY_CORES
                 or time.monotonic() > self.rerun_until):
             return first
         log(f"  {label}: {first['foreign_cores']:.2f} cores of other load during the run; "
             "running it again")
-        wait_quiet(self.quiet_wait * 2)
+        wait_quiet(self.quiet_wait * 2, window)
         second = self.measure_once(system, label + "-again", cmd, timeout, parse, pre, post)
         best = min(first, second, key=lambda r: r["foreign_cores"])
         best["noisy_attempts"] = 2
@@ -800,8 +805,9 @@ def run_system(runner: Runner, system: System, up: Upstreams, deadline: float) -
         log(f"{system.name}: {p['long_streams']} concurrent long streams")
         res["long_streams"] = runner.long_streams(system)
         rates = p["reduced_rates"] if system.reduced else p["rates"]
-        for kind in p["blocking_endpoints"]:
-            runner.warmup(system, kind)
+        for i, kind in enumerate(p["blocking_endpoints"]):
+            if i == 0 or p["warmup_every_endpoint"]:
+                runner.warmup(system, kind)
             for rate in rates:
                 if time.monotonic() > deadline:
                     raise TimeoutError("run time budget exhausted")
@@ -824,7 +830,9 @@ def run_system(runner: Runner, system: System, up: Upstreams, deadline: float) -
     finally:
         res["memory_end"] = system.memory()
         res["cpu_total_s"] = system.cpu()
+        t1 = time.monotonic()
         system.stop()
+        res["stop_s"] = time.monotonic() - t1
     return res
 
 

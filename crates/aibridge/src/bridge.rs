@@ -107,21 +107,15 @@ pub async fn handle(
         user = %caller.user,
         payer = ?caller.payer,
     );
-    let recording = begin_recording(
-        state,
-        provider,
-        &meta,
-        &caller,
-        NewRequest {
-            kind: RequestKind::Bridged,
-            method: "POST",
-            route: upstream_path,
-            model: Some(summary.model.clone()),
-            streaming: summary.stream,
-            client: crate::client::identify(&meta.headers, &body),
-            prompt: prompt_of(api.shape(), &body),
-        },
-    )
+    let recording = begin_recording(state, provider, &meta, &caller, || NewRequest {
+        kind: RequestKind::Bridged,
+        method: "POST",
+        route: upstream_path,
+        model: Some(summary.model.clone()),
+        streaming: summary.stream,
+        client: crate::client::identify(&meta.headers, &body),
+        prompt: prompt_of(api.shape(), &body),
+    })
     .await?;
     let call = UpstreamCall {
         client: &state.client,
@@ -148,14 +142,23 @@ pub struct NewRequest<'a> {
 }
 
 /// Writes the start of the request's record before anything goes upstream: a request that
-/// cannot be recorded is refused (503) rather than served unrecorded.
-pub async fn begin_recording(
+/// cannot be recorded is refused (503) rather than served unrecorded. `describe` is only called
+/// when recording is on, so a gateway that records nothing does none of that work.
+pub async fn begin_recording<'a>(
     state: &AppState,
     provider: &Provider,
     meta: &RequestMeta,
     caller: &Caller,
-    request: NewRequest<'_>,
+    describe: impl FnOnce() -> NewRequest<'a>,
 ) -> Result<Recording, GatewayError> {
+    if !state.recorder.enabled() {
+        return Ok(Recording::new(
+            state.recorder.clone(),
+            meta.request_id.clone(),
+            None,
+        ));
+    }
+    let request = describe();
     let record = NewInterception {
         id: meta.request_id.clone(),
         user: caller.user.clone(),
@@ -255,7 +258,9 @@ async fn relay(
     }
     match relay_blocking(response).await {
         Ok((relayed, body)) => {
-            recording.observation(observe_body(api.shape(), &body));
+            if recording.is_active() {
+                recording.observation(observe_body(api.shape(), &body));
+            }
             recording.end(ending(status, "completed", None));
             Ok(relayed)
         }

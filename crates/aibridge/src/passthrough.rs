@@ -61,17 +61,16 @@ pub async fn handle(
         // client's per-read timeout applies.
         timeout: None,
     };
-    let client = crate::client::identify(&meta.headers, &call.body);
-    let new_request = NewRequest {
+    let mut recording = begin_recording(state, provider, &meta, &caller, || NewRequest {
         kind: RequestKind::Passthrough,
         method: call.method.as_str(),
         route: upstream_path,
         model: None,
         streaming: false,
-        client,
+        client: crate::client::identify(&meta.headers, &call.body),
         prompt: None,
-    };
-    let mut recording = begin_recording(state, provider, &meta, &caller, new_request).await?;
+    })
+    .await?;
     in_request_span(span, async {
         // The record ends when the answer's head is relayed; its body streams on unobserved.
         match call.send().await {

@@ -69,6 +69,11 @@ impl Recorder {
         &self.store
     }
 
+    /// Whether requests are recorded; when not, callers skip the work of observing them.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Writes the start of an interception now; the request must not go on if this fails.
     /// Starts that arrive together are committed together (group commit): one transaction for
     /// many requests instead of one each, which is what SQLite's single writer needs under load.
@@ -313,6 +318,11 @@ impl Recording {
 
     pub fn is_ended(&self) -> bool {
         self.ended
+    }
+
+    /// False when recording is off: bodies need not be observed for this request.
+    pub fn is_active(&self) -> bool {
+        self.recorder.enabled()
     }
 
     /// The upstream call failed as a whole (pool exhausted, transport error, …).

@@ -110,9 +110,10 @@ pub struct StreamRecording {
 impl StreamRecording {
     /// `ending` is how the record ends if the stream completes; failures adjust it.
     pub fn new(recording: Recording, shape: ApiShape, ending: Ending) -> Self {
+        let observer = recording.is_active().then(|| StreamObserver::new(shape));
         Self {
             recording,
-            observer: Some(StreamObserver::new(shape)),
+            observer,
             ending,
         }
     }
