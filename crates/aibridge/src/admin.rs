@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
 
+use crate::cli::GroupArg;
 use crate::error::GatewayError;
 use crate::recorder::now_millis;
 use crate::server::AppState;
@@ -50,18 +51,15 @@ pub async fn usage(
     headers: HeaderMap,
 ) -> Response {
     as_admin(&state, &headers, async {
-        let by = match params.get("by").map(String::as_str).unwrap_or("user") {
-            "user" => GroupBy::User,
-            "model" => GroupBy::Model,
-            "key" => GroupBy::Key,
-            "day" => GroupBy::Day,
-            "provider" => GroupBy::Provider,
-            other => {
-                return Err(bad_query(format!(
-                    "by: `{other}` is not one of user, model, key, day, provider"
-                )));
-            }
-        };
+        let by_name = params.get("by").map(String::as_str).unwrap_or("user");
+        // The same group names as `aibridge usage --by`.
+        let by: GroupBy = <GroupArg as clap::ValueEnum>::from_str(by_name, false)
+            .map_err(|_| {
+                bad_query(format!(
+                    "by: `{by_name}` is not one of user, model, key, day, provider"
+                ))
+            })?
+            .into();
         let filter = UsageFilter {
             since: time_param(&params, "since")?,
             until: time_param(&params, "until")?,

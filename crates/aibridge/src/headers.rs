@@ -6,8 +6,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use crate::auth::{GATEWAY_TOKEN_HEADER, Payer};
 use crate::provider::ProviderKind;
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and those the HTTP client sets itself.
-const NOT_FORWARDED: &[HeaderName] = &[
+/// Hop-by-hop headers (RFC 9110 §7.6.1), with `keep-alive` (see `is_hop_by_hop`): they describe
+/// one connection and never travel past a proxy, in either direction.
+const HOP_BY_HOP: &[HeaderName] = &[
     header::CONNECTION,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
@@ -15,6 +16,14 @@ const NOT_FORWARDED: &[HeaderName] = &[
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+];
+
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name.as_str() == "keep-alive"
+}
+
+/// Request headers the HTTP client sets itself, or that belong to the gateway.
+const NOT_FORWARDED: &[HeaderName] = &[
     header::HOST,
     header::ACCEPT_ENCODING,
     header::CONTENT_LENGTH,
@@ -35,8 +44,8 @@ pub fn forwardable(client: &HeaderMap, payer: Payer) -> HeaderMap {
         .collect();
     let mut out = HeaderMap::with_capacity(client.len());
     for (name, value) in client {
-        let drop = NOT_FORWARDED.contains(name)
-            || name.as_str() == "keep-alive"
+        let drop = is_hop_by_hop(name)
+            || NOT_FORWARDED.contains(name)
             || name.as_str() == GATEWAY_TOKEN_HEADER
             || connection_listed
                 .iter()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::Response;
-use http::{HeaderMap, HeaderValue, Method, header};
+use http::{HeaderMap, HeaderValue, Method};
 
 use aibridge_keypool::PoolKey;
 use aibridge_store::RequestKind;
@@ -18,16 +18,6 @@ use crate::failover::{Failed, Served, UpstreamCall};
 use crate::provider::Provider;
 use crate::recorder::Ending;
 use crate::server::AppState;
-
-/// Response headers that describe the upstream connection, not the answer.
-const HOP_BY_HOP: &[header::HeaderName] = &[
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 pub async fn handle(
     state: &Arc<AppState>,
@@ -106,10 +96,14 @@ pub async fn handle(
 fn relay(response: reqwest::Response) -> Response {
     let status = response.status();
     let mut headers = response.headers().clone();
-    for name in HOP_BY_HOP {
+    let hop_by_hop: Vec<_> = headers
+        .keys()
+        .filter(|name| crate::headers::is_hop_by_hop(name))
+        .cloned()
+        .collect();
+    for name in hop_by_hop {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
     let mut out = Response::new(Body::from_stream(response.bytes_stream()));
     *out.status_mut() = status;
     *out.headers_mut() = headers;

@@ -63,12 +63,9 @@ impl StreamKind {
     /// When the last relayed event already was the upstream's own error report, the client knows
     /// what went wrong: only the closing frame is still owed (chat's `[DONE]`), not a second error.
     fn close_after_upstream_error(self, last: Option<&SseEvent>) -> Option<Bytes> {
-        let last = last?;
-        let is_error_chunk = self == Self::OpenAiChat
-            && last.raw().windows(7).any(|w| w == b"\"error\"")
-            && serde_json::from_str::<serde_json::Value>(&last.data())
-                .is_ok_and(|data| data.get("error").is_some());
-        is_error_chunk.then(|| Bytes::from_static(b"data: [DONE]\n\n"))
+        let closes_with_done = self == Self::OpenAiChat;
+        (closes_with_done && last.is_some_and(|event| self.is_error_report(event)))
+            .then(|| Bytes::from_static(b"data: [DONE]\n\n"))
     }
 
     /// The frames that end a stream the gateway has to cut short. `last` is the last event

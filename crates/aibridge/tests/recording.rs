@@ -212,6 +212,28 @@ async fn two_users_are_recorded_and_reported_exactly() {
     assert_eq!(anthropic["keys"][0]["requests_served"], 0);
     assert_eq!(anthropic["keys"][1]["requests_served"], 1);
 
+    // Group names are those of `aibridge usage --by`; anything else is a 400.
+    let response = client()
+        .get(gw.url("/api/v1/usage?by=colour"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        "invalid query parameter by: `colour` is not one of user, model, key, day, provider"
+    );
+    let report = admin_get(&gw, &admin, "/api/v1/usage?by=provider").await;
+    assert_eq!(
+        usage_rows(&report)
+            .iter()
+            .map(|r| r.0.as_str())
+            .collect::<Vec<_>>(),
+        ["anthropic", "openai"]
+    );
+
     // Non-admins do not reach the operator API.
     let response = client()
         .get(gw.url("/api/v1/usage"))
