@@ -15,7 +15,7 @@ pub enum StoreError {
     Database(String),
     #[error("migration failed: {0}")]
     Migration(String),
-    /// `write_batch` wrote every record it could and committed them; these could not be written.
+    /// `commit` wrote every record it could and committed them; these could not be written.
     #[error("{} of {total} records not written: {}", failures.len(), FailureSummary(failures))]
     PartialBatch {
         /// Records in the batch.

@@ -30,24 +30,29 @@
 //!
 //! # Writing
 //!
-//! [`Store::start_interception`] is one insert. [`Store::write_batch`] writes a whole batch in
-//! one transaction with one statement per record; statements are prepared once per connection
-//! and reused (sqlx's statement cache). Each child insert is `INSERT … SELECT … WHERE EXISTS
-//! (the interception)`, so a record for an unknown interception writes nothing without raising
-//! an error that would abort the transaction: the rest is committed and the call returns
-//! [`StoreError::PartialBatch`] listing the records not written. Should a statement fail anyway
-//! (a duplicate attempt number, say), the transaction is rolled back and the batch written again
-//! with a savepoint around each record, so only the failing records are lost. An end written
-//! twice overwrites the first.
+//! [`Store::commit`] writes a [`WriteBatch`] in one transaction: its interception starts (all or
+//! none), then its records, one statement each, prepared once per connection and reused. Each
+//! child insert is `INSERT … SELECT … WHERE EXISTS (the interception)`, so a record for an
+//! unknown interception writes nothing without raising an error that would abort the
+//! transaction: the rest is committed and the call returns [`StoreError::PartialBatch`] listing
+//! the records not written. Should a statement fail anyway (a duplicate attempt number, say),
+//! the transaction is rolled back and the batch written again with a savepoint around each
+//! record, so only the failing records are lost. An end written twice overwrites the first.
+//! ([`Store::start_interception`] and [`Store::write_batch`] are batches of starts or records
+//! only.) The statements live in one place (`backend/sql.rs`) for both drivers.
 //!
 //! SQLite files run in WAL mode with `synchronous = NORMAL` (a commit survives a crash of the
 //! process; a power loss may lose the last commits), a 5 s busy timeout and foreign keys on.
-//! Writes go through a single connection (SQLite has one writer at a time; write transactions
-//! begin `IMMEDIATE`), reads through a pool of 4 `query_only` connections. PostgreSQL uses one
-//! pool of 8 connections, plain TCP (no TLS built in); its tables go to the first schema of the
-//! `search_path`, which the URL can set (`?options=-csearch_path%3Daibridge`), as it can set
-//! `synchronous_commit` for an operator who prefers a faster synchronous
-//! `start_interception` to the durability of the last commits.
+//! Batches are written by one rusqlite connection on a thread of its own (`sqlite_writer.rs`):
+//! sqlx's driver would hand every statement to its worker thread and back, which cost more CPU
+//! than the rest of a recorded request. Automatic checkpoints are off; a second thread
+//! checkpoints (`PASSIVE`) every second, so no commit waits for one. Migrations, users and
+//! tokens go through one sqlx connection (write transactions begin `IMMEDIATE`), reads through a
+//! pool of 4 `query_only` connections; an in-memory database is one sqlx connection for
+//! everything. PostgreSQL uses one pool of 8 connections, plain TCP (no TLS built in); its
+//! tables go to the first schema of the `search_path`, which the URL can set
+//! (`?options=-csearch_path%3Daibridge`), as it can set `synchronous_commit` for an operator
+//! who prefers faster commits to the durability of the last ones.
 //!
 //! [`Store::token_by_hash`] refreshes `last_used_at` only when it is older than a minute, so
 //! authentication is a read on most requests; a revoked token is never returned.
@@ -87,7 +92,7 @@ pub use types::{
     AttemptRow, AttemptView, CredentialKind, GroupBy, InterceptionDetail, InterceptionEnded,
     InterceptionFilter, InterceptionPage, NewInterception, NewToken, PromptRow, Record,
     RequestKind, ThoughtRow, ThoughtView, TokenInfo, TokenUsageRow, ToolCallRow, ToolCallView,
-    UnixMillis, UsageFilter, UsageRow, UsageView, User,
+    UnixMillis, UsageFilter, UsageRow, UsageView, User, WriteBatch,
 };
 
 /// Opens the right backend for the URL (`sqlite://PATH`, `sqlite::memory:`, `postgres://`,
@@ -140,18 +145,32 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: UnixMillis,
     ) -> Result<Option<TokenInfo>, StoreError>;
 
-    /// Written synchronously before the upstream call.
-    async fn start_interception(&self, record: &NewInterception) -> Result<(), StoreError>;
+    /// One transaction: all of the batch's starts or none, then its records. Records that
+    /// cannot be written (an unknown interception, a duplicate attempt number) do not stop the
+    /// others: those and the starts are committed, then [`StoreError::PartialBatch`] reports
+    /// the rest (indexes into `batch.records`). Any other error means nothing was written.
+    ///
+    /// The batch is shared so that a backend may hand it to a thread of its own, and the caller
+    /// can retry it, without copying prompts.
+    async fn commit(&self, batch: Arc<WriteBatch>) -> Result<(), StoreError>;
 
-    /// Several starts in one transaction (group commit of requests arriving together): all are
-    /// written or none is.
-    async fn start_interceptions(&self, records: &[NewInterception]) -> Result<(), StoreError>;
+    /// One start, written now ([`Store::commit`] of a batch of one).
+    async fn start_interception(&self, record: &NewInterception) -> Result<(), StoreError> {
+        self.commit(Arc::new(WriteBatch {
+            starts: vec![record.clone()],
+            records: Vec::new(),
+        }))
+        .await
+    }
 
-    /// All records in one transaction. Records that cannot be written (an unknown
-    /// interception, a duplicate attempt number) do not stop the others: those are committed,
-    /// then [`StoreError::PartialBatch`] reports the rest. Any other error means nothing was
-    /// written.
-    async fn write_batch(&self, records: &[Record]) -> Result<(), StoreError>;
+    /// Records only ([`Store::commit`] of a batch without starts).
+    async fn write_batch(&self, records: &[Record]) -> Result<(), StoreError> {
+        self.commit(Arc::new(WriteBatch {
+            starts: Vec::new(),
+            records: records.to_vec(),
+        }))
+        .await
+    }
 
     /// A usage report, one row per group, ordered by group.
     async fn usage(&self, filter: &UsageFilter, by: GroupBy) -> Result<Vec<UsageRow>, StoreError>;

@@ -116,6 +116,21 @@ pub struct NewInterception {
     pub started_at: UnixMillis,
 }
 
+/// What one write transaction commits: interception starts, then records about interceptions
+/// (these or earlier ones). The recorder puts the starts of requests waiting to go upstream in
+/// the same transaction as the records queued meanwhile: one commit instead of two.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    pub starts: Vec<NewInterception>,
+    pub records: Vec<Record>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty() && self.records.is_empty()
+    }
+}
+
 /// Everything else, written asynchronously in batches.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {

@@ -12,7 +12,7 @@ use aibridge_store::{
     AttemptRow, AttemptView, CredentialKind, GroupBy, InterceptionDetail, InterceptionEnded,
     InterceptionFilter, NewInterception, NewToken, PromptRow, Record, RequestKind, StoreError,
     ThoughtRow, ThoughtView, TokenUsageRow, ToolCallRow, ToolCallView, UsageFilter, UsageRow,
-    UsageView,
+    UsageView, WriteBatch,
 };
 use common::TestDb;
 
@@ -36,7 +36,7 @@ store_tests!(
     served_by_key,
     survives_reopen,
     concurrent_batches,
-    group_started_interceptions,
+    starts_commit_with_records,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1173,9 +1173,9 @@ async fn unsupported_url_hides_the_password() {
     assert!(text.contains("db.internal/aibridge"), "{text}");
 }
 
-async fn group_started_interceptions(db: Arc<TestDb>) {
+async fn starts_commit_with_records(db: Arc<TestDb>) {
     let store = &db.store;
-    let batch: Vec<NewInterception> = (0..50)
+    let starts: Vec<NewInterception> = (0..50)
         .map(|n| {
             new_interception(
                 &format!("grp-{n:02}"),
@@ -1185,27 +1185,115 @@ async fn group_started_interceptions(db: Arc<TestDb>) {
             )
         })
         .collect();
-    store.start_interceptions(&batch).await.unwrap();
+    // Records about starts in the same batch are written after them.
+    let records = (0..10)
+        .map(|n| ended(&format!("grp-{n:02}"), D0 + 5, 429, "exhausted", None, 2))
+        .collect();
+    store
+        .commit(Arc::new(WriteBatch { starts, records }))
+        .await
+        .unwrap();
     let report = store
         .usage(&UsageFilter::default(), GroupBy::User)
         .await
         .unwrap();
     assert_eq!(report.len(), 1);
-    assert_eq!((report[0].group.as_str(), report[0].requests), ("gina", 50));
+    assert_eq!(
+        (
+            report[0].group.as_str(),
+            report[0].requests,
+            report[0].failed_requests
+        ),
+        ("gina", 50, 10)
+    );
 
-    // All or nothing: a batch with a duplicate id writes none of its records.
-    let again = vec![
-        new_interception("grp-new", "gina", "anthropic", Some("claude-x")),
-        new_interception("grp-00", "gina", "anthropic", Some("claude-x")),
-    ];
-    assert!(store.start_interceptions(&again).await.is_err());
+    // Starts are all or nothing: a duplicate id fails the batch, records included.
+    let err = store
+        .commit(Arc::new(WriteBatch {
+            starts: vec![
+                new_interception("grp-new", "gina", "anthropic", Some("claude-x")),
+                new_interception("grp-00", "gina", "anthropic", Some("claude-x")),
+            ],
+            records: vec![ended("grp-20", D0 + 5, 429, "exhausted", None, 2)],
+        }))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
     let report = store
         .usage(&UsageFilter::default(), GroupBy::User)
         .await
         .unwrap();
     assert_eq!(
-        report[0].requests, 50,
+        (report[0].requests, report[0].failed_requests),
+        (50, 10),
         "the failed batch left nothing behind"
     );
-    store.start_interceptions(&[]).await.unwrap();
+
+    // A record that cannot be written does not cost the batch its starts.
+    let err = store
+        .commit(Arc::new(WriteBatch {
+            starts: vec![new_interception("grp-50", "gina", "anthropic", None)],
+            records: vec![
+                ended("grp-50", D0 + 5, 429, "exhausted", None, 2),
+                prompt("no-such-interception", "lost"),
+            ],
+        }))
+        .await
+        .unwrap_err();
+    match err {
+        StoreError::PartialBatch { total, failures } => {
+            assert_eq!(total, 2);
+            assert_eq!(failures.len(), 1);
+            assert_eq!(failures[0].index, 1);
+            assert_eq!(failures[0].interception_id, "no-such-interception");
+        }
+        other => panic!("expected a partial batch, got {other:?}"),
+    }
+    let report = store
+        .usage(&UsageFilter::default(), GroupBy::User)
+        .await
+        .unwrap();
+    assert_eq!((report[0].requests, report[0].failed_requests), (51, 11));
+
+    store.commit(Arc::new(WriteBatch::default())).await.unwrap();
+}
+
+/// Automatic checkpoints are off on the write connections: the store's own checkpointer copies
+/// the WAL back into the database file, so the WAL does not grow without bound.
+#[tokio::test]
+async fn sqlite_wal_is_checkpointed_in_the_background() {
+    let db = TestDb::sqlite().await;
+    let path = db.url.trim_start_matches("sqlite://").to_owned();
+    common::run(Some(db), |db| async move {
+        let records: Vec<Record> = (0..2_000)
+            .map(|n| prompt("wal-1", &format!("{n} {}", "x".repeat(1_000))))
+            .collect();
+        db.store
+            .commit(Arc::new(WriteBatch {
+                starts: vec![new_interception("wal-1", "wally", "anthropic", None)],
+                records,
+            }))
+            .await
+            .unwrap();
+        // Nothing else checkpoints while the store is open, so the database file grows only
+        // when the store's checkpointer copies the WAL into it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let size = std::fs::metadata(&path).unwrap().len();
+            if size > 2_000_000 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "WAL not checkpointed: the database file is {size} bytes"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let wal = std::fs::metadata(format!("{path}-wal")).unwrap().len();
+        assert!(
+            wal > 2_000_000,
+            "the prompts went through the WAL ({wal} bytes)"
+        );
+    })
+    .await;
 }

@@ -1,7 +1,9 @@
 //! Where a request is recorded. The start of every interception is written before the upstream
 //! call (a request that cannot be recorded is refused); everything else — attempts, usage,
-//! prompts, tool calls, thoughts, the end — goes through a channel to a background writer that
-//! stores it in batches, off the request path, and is drained on shutdown.
+//! prompts, tool calls, thoughts, the end — is queued and written off the request path. One
+//! background writer commits both: each transaction carries the starts of the requests waiting
+//! to go upstream and the records queued meanwhile, so a start never waits behind a separate
+//! records transaction, and a busy gateway commits once per batch rather than once per request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -10,7 +12,7 @@ use aibridge_keypool::Verdict;
 use aibridge_protocol::Observation;
 use aibridge_store::{
     AttemptRow, InterceptionEnded, NewInterception, PromptRow, Record, Store, StoreError,
-    ThoughtRow, TokenUsageRow, ToolCallRow, UnixMillis,
+    ThoughtRow, TokenUsageRow, ToolCallRow, UnixMillis, WriteBatch,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -18,8 +20,20 @@ use tokio_util::sync::CancellationToken;
 use crate::error::GatewayError;
 use crate::failover::AttemptRecord;
 
-/// Records per write transaction, at most.
+/// Starts and records per write transaction, at most (records carried over from a failed
+/// transaction come on top).
 const MAX_BATCH: usize = 512;
+
+/// While the database is unreachable, records wait in memory to be retried, up to this many;
+/// beyond it the oldest are dropped (and counted in the log) rather than exhaust memory.
+const MAX_CARRIED: usize = 100_000;
+
+/// Retries of a failed write, doubling from the first to the last.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LAST_RETRY: Duration = Duration::from_secs(5);
+
+/// Tries of the final write on shutdown.
+const SHUTDOWN_TRIES: u32 = 5;
 
 pub fn now_millis() -> UnixMillis {
     SystemTime::now()
@@ -32,14 +46,20 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// What the writer is asked to write.
+enum Queued {
+    /// A start, and where to say whether it was committed.
+    Start(NewInterception, oneshot::Sender<Result<(), StoreError>>),
+    Record(Record),
+}
+
 #[derive(Debug)]
 pub struct Recorder {
     store: Arc<dyn Store>,
     // Unbounded on purpose: records are small, and a bounded queue would have to either drop
     // records or stall requests (and streams ending in `Drop`, which cannot wait) when the
     // database is slow. The writer drains it as fast as the database allows.
-    tx: mpsc::UnboundedSender<Record>,
-    starts: mpsc::UnboundedSender<StartTicket>,
+    queue: mpsc::UnboundedSender<Queued>,
     stop: CancellationToken,
     writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// `record_requests = false`: nothing is written (benchmarks, or deployments that must not
@@ -47,18 +67,24 @@ pub struct Recorder {
     enabled: bool,
 }
 
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Start(start, _) => write!(f, "Start({})", start.id),
+            Self::Record(record) => write!(f, "Record({})", record.kind()),
+        }
+    }
+}
+
 impl Recorder {
     /// Starts the background writer (a recorder that is not `enabled` writes nothing).
     pub fn start(store: Arc<dyn Store>, enabled: bool) -> Arc<Self> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (queue, queued) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
-        let writer = tokio::spawn(write_batches(store.clone(), rx, stop.clone()));
-        let (starts, starts_rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_starts(store.clone(), starts_rx));
+        let writer = tokio::spawn(write_queued(store.clone(), queued, stop.clone()));
         Arc::new(Self {
             store,
-            tx,
-            starts,
+            queue,
             stop,
             writer: std::sync::Mutex::new(Some(writer)),
             enabled,
@@ -75,15 +101,13 @@ impl Recorder {
     }
 
     /// Writes the start of an interception now; the request must not go on if this fails.
-    /// Starts that arrive together are committed together (group commit): one transaction for
-    /// many requests instead of one each, which is what SQLite's single writer needs under load.
     pub async fn begin(&self, record: NewInterception) -> Result<(), StoreError> {
         if !self.enabled {
             return Ok(());
         }
         let (done, committed) = oneshot::channel();
-        self.starts
-            .send((record, done))
+        self.queue
+            .send(Queued::Start(record, done))
             .map_err(|_| StoreError::Database("the recorder has stopped".into()))?;
         committed
             .await
@@ -92,7 +116,7 @@ impl Recorder {
 
     /// Queues a record for the background writer. Never blocks.
     pub fn record(&self, record: Record) {
-        if self.enabled && self.tx.send(record).is_err() {
+        if self.enabled && self.queue.send(Queued::Record(record)).is_err() {
             tracing::error!("recorder already stopped: a record was not written");
         }
     }
@@ -107,22 +131,103 @@ impl Recorder {
     }
 }
 
-/// A start to write, and where to say whether it was committed.
-type StartTicket = (NewInterception, oneshot::Sender<Result<(), StoreError>>);
-
-/// Starts per transaction, at most.
-const MAX_STARTS: usize = 256;
-
-async fn write_starts(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<StartTicket>) {
-    let mut tickets = Vec::with_capacity(MAX_STARTS);
-    while rx.recv_many(&mut tickets, MAX_STARTS).await > 0 {
-        let (records, waiters): (Vec<_>, Vec<_>) = tickets.drain(..).unzip();
-        let result = match records.as_slice() {
-            [one] => store.start_interception(one).await,
-            many => store.start_interceptions(many).await,
+/// The writer: commits whatever is queued, one transaction at a time.
+async fn write_queued(
+    store: Arc<dyn Store>,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+    stop: CancellationToken,
+) {
+    let mut pending = PendingWrite::default();
+    let mut received = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let stopping = tokio::select! {
+            n = queue.recv_many(&mut received, MAX_BATCH) => n == 0,
+            () = pending.retry_due() => false,
+            () = stop.cancelled() => true,
         };
-        let failure = result.err().map(|e| e.to_string());
-        for waiter in waiters {
+        if stopping {
+            // Requests have finished by now: write what is left, with a bounded number of tries.
+            while let Ok(queued) = queue.try_recv() {
+                received.push(queued);
+            }
+            pending.take(&mut received);
+            for _ in 0..SHUTDOWN_TRIES {
+                pending.commit(&store).await;
+                if pending.is_empty() {
+                    return;
+                }
+                pending.retry_due().await;
+            }
+            if !pending.is_empty() {
+                tracing::error!(
+                    records = pending.records.len(),
+                    "shutting down: records could not be written and are lost"
+                );
+            }
+            return;
+        }
+        pending.take(&mut received);
+        pending.commit(&store).await;
+    }
+}
+
+/// What the next transaction will write: new starts, new records, and records whose earlier
+/// transaction failed.
+#[derive(Default)]
+struct PendingWrite {
+    starts: Vec<NewInterception>,
+    waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    records: Vec<Record>,
+    /// Set while records are waiting to be retried.
+    retry_after: Option<Duration>,
+}
+
+impl PendingWrite {
+    fn is_empty(&self) -> bool {
+        self.starts.is_empty() && self.records.is_empty()
+    }
+
+    fn take(&mut self, received: &mut Vec<Queued>) {
+        for queued in received.drain(..) {
+            match queued {
+                Queued::Start(start, waiter) => {
+                    self.starts.push(start);
+                    self.waiters.push(waiter);
+                }
+                Queued::Record(record) => self.records.push(record),
+            }
+        }
+    }
+
+    /// Resolves when failed records are due to be written again; never when there are none.
+    async fn retry_due(&self) {
+        match self.retry_after {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// One transaction. A start's waiter hears whether it was committed; records of a failed
+    /// transaction stay for the next one. Records the store refused one by one are not
+    /// retried: the rest of their transaction was committed.
+    async fn commit(&mut self, store: &Arc<dyn Store>) {
+        if self.is_empty() {
+            return;
+        }
+        let batch = Arc::new(WriteBatch {
+            starts: std::mem::take(&mut self.starts),
+            records: std::mem::take(&mut self.records),
+        });
+        let result = store.commit(batch.clone()).await;
+        let failure = match &result {
+            Ok(()) => None,
+            Err(error @ StoreError::PartialBatch { .. }) => {
+                tracing::error!(error = %error, "some records could not be written");
+                None
+            }
+            Err(error) => Some(error.to_string()),
+        };
+        for waiter in self.waiters.drain(..) {
             let answer = match &failure {
                 None => Ok(()),
                 Some(message) => Err(StoreError::Database(message.clone())),
@@ -130,63 +235,30 @@ async fn write_starts(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Sta
             // A waiter that is gone (the client left) needs no answer.
             let _ = waiter.send(answer);
         }
-    }
-}
-
-async fn write_batches(
-    store: Arc<dyn Store>,
-    mut rx: mpsc::UnboundedReceiver<Record>,
-    stop: CancellationToken,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        let received = tokio::select! {
-            n = rx.recv_many(&mut batch, MAX_BATCH) => n,
-            () = stop.cancelled() => {
-                // Drain what is queued; requests have finished by now.
-                while let Ok(record) = rx.try_recv() {
-                    batch.push(record);
-                }
-                if !batch.is_empty() {
-                    write_with_retry(&store, &batch, true).await;
-                }
-                return;
-            }
-        };
-        if received == 0 {
+        let Some(message) = failure else {
+            self.retry_after = None;
             return;
+        };
+        // The store has let go of the batch by now; copy it only if it has not.
+        let mut records = Arc::try_unwrap(batch)
+            .map(|batch| batch.records)
+            .unwrap_or_else(|batch| batch.records.clone());
+        if records.len() > MAX_CARRIED {
+            let dropped = records.len() - MAX_CARRIED;
+            records.drain(..dropped);
+            tracing::error!(dropped, "records dropped while the database is unreachable");
         }
-        write_with_retry(&store, &batch, false).await;
-        batch.clear();
-    }
-}
-
-/// A batch the store partly refused is not retried: its other records were committed and a retry
-/// would count them twice. Any other failure rolled the whole transaction back, so the batch is
-/// retried with back-off while the database is unreachable (bounded on shutdown).
-async fn write_with_retry(store: &Arc<dyn Store>, batch: &[Record], shutting_down: bool) {
-    let mut delay = Duration::from_millis(100);
-    let mut tries = 0u32;
-    loop {
-        match store.write_batch(batch).await {
-            Ok(()) => return,
-            Err(error) => {
-                tries += 1;
-                let partly_written = matches!(error, StoreError::PartialBatch { .. });
-                let give_up = partly_written || (shutting_down && tries >= 5);
-                tracing::error!(
-                    records = batch.len(),
-                    error = %error,
-                    retrying = !give_up,
-                    "could not write records"
-                );
-                if give_up {
-                    return;
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
+        let delay = self
+            .retry_after
+            .map_or(FIRST_RETRY, |delay| (delay * 2).min(LAST_RETRY));
+        tracing::error!(
+            records = records.len(),
+            error = %message,
+            retry_in_ms = delay.as_millis() as u64,
+            "could not write records"
+        );
+        self.records = records;
+        self.retry_after = (!self.records.is_empty()).then_some(delay);
     }
 }
 
@@ -353,6 +425,97 @@ impl Drop for Recording {
                 attempts: 0,
                 error: Some("the client went away before the answer".to_string()),
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use aibridge_store::{CredentialKind, InterceptionFilter, RequestKind};
+    use sqlx::Connection;
+
+    fn start(id: &str) -> NewInterception {
+        NewInterception {
+            id: id.to_owned(),
+            user: "ursula".to_owned(),
+            kind: RequestKind::Bridged,
+            provider_type: "anthropic".to_owned(),
+            provider_name: "anthropic".to_owned(),
+            method: "POST".to_owned(),
+            route: "/v1/messages".to_owned(),
+            model: None,
+            streaming: false,
+            client: None,
+            session_id: None,
+            user_agent: None,
+            credential: CredentialKind::Pool,
+            started_at: now_millis(),
+        }
+    }
+
+    /// A real SQLite file whose `prompts` table goes away for a while: while it is gone, every
+    /// transaction fails, so starts are refused and records wait; once it is back, the waiting
+    /// records are written.
+    #[tokio::test]
+    async fn records_of_a_failed_transaction_are_written_when_the_database_is_back() {
+        let path = std::env::temp_dir().join(format!(
+            "aibridge-recorder-{}.db",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let url = format!("sqlite://{}", path.display());
+        let store = aibridge_store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let recorder = Recorder::start(store.clone(), true);
+        let mut admin = sqlx::SqliteConnection::connect(&url).await.unwrap();
+
+        recorder.begin(start("kept")).await.unwrap();
+        sqlx::query("ALTER TABLE prompts RENAME TO prompts_away")
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let mut recording = Recording::new(recorder.clone(), "kept".into(), Some("hi".into()));
+        recording.end(Ending {
+            status: Some(200),
+            outcome: "completed",
+            key_hint: None,
+            attempts: 1,
+            error: None,
+        });
+        let refused = recorder.begin(start("refused")).await;
+        assert!(
+            refused.is_err(),
+            "a start in a failing transaction is refused"
+        );
+
+        sqlx::query("ALTER TABLE prompts_away RENAME TO prompts")
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let kept = loop {
+            let page = store
+                .interceptions(&InterceptionFilter::default())
+                .await
+                .unwrap();
+            if page.items.iter().any(|i| i.outcome.is_some()) {
+                break page;
+            }
+            assert!(Instant::now() < deadline, "the records were not retried");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let ids: Vec<&str> = kept.items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["kept"], "the refused start was not written later");
+        assert_eq!(kept.items[0].prompts, ["hi"]);
+        assert_eq!(kept.items[0].outcome.as_deref(), Some("completed"));
+
+        recorder.shutdown().await;
+        store.close().await;
+        admin.close().await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The two backends. Their queries are shared (`shared.rs`, compiled once per backend).
 
 pub(crate) mod postgres;
+pub(crate) mod sql;
 pub(crate) mod sqlite;
+mod sqlite_writer;
 
 /// Implements [`crate::Store`] for a backend type whose `pools` field is a `shared::Pools`
-/// and that has inherent `backend_name`, `run_migrations` and `close_pools` items.
+/// and that has inherent `BACKEND`, `run_migrations`, `write` and `close_all` items.
 macro_rules! delegate_store {
     ($ty:ty) => {
         #[async_trait::async_trait]
@@ -19,7 +21,7 @@ macro_rules! delegate_store {
                 self.pools.ping().await
             }
             async fn close(&self) {
-                self.pools.close().await
+                self.close_all().await
             }
             async fn create_user(
                 &self,
@@ -54,23 +56,11 @@ macro_rules! delegate_store {
             ) -> Result<Option<crate::TokenInfo>, crate::StoreError> {
                 self.pools.token_by_hash(secret_hash, now).await
             }
-            async fn start_interception(
+            async fn commit(
                 &self,
-                record: &crate::NewInterception,
+                batch: std::sync::Arc<crate::WriteBatch>,
             ) -> Result<(), crate::StoreError> {
-                self.pools.start_interception(record).await
-            }
-            async fn start_interceptions(
-                &self,
-                records: &[crate::NewInterception],
-            ) -> Result<(), crate::StoreError> {
-                self.pools.start_interceptions(records).await
-            }
-            async fn write_batch(
-                &self,
-                records: &[crate::Record],
-            ) -> Result<(), crate::StoreError> {
-                self.pools.write_batch(records).await
+                self.write(batch).await
             }
             async fn usage(
                 &self,

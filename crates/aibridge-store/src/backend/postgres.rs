@@ -1,11 +1,13 @@
 //! PostgreSQL.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::WriteBatch;
 use crate::error::{StoreError, db, migration};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -54,6 +56,14 @@ impl PostgresStore {
 
     async fn run_migrations(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pools.write).await.map_err(migration)
+    }
+
+    async fn write(&self, batch: Arc<WriteBatch>) -> Result<(), StoreError> {
+        self.pools.commit(&batch).await
+    }
+
+    async fn close_all(&self) {
+        self.pools.close().await
     }
 }
 

@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{Pool, QueryBuilder, Row};
 
+use crate::backend::sql::{self, batch_outcome, unknown_interception};
 use crate::error::{RecordFailure, StoreError, db, db_message};
 use crate::types::{
     AttemptView, CredentialKind, GroupBy, InterceptionDetail, InterceptionFilter, InterceptionPage,
-    NewInterception, NewToken, Record, RequestKind, ThoughtView, TokenInfo, ToolCallView,
+    NewInterception, NewToken, Record, WriteBatch, RequestKind, ThoughtView, TokenInfo, ToolCallView,
     UnixMillis, UsageFilter, UsageRow, UsageView, User,
 };
 
@@ -171,35 +172,22 @@ impl Pools {
         Ok(Some(token))
     }
 
-    pub(crate) async fn start_interception(&self, r: &NewInterception) -> Result<(), StoreError> {
-        insert_interception(&self.write, r).await.map_err(db)
-    }
-
-    pub(crate) async fn start_interceptions(
-        &self,
-        records: &[NewInterception],
-    ) -> Result<(), StoreError> {
-        let mut tx = begin_write(&self.write).await.map_err(db)?;
-        for record in records {
-            insert_interception(&mut *tx, record).await.map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(())
-    }
-
-    /// One transaction. Fast path: one prepared (cached) statement per record; a record whose
-    /// interception does not exist affects no row and is reported, without an error that would
-    /// abort the transaction. If a statement fails anyway (a constraint, say), the transaction
-    /// is rolled back and the batch written again with a savepoint around each record, so that
-    /// only the failing records are lost.
-    pub(crate) async fn write_batch(&self, records: &[Record]) -> Result<(), StoreError> {
-        if records.is_empty() {
+    /// One transaction: the starts (all or none), then the records. Fast path: one prepared
+    /// (cached) statement per record; a record whose interception does not exist affects no row
+    /// and is reported, without an error that would abort the transaction. If a record's
+    /// statement fails anyway (a constraint, say), the transaction is rolled back and written
+    /// again with a savepoint around each record, so that only the failing records are lost.
+    pub(crate) async fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
             return Ok(());
         }
         let mut failures = Vec::new();
         let mut tx = begin_write(&self.write).await.map_err(db)?;
+        for start in &batch.starts {
+            insert_interception(&mut *tx, start).await.map_err(db)?;
+        }
         let mut clean = true;
-        for (index, record) in records.iter().enumerate() {
+        for (index, record) in batch.records.iter().enumerate() {
             match write_record(&mut tx, record).await {
                 Ok(true) => {}
                 Ok(false) => failures.push(unknown_interception(index, record)),
@@ -216,7 +204,10 @@ impl Pools {
             tx.rollback().await.map_err(db)?;
             failures.clear();
             let mut tx = begin_write(&self.write).await.map_err(db)?;
-            for (index, record) in records.iter().enumerate() {
+            for start in &batch.starts {
+                insert_interception(&mut *tx, start).await.map_err(db)?;
+            }
+            for (index, record) in batch.records.iter().enumerate() {
                 let mut savepoint = sqlx::Acquire::begin(&mut *tx).await.map_err(db)?;
                 match write_record(&mut savepoint, record).await {
                     Ok(true) => savepoint.commit().await.map_err(db)?,
@@ -238,14 +229,7 @@ impl Pools {
             }
             tx.commit().await.map_err(db)?;
         }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(StoreError::PartialBatch {
-                total: records.len(),
-                failures,
-            })
-        }
+        batch_outcome(batch, failures)
     }
 
     pub(crate) async fn usage(
@@ -520,12 +504,8 @@ impl Pools {
 
 /// Writes one record; `Ok(false)` when its interception does not exist (nothing written).
 async fn write_record(conn: &mut Conn, record: &Record) -> Result<bool, sqlx::Error> {
-    let done = match record {
-        Record::Ended(r) => {
-            sqlx::query(
-                "UPDATE interceptions SET ended_at = $2, duration_ms = $3, status = $4, \
-                 outcome = $5, key_hint = $6, attempt_count = $7, error = $8 WHERE id = $1",
-            )
+    let query = match record {
+        Record::Ended(r) => sqlx::query(sql::END_INTERCEPTION)
             .bind(&r.id)
             .bind(r.ended_at)
             .bind(r.duration_ms)
@@ -533,17 +513,8 @@ async fn write_record(conn: &mut Conn, record: &Record) -> Result<bool, sqlx::Er
             .bind(&r.outcome)
             .bind(&r.key_hint)
             .bind(i64::from(r.attempts))
-            .bind(&r.error)
-            .execute(&mut *conn)
-            .await?
-        }
-        Record::Attempt(r) => {
-            sqlx::query(
-                "INSERT INTO attempts (interception_id, number, key_hint, status, transport_error, \
-                 failover_reason, cooldown_ms, duration_ms, created_at) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
-                 WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)",
-            )
+            .bind(&r.error),
+        Record::Attempt(r) => sqlx::query(sql::INSERT_ATTEMPT)
             .bind(&r.interception_id)
             .bind(i64::from(r.number))
             .bind(&r.key_hint)
@@ -552,110 +523,60 @@ async fn write_record(conn: &mut Conn, record: &Record) -> Result<bool, sqlx::Er
             .bind(&r.failover_reason)
             .bind(r.cooldown_ms)
             .bind(r.duration_ms)
-            .bind(r.created_at)
-            .execute(&mut *conn)
-            .await?
-        }
-        Record::TokenUsage(r) => {
-            // A map of strings to integers always serialises.
-            let extra = serde_json::to_string(&r.extra).unwrap_or_else(|_| "{}".to_owned());
-            sqlx::query(
-                "INSERT INTO token_usages (interception_id, provider_response_id, input_tokens, \
-                 output_tokens, cache_read_tokens, cache_write_tokens, extra, created_at) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
-                 WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)",
-            )
+            .bind(r.created_at),
+        Record::TokenUsage(r) => sqlx::query(sql::INSERT_TOKEN_USAGE)
             .bind(&r.interception_id)
             .bind(&r.provider_response_id)
             .bind(r.input)
             .bind(r.output)
             .bind(r.cache_read)
             .bind(r.cache_write)
-            .bind(extra)
-            .bind(r.created_at)
-            .execute(&mut *conn)
-            .await?
-        }
-        Record::Prompt(r) => {
-            sqlx::query(
-                "INSERT INTO prompts (interception_id, provider_response_id, prompt, created_at) \
-                 SELECT $1, $2, $3, $4 \
-                 WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)",
-            )
+            .bind(sql::extra_json(&r.extra))
+            .bind(r.created_at),
+        Record::Prompt(r) => sqlx::query(sql::INSERT_PROMPT)
             .bind(&r.interception_id)
             .bind(&r.provider_response_id)
             .bind(&r.prompt)
-            .bind(r.created_at)
-            .execute(&mut *conn)
-            .await?
-        }
-        Record::ToolCall(r) => sqlx::query(
-            "INSERT INTO tool_calls (interception_id, provider_response_id, tool_call_id, name, \
-                 input, injected, created_at) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7 \
-                 WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)",
-        )
-        .bind(&r.interception_id)
-        .bind(&r.provider_response_id)
-        .bind(&r.tool_call_id)
-        .bind(&r.name)
-        .bind(&r.input)
-        .bind(r.injected)
-        .bind(r.created_at)
-        .execute(&mut *conn)
-        .await?,
-        Record::Thought(r) => {
-            sqlx::query(
-                "INSERT INTO thoughts (interception_id, content, source, created_at) \
-                 SELECT $1, $2, $3, $4 \
-                 WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)",
-            )
+            .bind(r.created_at),
+        Record::ToolCall(r) => sqlx::query(sql::INSERT_TOOL_CALL)
+            .bind(&r.interception_id)
+            .bind(&r.provider_response_id)
+            .bind(&r.tool_call_id)
+            .bind(&r.name)
+            .bind(&r.input)
+            .bind(r.injected)
+            .bind(r.created_at),
+        Record::Thought(r) => sqlx::query(sql::INSERT_THOUGHT)
             .bind(&r.interception_id)
             .bind(&r.content)
             .bind(&r.source)
-            .bind(r.created_at)
-            .execute(&mut *conn)
-            .await?
-        }
+            .bind(r.created_at),
     };
-    Ok(done.rows_affected() > 0)
+    Ok(query.execute(&mut *conn).await?.rows_affected() > 0)
 }
 
 async fn insert_interception<'e, E>(executor: E, r: &NewInterception) -> Result<(), sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Db>,
 {
-    sqlx::query(
-        "INSERT INTO interceptions (id, user_name, kind, provider_type, provider_name, method, \
-         route, model, streaming, client, session_id, user_agent, credential, started_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(&r.id)
-    .bind(&r.user)
-    .bind(r.kind.as_str())
-    .bind(&r.provider_type)
-    .bind(&r.provider_name)
-    .bind(&r.method)
-    .bind(&r.route)
-    .bind(&r.model)
-    .bind(r.streaming)
-    .bind(&r.client)
-    .bind(&r.session_id)
-    .bind(&r.user_agent)
-    .bind(r.credential.as_str())
-    .bind(r.started_at)
-    .execute(executor)
-    .await?;
+    sqlx::query(sql::INSERT_INTERCEPTION)
+        .bind(&r.id)
+        .bind(&r.user)
+        .bind(r.kind.as_str())
+        .bind(&r.provider_type)
+        .bind(&r.provider_name)
+        .bind(&r.method)
+        .bind(&r.route)
+        .bind(&r.model)
+        .bind(r.streaming)
+        .bind(&r.client)
+        .bind(&r.session_id)
+        .bind(&r.user_agent)
+        .bind(r.credential.as_str())
+        .bind(r.started_at)
+        .execute(executor)
+        .await?;
     Ok(())
-}
-
-fn unknown_interception(index: usize, record: &Record) -> RecordFailure {
-    RecordFailure {
-        index,
-        kind: record.kind(),
-        interception_id: record.interception_id().to_owned(),
-        reason: "unknown interception".to_owned(),
-    }
 }
 
 /// An error caused by the record itself (a constraint, a value the database rejects), after

@@ -1,6 +1,7 @@
 //! SQLite: the embedded default.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
@@ -8,6 +9,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use crate::WriteBatch;
+use crate::backend::sqlite_writer::SqliteWriter;
 use crate::error::{StoreError, db, migration};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -33,6 +36,9 @@ mod shared {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pools: shared::Pools,
+    /// Interceptions and their records of a file database; `None` for an in-memory one,
+    /// which only the sqlx connection can see.
+    writer: Option<Arc<SqliteWriter>>,
 }
 
 impl SqliteStore {
@@ -40,10 +46,11 @@ impl SqliteStore {
 
     /// Opens (creating if missing) the database at `url`. Does not migrate.
     ///
-    /// A file gets WAL journaling, `synchronous = NORMAL`, a 5 s busy timeout and foreign keys;
-    /// writes go through one connection (SQLite has one writer at a time), reads through a
-    /// small pool of their own. An in-memory database lives in one connection that the pool
-    /// never closes.
+    /// A file gets WAL journaling, `synchronous = NORMAL`, a 5 s busy timeout and foreign keys.
+    /// Interceptions and their records are written by a thread of their own, which also
+    /// owns checkpointing; migrations, users and tokens through one sqlx connection; reads
+    /// through a small pool of their own. An in-memory database lives in one connection that
+    /// the pool never closes, and everything goes through it.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(db)?
@@ -51,29 +58,54 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
             .synchronous(SqliteSynchronous::Normal);
-        let pools = if is_memory(url) {
+        if is_memory(url) {
             let pool = single_connection(options).await?;
-            shared::Pools {
+            let pools = shared::Pools {
                 read: pool.clone(),
                 write: pool,
-            }
-        } else {
-            // The writer is opened first: it creates the file and switches it to WAL (a
-            // persistent property of the file, so readers need not set it).
-            let write =
-                single_connection(options.clone().journal_mode(SqliteJournalMode::Wal)).await?;
-            let read = SqlitePoolOptions::new()
-                .max_connections(READERS)
-                .connect_with(options.pragma("query_only", "ON"))
-                .await
-                .map_err(db)?;
-            shared::Pools { read, write }
-        };
-        Ok(Self { pools })
+            };
+            return Ok(Self {
+                pools,
+                writer: None,
+            });
+        }
+        // The sqlx writer is opened first: it creates the file and switches it to WAL (a
+        // persistent property of the file, so the other connections need not set it).
+        let write = single_connection(
+            options
+                .clone()
+                .journal_mode(SqliteJournalMode::Wal)
+                .pragma("wal_autocheckpoint", "0"),
+        )
+        .await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options.clone().pragma("query_only", "ON"))
+            .await
+            .map_err(db)?;
+        let writer = SqliteWriter::open(options.get_filename())?;
+        Ok(Self {
+            pools: shared::Pools { read, write },
+            writer: Some(Arc::new(writer)),
+        })
     }
 
     async fn run_migrations(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pools.write).await.map_err(migration)
+    }
+
+    async fn write(&self, batch: Arc<WriteBatch>) -> Result<(), StoreError> {
+        match &self.writer {
+            Some(writer) => writer.commit(batch).await,
+            None => self.pools.commit(&batch).await,
+        }
+    }
+
+    async fn close_all(&self) {
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
+        self.pools.close().await
     }
 }
 

@@ -1,0 +1,90 @@
+//! The statements of the write path, shared by sqlx (both backends) and the SQLite writer
+//! thread. Parameters are `$N`, which PostgreSQL and SQLite both accept; [`numbered`] turns them
+//! into SQLite's `?N` for rusqlite, whose positional binding needs explicit numbers (a `$N`
+//! parameter is a *named* one in SQLite, numbered by first appearance).
+
+pub(crate) const INSERT_INTERCEPTION: &str = "INSERT INTO interceptions (id, user_name, kind, \
+     provider_type, provider_name, method, route, model, streaming, client, session_id, \
+     user_agent, credential, started_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+pub(crate) const END_INTERCEPTION: &str = "UPDATE interceptions SET ended_at = $2, \
+     duration_ms = $3, status = $4, outcome = $5, key_hint = $6, attempt_count = $7, error = $8 \
+     WHERE id = $1";
+
+// Child rows are inserted only when their interception exists: a record about an unknown
+// interception affects no row (and is reported) instead of aborting the transaction.
+
+pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO attempts (interception_id, number, \
+     key_hint, status, transport_error, failover_reason, cooldown_ms, duration_ms, created_at) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)";
+
+pub(crate) const INSERT_TOKEN_USAGE: &str = "INSERT INTO token_usages (interception_id, \
+     provider_response_id, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, \
+     extra, created_at) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)";
+
+pub(crate) const INSERT_PROMPT: &str = "INSERT INTO prompts (interception_id, \
+     provider_response_id, prompt, created_at) \
+     SELECT $1, $2, $3, $4 \
+     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)";
+
+pub(crate) const INSERT_TOOL_CALL: &str = "INSERT INTO tool_calls (interception_id, \
+     provider_response_id, tool_call_id, name, input, injected, created_at) \
+     SELECT $1, $2, $3, $4, $5, $6, $7 \
+     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)";
+
+pub(crate) const INSERT_THOUGHT: &str = "INSERT INTO thoughts (interception_id, content, \
+     source, created_at) \
+     SELECT $1, $2, $3, $4 \
+     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)";
+
+/// The `extra` column of a token usage: JSON text.
+pub(crate) fn extra_json(extra: &std::collections::BTreeMap<String, i64>) -> String {
+    // A map of strings to integers always serialises.
+    serde_json::to_string(extra).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// `Ok` when every record was written, else which ones were not (the rest were committed).
+pub(crate) fn batch_outcome(
+    batch: &crate::WriteBatch,
+    failures: Vec<crate::RecordFailure>,
+) -> Result<(), crate::StoreError> {
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::StoreError::PartialBatch {
+            total: batch.records.len(),
+            failures,
+        })
+    }
+}
+
+pub(crate) fn unknown_interception(index: usize, record: &crate::Record) -> crate::RecordFailure {
+    crate::RecordFailure {
+        index,
+        kind: record.kind(),
+        interception_id: record.interception_id().to_owned(),
+        reason: "unknown interception".to_owned(),
+    }
+}
+
+/// `$N` parameters as SQLite's `?N`.
+pub(crate) fn numbered(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_parameters_keep_their_numbers() {
+        assert_eq!(
+            numbered("UPDATE t SET a = $2 WHERE id = $1"),
+            "UPDATE t SET a = ?2 WHERE id = ?1"
+        );
+    }
+}

@@ -1,0 +1,343 @@
+//! The SQLite write path for interceptions and their records.
+//!
+//! sqlx's SQLite driver hands every statement to its worker thread and waits for the answer; a
+//! recorded request is five statements, so those hand-offs cost more CPU than the rest of the
+//! gateway's work on the request. Here one connection lives on a thread of its own and writes a
+//! whole batch per hand-off, with prepared statements.
+//!
+//! Checkpoints (copying the WAL back into the database file, with an fsync) would otherwise
+//! run inside whichever commit crosses the WAL size limit, and that commit may carry the start
+//! of a request waiting to go upstream. Automatic checkpoints are off on the write connections;
+//! a second thread checkpoints every [`CHECKPOINT_EVERY`] without blocking the writer.
+
+use std::path::Path;
+use std::sync::{LazyLock, Mutex, mpsc};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use crate::backend::sql::{self, batch_outcome, unknown_interception};
+use crate::error::{RecordFailure, StoreError};
+use crate::types::{NewInterception, Record, WriteBatch};
+
+/// How often the WAL is copied back into the database file.
+pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The same busy timeout as the sqlx connections: waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The write statements with SQLite's numbered parameters, converted once.
+struct Statements {
+    insert_interception: String,
+    end_interception: String,
+    insert_attempt: String,
+    insert_token_usage: String,
+    insert_prompt: String,
+    insert_tool_call: String,
+    insert_thought: String,
+}
+
+static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| Statements {
+    insert_interception: sql::numbered(sql::INSERT_INTERCEPTION),
+    end_interception: sql::numbered(sql::END_INTERCEPTION),
+    insert_attempt: sql::numbered(sql::INSERT_ATTEMPT),
+    insert_token_usage: sql::numbered(sql::INSERT_TOKEN_USAGE),
+    insert_prompt: sql::numbered(sql::INSERT_PROMPT),
+    insert_tool_call: sql::numbered(sql::INSERT_TOOL_CALL),
+    insert_thought: sql::numbered(sql::INSERT_THOUGHT),
+});
+
+struct Job {
+    batch: std::sync::Arc<WriteBatch>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The writer and checkpointer threads of one SQLite file. Both stop when this is closed or
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct SqliteWriter {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    stop_checkpoints: Mutex<Option<mpsc::Sender<()>>>,
+    /// Each thread answers here when it has ended (its connection closed).
+    finished: Mutex<Vec<oneshot::Receiver<()>>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("starts", &self.batch.starts.len())
+            .field("records", &self.batch.records.len())
+            .finish()
+    }
+}
+
+impl SqliteWriter {
+    /// Opens the write and checkpoint connections of an existing WAL-mode database file.
+    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+        let writer = connect(path)?;
+        writer
+            .pragma_update(None, "foreign_keys", true)
+            .map_err(db)?;
+        let checkpointer = connect(path)?;
+
+        let (jobs, job_queue) = mpsc::channel();
+        let (writer_done, writer_finished) = oneshot::channel();
+        spawn("aibridge-sqlite-writer", move || {
+            write_jobs(writer, &job_queue);
+            let _ = writer_done.send(());
+        })?;
+
+        let (stop_checkpoints, stop) = mpsc::channel();
+        let (checkpointer_done, checkpointer_finished) = oneshot::channel();
+        spawn("aibridge-sqlite-checkpoint", move || {
+            checkpoint_periodically(&checkpointer, &stop);
+            drop(checkpointer);
+            let _ = checkpointer_done.send(());
+        })?;
+
+        Ok(Self {
+            jobs: Mutex::new(Some(jobs)),
+            stop_checkpoints: Mutex::new(Some(stop_checkpoints)),
+            finished: Mutex::new(vec![writer_finished, checkpointer_finished]),
+        })
+    }
+
+    /// Writes the batch in one transaction on the writer thread.
+    pub(crate) async fn commit(&self, batch: std::sync::Arc<WriteBatch>) -> Result<(), StoreError> {
+        let (done, answer) = oneshot::channel();
+        let sent = lock(&self.jobs)
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(Job { batch, done }).is_ok());
+        if !sent {
+            return Err(StoreError::Database("the store is closed".into()));
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Database("the SQLite writer stopped".into()))?
+    }
+
+    /// Lets the writer finish the batches already handed to it, then stops both threads and
+    /// waits until their connections are closed.
+    pub(crate) async fn close(&self) {
+        lock(&self.jobs).take();
+        lock(&self.stop_checkpoints).take();
+        let finished = std::mem::take(&mut *lock(&self.finished));
+        for thread in finished {
+            let _ = thread.await;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(body)
+        .map(drop)
+        .map_err(|e| StoreError::Database(format!("cannot start the {name} thread: {e}")))
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(db)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(db)?;
+    Ok(conn)
+}
+
+fn write_jobs(mut conn: Connection, jobs: &mpsc::Receiver<Job>) {
+    while let Ok(Job { batch, done }) = jobs.recv() {
+        let result = write(&mut conn, &batch);
+        // Released before answering, so that the caller can take the batch back to retry it.
+        drop(batch);
+        let _ = done.send(result);
+    }
+}
+
+/// `PASSIVE`: copies what it can without waiting for (or blocking) the writer and readers.
+fn checkpoint_periodically(conn: &Connection, stop: &mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        if let Err(e) = result {
+            tracing::warn!(error = %db_message(&e), "SQLite checkpoint failed");
+        }
+    }
+}
+
+/// The same rules as the sqlx path (`shared.rs`): starts all or none; a record that fails on
+/// its own is isolated with savepoints so that only it is lost.
+fn write(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut failures = Vec::new();
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db)?;
+    for start in &batch.starts {
+        insert_interception(&tx, start).map_err(db)?;
+    }
+    let mut clean = true;
+    for (index, record) in batch.records.iter().enumerate() {
+        match write_record(&tx, record) {
+            Ok(true) => {}
+            Ok(false) => failures.push(unknown_interception(index, record)),
+            Err(e) if is_record_error(&e) => {
+                clean = false;
+                break;
+            }
+            Err(e) => return Err(db(e)),
+        }
+    }
+    if clean {
+        tx.commit().map_err(db)?;
+        return batch_outcome(batch, failures);
+    }
+    tx.rollback().map_err(db)?;
+    failures.clear();
+    let mut tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db)?;
+    for start in &batch.starts {
+        insert_interception(&tx, start).map_err(db)?;
+    }
+    for (index, record) in batch.records.iter().enumerate() {
+        // Dropping a savepoint that was not committed rolls it back.
+        let savepoint = tx.savepoint().map_err(db)?;
+        match write_record(&savepoint, record) {
+            Ok(written) => {
+                savepoint.commit().map_err(db)?;
+                if !written {
+                    failures.push(unknown_interception(index, record));
+                }
+            }
+            Err(e) if is_record_error(&e) => failures.push(RecordFailure {
+                index,
+                kind: record.kind(),
+                interception_id: record.interception_id().to_owned(),
+                reason: db_message(&e),
+            }),
+            Err(e) => return Err(db(e)),
+        }
+    }
+    tx.commit().map_err(db)?;
+    batch_outcome(batch, failures)
+}
+
+fn insert_interception(conn: &Connection, r: &NewInterception) -> rusqlite::Result<()> {
+    conn.prepare_cached(&STATEMENTS.insert_interception)?
+        .execute(params![
+            r.id,
+            r.user,
+            r.kind.as_str(),
+            r.provider_type,
+            r.provider_name,
+            r.method,
+            r.route,
+            r.model,
+            r.streaming,
+            r.client,
+            r.session_id,
+            r.user_agent,
+            r.credential.as_str(),
+            r.started_at,
+        ])?;
+    Ok(())
+}
+
+/// Writes one record; `Ok(false)` when its interception does not exist (nothing written).
+fn write_record(conn: &Connection, record: &Record) -> rusqlite::Result<bool> {
+    let s = &*STATEMENTS;
+    let changed = match record {
+        Record::Ended(r) => conn.prepare_cached(&s.end_interception)?.execute(params![
+            r.id,
+            r.ended_at,
+            r.duration_ms,
+            r.status,
+            r.outcome,
+            r.key_hint,
+            r.attempts,
+            r.error,
+        ])?,
+        Record::Attempt(r) => conn.prepare_cached(&s.insert_attempt)?.execute(params![
+            r.interception_id,
+            r.number,
+            r.key_hint,
+            r.status,
+            r.transport_error,
+            r.failover_reason,
+            r.cooldown_ms,
+            r.duration_ms,
+            r.created_at,
+        ])?,
+        Record::TokenUsage(r) => conn
+            .prepare_cached(&s.insert_token_usage)?
+            .execute(params![
+                r.interception_id,
+                r.provider_response_id,
+                r.input,
+                r.output,
+                r.cache_read,
+                r.cache_write,
+                sql::extra_json(&r.extra),
+                r.created_at,
+            ])?,
+        Record::Prompt(r) => conn.prepare_cached(&s.insert_prompt)?.execute(params![
+            r.interception_id,
+            r.provider_response_id,
+            r.prompt,
+            r.created_at,
+        ])?,
+        Record::ToolCall(r) => conn.prepare_cached(&s.insert_tool_call)?.execute(params![
+            r.interception_id,
+            r.provider_response_id,
+            r.tool_call_id,
+            r.name,
+            r.input,
+            r.injected,
+            r.created_at,
+        ])?,
+        Record::Thought(r) => conn.prepare_cached(&s.insert_thought)?.execute(params![
+            r.interception_id,
+            r.content,
+            r.source,
+            r.created_at,
+        ])?,
+    };
+    Ok(changed > 0)
+}
+
+/// An error caused by the record itself, after which the other records can still be written;
+/// anything else (I/O, a full disk, a lost lock) fails the batch.
+fn is_record_error(err: &rusqlite::Error) -> bool {
+    match err {
+        rusqlite::Error::SqliteFailure(failure, _) => matches!(
+            failure.code,
+            ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch | ErrorCode::TooBig
+        ),
+        rusqlite::Error::ToSqlConversionFailure(_) => true,
+        _ => false,
+    }
+}
+
+fn db(err: rusqlite::Error) -> StoreError {
+    StoreError::Database(db_message(&err))
+}
+
+/// SQLite's message; rusqlite's errors never include bound values.
+fn db_message(err: &rusqlite::Error) -> String {
+    match err {
+        rusqlite::Error::SqliteFailure(_, Some(message)) => message.clone(),
+        other => other.to_string(),
+    }
+}
