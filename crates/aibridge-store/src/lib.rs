@@ -46,7 +46,10 @@
 //! Batches are written by one rusqlite connection on a thread of its own (`sqlite_writer.rs`):
 //! sqlx's driver would hand every statement to its worker thread and back, which cost more CPU
 //! than the rest of a recorded request. Automatic checkpoints are off; a second thread
-//! checkpoints (`PASSIVE`) every second, so no commit waits for one. Migrations, users and
+//! checkpoints (`PASSIVE`) every 250 ms, so no commit waits for one, and the writer completes a
+//! checkpoint itself, between batches, when the WAL has grown past 64 MB (SQLite reuses the WAL
+//! only once all of it is copied, which a concurrent checkpoint never achieves under steady
+//! writes). New files use 1 KiB pages, which cut the bytes each commit writes. Migrations, users and
 //! tokens go through one sqlx connection (write transactions begin `IMMEDIATE`), reads through a
 //! pool of 4 `query_only` connections; an in-memory database is one sqlx connection for
 //! everything. PostgreSQL uses one pool of 8 connections, plain TCP (no TLS built in); its

@@ -28,6 +28,12 @@ const MAX_BATCH: usize = 512;
 /// beyond it the oldest are dropped (and counted in the log) rather than exhaust memory.
 const MAX_CARRIED: usize = 100_000;
 
+/// How long records wait, at most, to be committed together.
+const RECORDS_LINGER: Duration = Duration::from_millis(20);
+
+/// Records committed as soon as this many are waiting.
+const RECORDS_RIDE_ALONG: usize = 128;
+
 /// Retries of a failed write, doubling from the first to the last.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LAST_RETRY: Duration = Duration::from_secs(5);
@@ -131,7 +137,12 @@ impl Recorder {
     }
 }
 
-/// The writer: commits whatever is queued, one transaction at a time.
+/// The writer: commits whatever is queued, one transaction at a time. Starts are committed at
+/// once (a request is waiting for each). Records wait up to [`RECORDS_LINGER`] and are then
+/// committed together, with the next start or on their own, or sooner once
+/// [`RECORDS_RIDE_ALONG`] of them are waiting. Every commit writes whole database pages for each
+/// table and index it touches, so records of many requests in one commit cost far less than
+/// each request's records in a commit of their own; a start alone touches only its own table.
 async fn write_queued(
     store: Arc<dyn Store>,
     mut queue: mpsc::UnboundedReceiver<Queued>,
@@ -142,32 +153,37 @@ async fn write_queued(
     loop {
         let stopping = tokio::select! {
             n = queue.recv_many(&mut received, MAX_BATCH) => n == 0,
-            () = pending.retry_due() => false,
+            () = pending.due() => {
+                pending.commit(&store, true).await;
+                continue;
+            }
             () = stop.cancelled() => true,
         };
-        if stopping {
-            // Requests have finished by now: write what is left, with a bounded number of tries.
-            while let Ok(queued) = queue.try_recv() {
-                received.push(queued);
+        pending.take(&mut received);
+        if !stopping {
+            let with_records = pending.records_due();
+            if with_records || !pending.starts.is_empty() {
+                pending.commit(&store, with_records).await;
             }
-            pending.take(&mut received);
-            for _ in 0..SHUTDOWN_TRIES {
-                pending.commit(&store).await;
-                if pending.is_empty() {
-                    return;
-                }
-                pending.retry_due().await;
-            }
-            if !pending.is_empty() {
-                tracing::error!(
-                    records = pending.records.len(),
-                    "shutting down: records could not be written and are lost"
-                );
-            }
-            return;
+            continue;
+        }
+        // Requests have finished by now: write what is left, with a bounded number of tries.
+        while let Ok(queued) = queue.try_recv() {
+            received.push(queued);
         }
         pending.take(&mut received);
-        pending.commit(&store).await;
+        for _ in 0..SHUTDOWN_TRIES {
+            pending.commit(&store, true).await;
+            if pending.is_empty() {
+                return;
+            }
+            pending.due().await;
+        }
+        tracing::error!(
+            records = pending.records.len(),
+            "shutting down: records could not be written and are lost"
+        );
+        return;
     }
 }
 
@@ -178,7 +194,9 @@ struct PendingWrite {
     starts: Vec<NewInterception>,
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
     records: Vec<Record>,
-    /// Set while records are waiting to be retried.
+    /// When records waiting without a start are committed anyway.
+    deadline: Option<tokio::time::Instant>,
+    /// Set while records of a failed transaction wait to be retried.
     retry_after: Option<Duration>,
 }
 
@@ -197,12 +215,21 @@ impl PendingWrite {
                 Queued::Record(record) => self.records.push(record),
             }
         }
+        if !self.records.is_empty() && self.deadline.is_none() {
+            self.deadline = Some(tokio::time::Instant::now() + RECORDS_LINGER);
+        }
     }
 
-    /// Resolves when failed records are due to be written again; never when there are none.
-    async fn retry_due(&self) {
-        match self.retry_after {
-            Some(delay) => tokio::time::sleep(delay).await,
+    /// Whether the waiting records go into the next commit before their deadline: enough of
+    /// them are waiting (unless they wait for a retry).
+    fn records_due(&self) -> bool {
+        self.retry_after.is_none() && self.records.len() >= RECORDS_RIDE_ALONG
+    }
+
+    /// Resolves when waiting records are due to be committed; never when there are none.
+    async fn due(&self) {
+        match self.deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
             None => std::future::pending().await,
         }
     }
@@ -210,13 +237,21 @@ impl PendingWrite {
     /// One transaction. A start's waiter hears whether it was committed; records of a failed
     /// transaction stay for the next one. Records the store refused one by one are not
     /// retried: the rest of their transaction was committed.
-    async fn commit(&mut self, store: &Arc<dyn Store>) {
-        if self.is_empty() {
+    async fn commit(&mut self, store: &Arc<dyn Store>, with_records: bool) {
+        if with_records {
+            self.deadline = None;
+        }
+        let records = if with_records {
+            std::mem::take(&mut self.records)
+        } else {
+            Vec::new()
+        };
+        if self.starts.is_empty() && records.is_empty() {
             return;
         }
         let batch = Arc::new(WriteBatch {
             starts: std::mem::take(&mut self.starts),
-            records: std::mem::take(&mut self.records),
+            records,
         });
         let result = store.commit(batch.clone()).await;
         let failure = match &result {
@@ -236,13 +271,20 @@ impl PendingWrite {
             let _ = waiter.send(answer);
         }
         let Some(message) = failure else {
-            self.retry_after = None;
+            if with_records {
+                self.retry_after = None;
+            }
             return;
         };
         // The store has let go of the batch by now; copy it only if it has not.
         let mut records = Arc::try_unwrap(batch)
             .map(|batch| batch.records)
             .unwrap_or_else(|batch| batch.records.clone());
+        if records.is_empty() {
+            return;
+        }
+        // Records that arrived meanwhile go after them.
+        records.append(&mut self.records);
         if records.len() > MAX_CARRIED {
             let dropped = records.len() - MAX_CARRIED;
             records.drain(..dropped);
@@ -258,7 +300,8 @@ impl PendingWrite {
             "could not write records"
         );
         self.records = records;
-        self.retry_after = (!self.records.is_empty()).then_some(delay);
+        self.retry_after = Some(delay);
+        self.deadline = Some(tokio::time::Instant::now() + delay);
     }
 }
 
@@ -456,9 +499,9 @@ mod tests {
         }
     }
 
-    /// A real SQLite file whose `prompts` table goes away for a while: while it is gone, every
-    /// transaction fails, so starts are refused and records wait; once it is back, the waiting
-    /// records are written.
+    /// A real SQLite file whose `prompts` table goes away for a while: the records that need it
+    /// wait and are written once it is back, and starts meanwhile are not held up by them. A
+    /// start that cannot be written is refused.
     #[tokio::test]
     async fn records_of_a_failed_transaction_are_written_when_the_database_is_back() {
         let path = std::env::temp_dir().join(format!(
@@ -470,9 +513,10 @@ mod tests {
         store.migrate().await.unwrap();
         let recorder = Recorder::start(store.clone(), true);
         let mut admin = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
 
         recorder.begin(start("kept")).await.unwrap();
-        sqlx::query("ALTER TABLE prompts RENAME TO prompts_away")
+        sqlx::raw_sql(sqlx::AssertSqlSafe(rename("prompts", "prompts_away")))
             .execute(&mut admin)
             .await
             .unwrap();
@@ -484,18 +528,19 @@ mod tests {
             attempts: 1,
             error: None,
         });
-        let refused = recorder.begin(start("refused")).await;
-        assert!(
-            refused.is_err(),
-            "a start in a failing transaction is refused"
-        );
+        // Past the records' linger: their transaction fails and they wait for a retry.
+        tokio::time::sleep(RECORDS_LINGER * 5).await;
+        recorder
+            .begin(start("meanwhile"))
+            .await
+            .expect("a start does not wait for failed records");
 
-        sqlx::query("ALTER TABLE prompts_away RENAME TO prompts")
+        sqlx::raw_sql(sqlx::AssertSqlSafe(rename("prompts_away", "prompts")))
             .execute(&mut admin)
             .await
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let kept = loop {
+        let page = loop {
             let page = store
                 .interceptions(&InterceptionFilter::default())
                 .await
@@ -506,10 +551,21 @@ mod tests {
             assert!(Instant::now() < deadline, "the records were not retried");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let ids: Vec<&str> = kept.items.iter().map(|i| i.id.as_str()).collect();
-        assert_eq!(ids, ["kept"], "the refused start was not written later");
-        assert_eq!(kept.items[0].prompts, ["hi"]);
-        assert_eq!(kept.items[0].outcome.as_deref(), Some("completed"));
+        let mut ids: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["kept", "meanwhile"]);
+        let kept = page.items.iter().find(|i| i.id == "kept").unwrap();
+        assert_eq!(kept.prompts, ["hi"]);
+        assert_eq!(kept.outcome.as_deref(), Some("completed"));
+
+        sqlx::raw_sql(sqlx::AssertSqlSafe(rename("interceptions", "gone")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        assert!(
+            recorder.begin(start("refused")).await.is_err(),
+            "a start that cannot be written is refused"
+        );
 
         recorder.shutdown().await;
         store.close().await;

@@ -47,6 +47,10 @@ impl SqliteStore {
     /// Opens (creating if missing) the database at `url`. Does not migrate.
     ///
     /// A file gets WAL journaling, `synchronous = NORMAL`, a 5 s busy timeout and foreign keys.
+    /// A new file gets 1 KiB pages instead of 4 KiB: a recorded request adds a row or two to
+    /// several tables and indexes, and each commit writes every page it touched to the WAL
+    /// whole, so smaller pages cut the bytes written (and later synced) per request about
+    /// threefold.
     /// Interceptions and their records are written by a thread of their own, which also
     /// owns checkpointing; migrations, users and tokens through one sqlx connection; reads
     /// through a small pool of their own. An in-memory database lives in one connection that
@@ -57,7 +61,8 @@ impl SqliteStore {
             .create_if_missing(true)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
-            .synchronous(SqliteSynchronous::Normal);
+            .synchronous(SqliteSynchronous::Normal)
+            .page_size(1024);
         if is_memory(url) {
             let pool = single_connection(options).await?;
             let pools = shared::Pools {
