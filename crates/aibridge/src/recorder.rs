@@ -1,9 +1,8 @@
 //! Where a request is recorded. The start of every interception is written before the upstream
 //! call (a request that cannot be recorded is refused); everything else — attempts, usage,
 //! prompts, tool calls, thoughts, the end — is queued and written off the request path. One
-//! background writer commits both: each transaction carries the starts of the requests waiting
-//! to go upstream and the records queued meanwhile, so a start never waits behind a separate
-//! records transaction, and a busy gateway commits once per batch rather than once per request.
+//! background writer commits both, starts at once and records a little later, many requests'
+//! records together (see [`write_queued`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,8 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::GatewayError;
 use crate::failover::AttemptRecord;
 
-/// Starts and records per write transaction, at most (records carried over from a failed
-/// transaction come on top).
+/// Queued starts and records taken from the queue at a time.
 const MAX_BATCH: usize = 512;
 
 /// While the database is unreachable, records wait in memory to be retried, up to this many;
