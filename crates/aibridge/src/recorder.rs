@@ -2,7 +2,7 @@
 //! call (a request that cannot be recorded is refused); everything else — attempts, usage,
 //! prompts, tool calls, thoughts, the end — is queued and written off the request path. One
 //! background writer commits both, starts at once and records a little later, many requests'
-//! records together (see [`write_queued`]).
+//! records together (see `write_queued`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
