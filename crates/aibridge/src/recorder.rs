@@ -71,15 +71,6 @@ pub struct Recorder {
     enabled: bool,
 }
 
-impl std::fmt::Debug for Queued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Start(start, _) => write!(f, "Start({})", start.id),
-            Self::Record(record) => write!(f, "Record({})", record.kind()),
-        }
-    }
-}
-
 impl Recorder {
     /// Starts the background writer (a recorder that is not `enabled` writes nothing).
     pub fn start(store: Arc<dyn Store>, enabled: bool) -> Arc<Self> {

@@ -77,15 +77,6 @@ pub(crate) struct SqliteWriter {
     finished: Mutex<Vec<oneshot::Receiver<()>>>,
 }
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("starts", &self.batch.starts.len())
-            .field("records", &self.batch.records.len())
-            .finish()
-    }
-}
-
 impl SqliteWriter {
     /// Opens the write and checkpoint connections of an existing WAL-mode database file.
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
