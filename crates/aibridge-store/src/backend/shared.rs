@@ -12,8 +12,8 @@ use crate::backend::sql::{self, batch_outcome, unknown_interception};
 use crate::error::{RecordFailure, StoreError, db, db_message};
 use crate::types::{
     AttemptView, CredentialKind, GroupBy, InterceptionDetail, InterceptionFilter, InterceptionPage,
-    NewInterception, NewToken, Record, WriteBatch, RequestKind, ThoughtView, TokenInfo, ToolCallView,
-    UnixMillis, UsageFilter, UsageRow, UsageView, User,
+    NewInterception, NewToken, Record, RequestKind, ThoughtView, TokenInfo, ToolCallView,
+    UnixMillis, UsageFilter, UsageRow, UsageView, User, WriteBatch,
 };
 
 type Conn = <Db as sqlx::Database>::Connection;
