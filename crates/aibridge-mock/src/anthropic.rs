@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use crate::route::{
+use crate::body::{
     Ctx, Endpoint, Outcome, TEXT, input_tokens, output_tokens, parse_object, piece, sse_event,
 };
 

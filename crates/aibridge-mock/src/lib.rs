@@ -18,6 +18,7 @@
 //! "-mock", ".").
 
 mod anthropic;
+mod body;
 mod openai;
 mod reply;
 mod route;
@@ -43,7 +44,7 @@ use tokio::task::JoinHandle;
 
 pub use reply::{DEFAULT_DELTAS, MidStreamFailure, Reply, SeenRequest};
 
-use route::{Ctx, Outcome};
+use body::{Ctx, Outcome};
 
 /// Server-wide settings of a mock, for load tests. The default is the plain test mock: no added
 /// latency, the replies' own stream settings, every request recorded.
@@ -474,13 +475,13 @@ fn respond(route: &route::Route, ctx: &Ctx<'_>, reply: &Reply, too_large: bool) 
         let text = reply
             .body
             .clone()
-            .unwrap_or_else(|| route::ordered_json(&dialect.error_body(status.as_u16(), None)));
+            .unwrap_or_else(|| body::ordered_json(&dialect.error_body(status.as_u16(), None)));
         plain(status, JSON, text)
     } else if too_large {
         plain(
             StatusCode::PAYLOAD_TOO_LARGE,
             JSON,
-            route::ordered_json(&dialect.error_body(413, None)),
+            body::ordered_json(&dialect.error_body(413, None)),
         )
     } else {
         match dialect.respond(&route.endpoint, ctx) {
@@ -488,7 +489,7 @@ fn respond(route: &route::Route, ctx: &Ctx<'_>, reply: &Reply, too_large: bool) 
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
                 match (&reply.body, status == StatusCode::OK) {
                     (Some(raw), true) => plain(status, JSON, raw.clone()),
-                    _ => plain(status, JSON, route::ordered_json(&body)),
+                    _ => plain(status, JSON, body::ordered_json(&body)),
                 }
             }
             Outcome::Stream {

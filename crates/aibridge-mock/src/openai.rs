@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use crate::route::{
+use crate::body::{
     CREATED, Ctx, Endpoint, Outcome, TEXT, input_tokens, ordered_json, output_tokens, parse_object,
     piece, sse_data, sse_event,
 };

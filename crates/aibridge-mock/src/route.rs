@@ -3,10 +3,10 @@
 //!
 //! Adding a route = one row in [`ROUTES`] plus (for a new endpoint) a generator in the dialect's module.
 
-use bytes::Bytes;
 use http::{HeaderMap, Method};
 use serde_json::Value;
 
+use crate::body::{Ctx, Endpoint, Outcome};
 use crate::{anthropic, openai};
 
 /// The API dialect of a route: decides the success bodies, the error JSON and the SSE framing.
@@ -14,25 +14,6 @@ use crate::{anthropic, openai};
 pub(crate) enum Dialect {
     Anthropic,
     OpenAi,
-}
-
-/// What a route serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Endpoint {
-    /// Anthropic `POST /v1/messages`.
-    Messages,
-    /// Anthropic `POST /v1/messages/count_tokens`.
-    CountTokens,
-    /// `GET /v1/models` (shape per dialect).
-    ListModels,
-    /// `GET /v1/models/{id}` (shape per dialect).
-    GetModel(String),
-    /// OpenAI `POST /v1/chat/completions`.
-    ChatCompletions,
-    /// OpenAI `POST /v1/responses`.
-    Responses,
-    /// No such route: the dialect's 404.
-    NotFound,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,29 +166,6 @@ pub(crate) fn resolve(method: &Method, path: &str, headers: &HeaderMap) -> Route
     }
 }
 
-/// Per-request inputs of the body generators.
-pub(crate) struct Ctx<'a> {
-    pub method: &'a str,
-    pub path: &'a str,
-    /// Sequence number of the request (1-based, reset by `reset`): ids are `..._mock_<seq>`.
-    pub seq: u64,
-    pub body: &'a [u8],
-    /// Effective number of text deltas (also the base of the output token count).
-    pub deltas: usize,
-}
-
-/// What a generator produced.
-pub(crate) enum Outcome {
-    /// A JSON response (success or a validation error).
-    Json { status: u16, body: Value },
-    /// A streaming success: one SSE frame per event, and the frame to send instead of the rest
-    /// on a mid-stream `ErrorEvent` failure (`error_frame(events_already_sent)`).
-    Stream {
-        frames: Vec<Bytes>,
-        error_frame: fn(usize) -> Bytes,
-    },
-}
-
 impl Dialect {
     /// The provider's error JSON for `status`, with `message` or a default one.
     pub(crate) fn error_body(self, status: u16, message: Option<&str>) -> Value {
@@ -232,103 +190,6 @@ impl Dialect {
             Dialect::OpenAi => openai::respond(endpoint, ctx),
         }
     }
-}
-
-/// Input tokens of a request with `items` messages/input items: `10 + items`.
-pub(crate) fn input_tokens(items: usize) -> u64 {
-    10 + items as u64
-}
-
-/// Output tokens of a success with `deltas` text deltas: `2 * deltas`.
-pub(crate) fn output_tokens(deltas: usize) -> u64 {
-    2 * deltas as u64
-}
-
-/// The text pieces of the deltas: cycles over these five, whose concatenation is [`TEXT`].
-pub(crate) const PIECES: [&str; 5] = ["Hello", " from", " aibridge", "-mock", "."];
-
-/// The text of a blocking success.
-pub(crate) const TEXT: &str = "Hello from aibridge-mock.";
-
-/// Text of delta `i` (0-based).
-pub(crate) fn piece(i: usize) -> &'static str {
-    PIECES[i % PIECES.len()]
-}
-
-/// Fixed `created` timestamp (seconds) of generated objects.
-pub(crate) const CREATED: u64 = 1_735_689_600;
-
-/// Parses a request body as a JSON object, or gives the problem.
-pub(crate) fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, String> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err("Input should be a valid dictionary or object".to_owned()),
-        Err(e) => Err(format!("Invalid JSON: {e}")),
-    }
-}
-
-/// `event: <name>\ndata: <json>\n\n`.
-pub(crate) fn sse_event(name: &str, data: &Value) -> Bytes {
-    Bytes::from(format!("event: {name}\ndata: {}\n\n", ordered_json(data)))
-}
-
-/// Keys written first in every object, in this order, like the real providers do (`id`, then
-/// `type`/`object`); the other keys follow alphabetically.
-const FIRST_KEYS: [&str; 3] = ["id", "type", "object"];
-
-/// Compact JSON with [`FIRST_KEYS`] first in each object (serde_json's maps are sorted).
-pub(crate) fn ordered_json(value: &Value) -> String {
-    let mut out = Vec::with_capacity(256);
-    write_ordered(value, &mut out);
-    // serde_json writes UTF-8 only; the fallback is never taken.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
-/// serde_json's compact encoding of a string or scalar (its escaping), appended to `out`.
-fn write_json<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
-    // Writing a string or a scalar to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, v);
-}
-
-fn write_ordered(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            out.push(b'{');
-            let first = FIRST_KEYS
-                .iter()
-                .filter_map(|k| map.get_key_value(*k))
-                .map(|(k, v)| (k.as_str(), v));
-            let rest = map
-                .iter()
-                .filter(|(k, _)| !FIRST_KEYS.contains(&k.as_str()))
-                .map(|(k, v)| (k.as_str(), v));
-            for (i, (k, v)) in first.chain(rest).enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json(k, out);
-                out.push(b':');
-                write_ordered(v, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_ordered(v, out);
-            }
-            out.push(b']');
-        }
-        scalar => write_json(scalar, out),
-    }
-}
-
-/// `data: <payload>\n\n`.
-pub(crate) fn sse_data(payload: &str) -> Bytes {
-    Bytes::from(format!("data: {payload}\n\n"))
 }
 
 #[cfg(test)]
@@ -399,24 +260,5 @@ mod tests {
             list(&headers(&[("authorization", "Basic k")])),
             Dialect::Anthropic
         );
-    }
-
-    #[test]
-    fn ordered_json_puts_id_type_object_first() {
-        let v = serde_json::json!({"b": 1, "type": "t", "a": [{"z": null, "id": "x"}], "id": "i", "object": "o"});
-        assert_eq!(
-            ordered_json(&v),
-            r#"{"id":"i","type":"t","object":"o","a":[{"id":"x","z":null}],"b":1}"#
-        );
-        let s = serde_json::json!({"q": "a\"b\n"});
-        assert_eq!(ordered_json(&s), s.to_string());
-    }
-
-    #[test]
-    fn usage_rule() {
-        assert_eq!(input_tokens(3), 13);
-        assert_eq!(output_tokens(5), 10);
-        let text: String = (0..5).map(piece).collect();
-        assert_eq!(text, TEXT);
     }
 }

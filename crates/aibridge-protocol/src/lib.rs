@@ -1,17 +1,41 @@
 //! Wire-level pieces of the provider APIs that aibridge relays: the little it must read from a
-//! request body, error bodies in each provider's dialect, and SSE framing.
+//! request body, error bodies in each provider's dialect, SSE framing, and what is recorded from
+//! bodies and streams.
 //!
-//! Pure and IO-free. Request and response bodies are kept as raw bytes everywhere else so that
-//! fields aibridge does not model survive untouched; this crate only peeks into them.
+//! Each bridged API's wire rules live in one module (`anthropic_messages`, `openai_chat`,
+//! `openai_responses`), reached through [`Api`]. Pure and IO-free. Request and response bodies
+//! are kept as raw bytes everywhere else so that fields aibridge does not model survive
+//! untouched; this crate only peeks into them.
 
+mod anthropic_messages;
+mod api;
 mod errors;
 mod observe;
+mod openai_chat;
+mod openai_responses;
 mod request;
+mod rules;
 mod sse;
 
+pub use api::Api;
 pub use errors::{Dialect, ErrorKind};
-pub use observe::{
-    ApiShape, Observation, StreamObserver, Thought, ToolCall, Usage, observe_body, prompt_of,
-};
-pub use request::{BadRequest, RequestSummary, ensure_stream_usage, summarize_request};
+pub use observe::{Observation, StreamObserver, Thought, ToolCall, Usage};
+pub use openai_chat::ensure_stream_usage;
+pub use request::{BadRequest, BodyRefused, RequestSummary, summarize_request};
 pub use sse::{SseDecoder, SseEvent, encode_event};
+
+#[cfg(test)]
+mod test_support {
+    use crate::{Api, Observation, SseDecoder};
+
+    /// Feeds every event of `text` to a fresh observer of `api`.
+    pub fn observe_stream(api: Api, text: &str) -> Observation {
+        let mut decoder = SseDecoder::new();
+        decoder.push(text.as_bytes());
+        let mut observer = api.stream_observer();
+        while let Some(event) = decoder.next_event() {
+            observer.observe(&event);
+        }
+        observer.finish()
+    }
+}

@@ -32,6 +32,15 @@ pub enum BadRequest {
     InvalidStreamOptions,
 }
 
+/// Why a request body cannot be bridged: a client mistake, or something the gateway does not do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyRefused {
+    #[error(transparent)]
+    Bad(#[from] BadRequest),
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
 /// Only the two fields are materialised; serde skips the rest without allocating.
 #[derive(Deserialize)]
 struct Peek {
@@ -76,49 +85,6 @@ fn optional_bool(value: Option<Value>) -> Option<bool> {
         None | Some(Value::Null) => Some(false),
         Some(Value::Bool(b)) => Some(b),
         Some(_) => None,
-    }
-}
-
-#[derive(Deserialize)]
-struct StreamOptionsPeek {
-    stream_options: Option<Value>,
-}
-
-/// Makes an OpenAI Chat Completions streaming request ask for usage
-/// (`stream_options.include_usage = true`) so the gateway always learns the token counts.
-/// The common case — no `stream_options` — is a byte splice that leaves the rest of the body
-/// exactly as the client wrote it; otherwise only `stream_options` is rewritten.
-pub fn ensure_stream_usage(body: &[u8]) -> Result<Vec<u8>, BadRequest> {
-    let peek: StreamOptionsPeek =
-        serde_json::from_slice(body).map_err(|e| BadRequest::NotJson(e.to_string()))?;
-    match peek.stream_options {
-        None | Some(Value::Null) => {
-            let Some(open) = body.iter().position(|b| *b == b'{') else {
-                return Err(BadRequest::NotAnObject);
-            };
-            let rest = &body[open + 1..];
-            let empty_object = rest.iter().all(|b| b.is_ascii_whitespace() || *b == b'}');
-            let mut out = Vec::with_capacity(body.len() + 40);
-            out.extend_from_slice(&body[..=open]);
-            out.extend_from_slice(br#""stream_options":{"include_usage":true}"#);
-            if !empty_object {
-                out.push(b',');
-            }
-            out.extend_from_slice(rest);
-            Ok(out)
-        }
-        Some(Value::Object(options))
-            if options.get("include_usage") == Some(&Value::Bool(true)) =>
-        {
-            Ok(body.to_vec())
-        }
-        Some(Value::Object(_)) => {
-            let mut value: Value =
-                serde_json::from_slice(body).map_err(|e| BadRequest::NotJson(e.to_string()))?;
-            value["stream_options"]["include_usage"] = Value::Bool(true);
-            Ok(value.to_string().into_bytes())
-        }
-        Some(_) => Err(BadRequest::InvalidStreamOptions),
     }
 }
 
@@ -191,41 +157,6 @@ mod tests {
         assert_eq!(
             summarize_request(br#"{"model":"m","background":1}"#),
             Err(BadRequest::InvalidBackground)
-        );
-    }
-
-    fn usage_forced(body: &str) -> String {
-        String::from_utf8(ensure_stream_usage(body.as_bytes()).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn stream_usage_is_spliced_in_without_touching_the_rest() {
-        let body = r#"{"model":"gpt-x", "stream":true,"messages":[{"role":"user","content":"hi"}],"n":1.50}"#;
-        assert_eq!(
-            usage_forced(body),
-            r#"{"stream_options":{"include_usage":true},"model":"gpt-x", "stream":true,"messages":[{"role":"user","content":"hi"}],"n":1.50}"#
-        );
-        assert_eq!(
-            usage_forced(" { } "),
-            r#" {"stream_options":{"include_usage":true} } "#
-        );
-    }
-
-    #[test]
-    fn stream_usage_already_on_is_left_alone_and_off_is_turned_on() {
-        let on = r#"{"model":"m","stream_options":{"include_usage":true}}"#;
-        assert_eq!(usage_forced(on), on);
-        let off: Value = serde_json::from_str(&usage_forced(
-            r#"{"model":"m","stream_options":{"include_usage":false,"x":1}}"#,
-        ))
-        .unwrap();
-        assert_eq!(
-            off["stream_options"],
-            serde_json::json!({"include_usage": true, "x": 1})
-        );
-        assert_eq!(
-            ensure_stream_usage(br#"{"model":"m","stream_options":5}"#),
-            Err(BadRequest::InvalidStreamOptions)
         );
     }
 

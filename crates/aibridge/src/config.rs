@@ -14,9 +14,6 @@ use crate::provider::ProviderKind;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://aibridge.db";
-pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
-pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
-pub const DEFAULT_COPILOT_BASE_URL: &str = "https://api.individual.githubcopilot.com";
 /// Matches the reference's limit; larger bodies get 413.
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: usize = 32 * 1024 * 1024;
 
@@ -776,7 +773,10 @@ mod tests {
         let config = parse(text, &[("AIBRIDGE_OPENAI_KEYS", "o1")]).unwrap();
         let names: Vec<_> = config.providers.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["anthropic-eu", "openai"]);
-        assert_eq!(config.providers[1].base_url, DEFAULT_OPENAI_BASE_URL);
+        assert_eq!(
+            config.providers[1].base_url,
+            crate::provider::DEFAULT_OPENAI_BASE_URL
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! caller's dialect in exactly one place (`GatewayError::into_response`).
 
 use aibridge_keypool::{Exhausted, StoreError};
-use aibridge_protocol::{BadRequest, Dialect, ErrorKind};
+use aibridge_protocol::{BadRequest, BodyRefused, Dialect, ErrorKind};
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
@@ -53,7 +53,26 @@ pub enum GatewayError {
     NotImplemented(&'static str),
 }
 
+impl From<BodyRefused> for GatewayError {
+    fn from(refused: BodyRefused) -> Self {
+        match refused {
+            BodyRefused::Bad(bad) => Self::BadRequest(bad),
+            BodyRefused::Unsupported(what) => Self::NotImplemented(what),
+        }
+    }
+}
+
 impl GatewayError {
+    /// A call or a body read that failed in transport: 504 when it ran out of time, 502
+    /// otherwise.
+    pub fn from_transport(error: &reqwest::Error) -> Self {
+        if error.is_timeout() {
+            Self::UpstreamTimeout
+        } else {
+            Self::UpstreamUnreachable(describe_transport_error(error))
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) | Self::BodyRead(_) => StatusCode::BAD_REQUEST,

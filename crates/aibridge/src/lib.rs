@@ -1,27 +1,24 @@
-//! The aibridge gateway. A request's path through this crate:
+//! The aibridge gateway. A request's path through this crate, one folder per step:
 //!
-//! `routes` (entry, split by provider name) → `bridge` for bridged APIs, `passthrough` for
-//! allow-listed endpoints (body checks, who pays via `auth`, headers via `headers`) →
-//! `failover` (key walker, one attempt per key) → `bridge` / `stream_relay` / `passthrough`
-//! (the answer relayed to the client). `probe` re-validates disabled keys in the
-//! background; `server` wires it together; `cli` is the binary's edge.
+//! `ingress` (where a request enters: the router, the bridged and passthrough handlers, the
+//! operator API) → `intake` (who is calling and who pays, headers, the body within its limit) →
+//! `upstream` (the one HTTP client, the failover loop that picks a key per attempt, the probe
+//! that re-validates disabled keys) → `relay` (the answer back to the client: blocking, streamed
+//! event by event, or passed through) → `record` (the request's record and the writer that
+//! commits it). `state` holds what every request shares; `serve` runs it; `cli` is the binary's
+//! edge.
 
-pub mod admin;
-pub mod auth;
-pub mod bridge;
 pub mod cli;
-pub mod client;
 pub mod config;
-pub mod demo;
 pub mod error;
-pub mod failover;
-pub mod headers;
-pub mod passthrough;
-pub mod probe;
+pub mod ingress;
+pub mod intake;
 pub mod provider;
-pub mod recorder;
-pub mod routes;
-pub mod server;
-pub mod stream_relay;
+pub mod record;
+pub mod relay;
+pub mod serve;
+pub mod state;
 pub mod telemetry;
+pub mod time;
 pub mod upstream;
+pub mod usage_report;

@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
-use aibridge_keypool::KeyPool;
-use aibridge_protocol::Dialect;
+use aibridge_keypool::{ApiKey, KeyPool};
+use aibridge_protocol::{Api, Dialect};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use crate::bridge::BridgedApi;
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+pub const DEFAULT_COPILOT_BASE_URL: &str = "https://api.individual.githubcopilot.com";
 
 /// The API family an instance speaks; decides routes, auth header and error dialect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,9 +40,9 @@ impl ProviderKind {
 
     pub fn default_base_url(self) -> &'static str {
         match self {
-            Self::Anthropic => crate::config::DEFAULT_ANTHROPIC_BASE_URL,
-            Self::OpenAi => crate::config::DEFAULT_OPENAI_BASE_URL,
-            Self::Copilot => crate::config::DEFAULT_COPILOT_BASE_URL,
+            Self::Anthropic => DEFAULT_ANTHROPIC_BASE_URL,
+            Self::OpenAi => DEFAULT_OPENAI_BASE_URL,
+            Self::Copilot => DEFAULT_COPILOT_BASE_URL,
         }
     }
 
@@ -73,16 +76,39 @@ impl ProviderKind {
         }
     }
 
+    /// The bridged APIs this type serves.
+    pub fn apis(self) -> &'static [Api] {
+        match self {
+            Self::Anthropic => &[Api::AnthropicMessages],
+            Self::OpenAi | Self::Copilot => &[Api::OpenAiChat, Api::OpenAiResponses],
+        }
+    }
+
     /// The bridged API served at `upstream_path` (the client's path after `/<name>` and the
     /// client path prefix), if any.
-    pub fn bridged_api(self, upstream_path: &str) -> Option<BridgedApi> {
-        match (self, upstream_path) {
-            (Self::Anthropic, "/v1/messages") => Some(BridgedApi::Messages),
-            (Self::OpenAi | Self::Copilot, "/chat/completions") => {
-                Some(BridgedApi::ChatCompletions)
+    pub fn bridged_api(self, upstream_path: &str) -> Option<Api> {
+        self.apis()
+            .iter()
+            .copied()
+            .find(|api| api.path() == upstream_path)
+    }
+
+    /// Puts a pool key where the provider expects it: Anthropic `x-api-key`, OpenAI
+    /// `Authorization: Bearer`.
+    pub fn attach_key(self, headers: &mut HeaderMap, key: &ApiKey) {
+        let (name, value) = match self {
+            Self::Anthropic => (
+                HeaderName::from_static("x-api-key"),
+                key.expose().to_string(),
+            ),
+            Self::OpenAi | Self::Copilot => {
+                (header::AUTHORIZATION, format!("Bearer {}", key.expose()))
             }
-            (Self::OpenAi | Self::Copilot, "/responses") => Some(BridgedApi::Responses),
-            _ => None,
+        };
+        // Validated at config load: keys hold no whitespace or control characters.
+        if let Ok(mut value) = HeaderValue::from_str(&value) {
+            value.set_sensitive(true);
+            headers.insert(name, value);
         }
     }
 
@@ -199,5 +225,43 @@ mod tests {
             assert!(!anthropic.passthrough_allowed(escape), "{escape}");
         }
         assert!(!ProviderKind::Copilot.passthrough_allowed("/chat"));
+    }
+
+    #[test]
+    fn bridged_apis_by_path() {
+        assert_eq!(
+            ProviderKind::Anthropic.bridged_api("/v1/messages"),
+            Some(Api::AnthropicMessages)
+        );
+        assert_eq!(ProviderKind::Anthropic.bridged_api("/responses"), None);
+        assert_eq!(
+            ProviderKind::Copilot.bridged_api("/responses"),
+            Some(Api::OpenAiResponses)
+        );
+        assert_eq!(
+            ProviderKind::OpenAi.bridged_api("/chat/completions"),
+            Some(Api::OpenAiChat)
+        );
+    }
+
+    #[test]
+    fn attach_key_per_provider() {
+        let key = ApiKey::new("sk-pool-1");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer stale"),
+        );
+        ProviderKind::Anthropic.attach_key(&mut h, &key);
+        assert_eq!(h["x-api-key"], "sk-pool-1");
+        assert_eq!(
+            h[header::AUTHORIZATION],
+            "Bearer stale",
+            "Anthropic leaves Authorization alone"
+        );
+        let mut h = HeaderMap::new();
+        ProviderKind::OpenAi.attach_key(&mut h, &key);
+        assert_eq!(h[header::AUTHORIZATION], "Bearer sk-pool-1");
+        assert!(h[header::AUTHORIZATION].is_sensitive());
     }
 }

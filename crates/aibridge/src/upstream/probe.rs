@@ -9,22 +9,26 @@ use aibridge_keypool::{PoolKey, ProbeOutcome};
 use http::HeaderMap;
 use tokio_util::sync::CancellationToken;
 
-use crate::headers::attach_key;
 use crate::provider::{Provider, ProviderKind};
-use crate::server::AppState;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
+/// Probes due keys of every provider's pool until `stop`; `initial_interval` is the shortest
+/// configured probe interval.
+pub async fn run(
+    client: reqwest::Client,
+    providers: Vec<Arc<Provider>>,
+    initial_interval: Duration,
+    stop: CancellationToken,
+) {
     // Often enough for the shortest configured interval, at most once a second.
-    let tick = (state.config.key_pool.probe_initial_interval / 4)
-        .clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let tick = (initial_interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(tick) => {}
         }
-        for provider in state.providers.values() {
+        for provider in &providers {
             let Some(pool) = &provider.pool else { continue };
             let due = match pool.due_for_probe().await {
                 Ok(due) => due,
@@ -34,7 +38,7 @@ pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
                 }
             };
             for key in due {
-                let outcome = probe(&state.client, provider, &key).await;
+                let outcome = probe(&client, provider, &key).await;
                 if let Err(e) = pool.record_probe(&key, outcome).await {
                     tracing::warn!(provider = %provider.name, error = %e, "cannot record probe result");
                     continue;
@@ -63,7 +67,7 @@ pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
 
 async fn probe(client: &reqwest::Client, provider: &Provider, key: &PoolKey) -> ProbeOutcome {
     let mut headers = HeaderMap::new();
-    attach_key(&mut headers, provider.kind, &key.secret);
+    provider.kind.attach_key(&mut headers, &key.secret);
     if provider.kind == ProviderKind::Anthropic {
         headers.insert(
             "anthropic-version",

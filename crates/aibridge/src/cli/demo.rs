@@ -10,7 +10,8 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::server::{AppState, Gateway, shutdown_signal};
+use crate::serve::{Gateway, shutdown_signal};
+use crate::state::AppState;
 
 const RATE_LIMITED_KEY: &str = "sk-demo-primary-rate-limited";
 const HEALTHY_KEY: &str = "sk-demo-fallback-healthy";

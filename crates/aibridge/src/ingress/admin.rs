@@ -13,10 +13,10 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
 
-use crate::cli::GroupArg;
 use crate::error::GatewayError;
-use crate::recorder::now_millis;
-use crate::server::AppState;
+use crate::state::AppState;
+use crate::time::now_millis;
+use crate::usage_report::{Grouping, parse_point, usage_json};
 
 /// Answers the request with `work` if the caller is an admin, with the error otherwise.
 async fn as_admin<F>(state: &AppState, headers: &HeaderMap, work: F) -> Response
@@ -37,10 +37,7 @@ fn bad_query(message: String) -> GatewayError {
 fn time_param(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, GatewayError> {
     params
         .get(name)
-        .map(|text| {
-            crate::cli::parse_point(text, now_millis())
-                .map_err(|e| bad_query(format!("{name}: {e}")))
-        })
+        .map(|text| parse_point(text, now_millis()).map_err(|e| bad_query(format!("{name}: {e}"))))
         .transpose()
 }
 
@@ -53,12 +50,8 @@ pub async fn usage(
     as_admin(&state, &headers, async {
         let by_name = params.get("by").map(String::as_str).unwrap_or("user");
         // The same group names as `aibridge usage --by`.
-        let by: GroupBy = <GroupArg as clap::ValueEnum>::from_str(by_name, false)
-            .map_err(|_| {
-                bad_query(format!(
-                    "by: `{by_name}` is not one of user, model, key, day, provider"
-                ))
-            })?
+        let by: GroupBy = Grouping::parse(by_name)
+            .map_err(|e| bad_query(format!("by: {e}")))?
             .into();
         let filter = UsageFilter {
             since: time_param(&params, "since")?,
@@ -71,7 +64,7 @@ pub async fn usage(
             .usage(&filter, by)
             .await
             .map_err(GatewayError::Database)?;
-        Ok(Json(crate::cli::usage_json(&rows)).into_response())
+        Ok(Json(usage_json(&rows)).into_response())
     })
     .await
 }

@@ -4,14 +4,18 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use aibridge_store::{GroupBy, NewToken, Store, UsageFilter, UsageRow};
+use aibridge_store::{NewToken, Store, UsageFilter};
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, ProcessEnv};
-use crate::recorder::now_millis;
-use crate::server::{AppState, Gateway, open_store, shutdown_signal};
+use crate::serve::{Gateway, shutdown_signal};
+use crate::state::{AppState, open_store, redact_url};
 use crate::telemetry::{self, LogFormat};
+use crate::time::now_millis;
+use crate::usage_report::{Grouping, parse_point, usage_json, usage_table};
+
+mod demo;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -123,31 +127,10 @@ pub struct UsageArgs {
     pub user: Option<String>,
     /// Group the totals.
     #[arg(long, value_enum, default_value = "user")]
-    pub by: GroupArg,
+    pub by: Grouping,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum GroupArg {
-    User,
-    Model,
-    Key,
-    Day,
-    Provider,
-}
-
-impl From<GroupArg> for GroupBy {
-    fn from(group: GroupArg) -> Self {
-        match group {
-            GroupArg::User => GroupBy::User,
-            GroupArg::Model => GroupBy::Model,
-            GroupArg::Key => GroupBy::Key,
-            GroupArg::Day => GroupBy::Day,
-            GroupArg::Provider => GroupBy::Provider,
-        }
-    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -167,14 +150,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Demo { listen } => {
             telemetry::init(cli.log_format);
-            crate::demo::run(listen).await.context("demo")?;
+            demo::run(listen).await.context("demo")?;
         }
         Command::Migrate => {
             let config = load()?;
             let store = open_store(&config.database_url).await?;
             println!(
                 "database {} is up to date ({})",
-                crate::server::redact_url(&config.database_url),
+                redact_url(&config.database_url),
                 store.backend()
             );
         }
@@ -226,7 +209,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn token_command(store: &dyn Store, command: TokenCommand) -> anyhow::Result<()> {
     match command {
         TokenCommand::Create { user, label, admin } => {
-            let secret = crate::auth::new_token_secret()
+            let secret = crate::intake::auth::new_token_secret()
                 .map_err(|e| anyhow::anyhow!("no randomness from the operating system: {e}"))?;
             let id = format!("tok_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
             let token = store
@@ -235,7 +218,7 @@ async fn token_command(store: &dyn Store, command: TokenCommand) -> anyhow::Resu
                     user,
                     label,
                     admin,
-                    secret_hash: crate::auth::token_hash(&secret),
+                    secret_hash: crate::intake::auth::token_hash(&secret),
                     created_at: now_millis(),
                 })
                 .await?;
@@ -279,20 +262,6 @@ async fn token_command(store: &dyn Store, command: TokenCommand) -> anyhow::Resu
     Ok(())
 }
 
-/// `7d`, `24h`, `90m` ago, or a UTC date `YYYY-MM-DD`, as Unix milliseconds.
-pub fn parse_point(text: &str, now: i64) -> anyhow::Result<i64> {
-    if let Ok(date) = time::Date::parse(
-        text,
-        time::macros::format_description!("[year]-[month]-[day]"),
-    ) {
-        return Ok(date.midnight().assume_utc().unix_timestamp() * 1000);
-    }
-    let ago = humantime::parse_duration(text).with_context(|| {
-        format!("`{text}` is neither a duration like 7d nor a date like 2026-11-01")
-    })?;
-    Ok(now - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX).min(now))
-}
-
 fn format_time(millis: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(millis / 1000)
         .ok()
@@ -303,93 +272,12 @@ fn format_time(millis: i64) -> String {
         .unwrap_or_else(|| millis.to_string())
 }
 
-/// Totals over all rows, appended to reports.
-fn totals(rows: &[UsageRow]) -> UsageRow {
-    rows.iter().fold(
-        UsageRow {
-            group: "TOTAL".into(),
-            requests: 0,
-            failed_requests: 0,
-            failovers: 0,
-            input_tokens: 0,
-            output_tokens: 0,
-            cache_read_tokens: 0,
-            cache_write_tokens: 0,
-        },
-        |mut sum, row| {
-            sum.requests += row.requests;
-            sum.failed_requests += row.failed_requests;
-            sum.failovers += row.failovers;
-            sum.input_tokens += row.input_tokens;
-            sum.output_tokens += row.output_tokens;
-            sum.cache_read_tokens += row.cache_read_tokens;
-            sum.cache_write_tokens += row.cache_write_tokens;
-            sum
-        },
-    )
-}
-
-pub fn usage_json(rows: &[UsageRow]) -> serde_json::Value {
-    serde_json::json!({ "rows": rows, "totals": totals(rows) })
-}
-
-fn usage_table(rows: &[UsageRow], by: GroupArg) -> String {
-    use std::fmt::Write as _;
-    let header = format!("{by:?}").to_uppercase();
-    let mut lines = vec![[
-        header,
-        "REQUESTS".into(),
-        "FAILED".into(),
-        "FAILOVERS".into(),
-        "INPUT".into(),
-        "OUTPUT".into(),
-        "CACHE_READ".into(),
-        "CACHE_WRITE".into(),
-    ]];
-    let total = totals(rows);
-    for row in rows.iter().chain(std::iter::once(&total)) {
-        lines.push([
-            row.group.clone(),
-            row.requests.to_string(),
-            row.failed_requests.to_string(),
-            row.failovers.to_string(),
-            row.input_tokens.to_string(),
-            row.output_tokens.to_string(),
-            row.cache_read_tokens.to_string(),
-            row.cache_write_tokens.to_string(),
-        ]);
-    }
-    let widths: Vec<usize> = (0..8)
-        .map(|c| {
-            lines
-                .iter()
-                .map(|l| l[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for line in &lines {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-    }
-    out
-}
-
 /// Human-readable summary of a valid configuration.
 pub fn summary(config: &Config) -> String {
     use std::fmt::Write as _;
     let mut out = String::from("configuration is valid\n");
     let _ = writeln!(out, "listen: {}", config.listen);
-    let _ = writeln!(
-        out,
-        "database: {}",
-        crate::server::redact_url(&config.database_url)
-    );
+    let _ = writeln!(out, "database: {}", redact_url(&config.database_url));
     let _ = writeln!(
         out,
         "auth: {}",
@@ -416,40 +304,4 @@ pub fn summary(config: &Config) -> String {
         );
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn points_in_time() {
-        let now = 1_800_000_000_000;
-        assert_eq!(parse_point("7d", now).unwrap(), now - 7 * 86_400_000);
-        assert_eq!(parse_point("90m", now).unwrap(), now - 90 * 60_000);
-        assert_eq!(parse_point("2026-11-01", now).unwrap(), 1_793_491_200_000);
-        assert!(parse_point("last week", now).is_err());
-    }
-
-    #[test]
-    fn usage_table_has_totals() {
-        let row = |group: &str, requests| UsageRow {
-            group: group.into(),
-            requests,
-            failed_requests: 1,
-            failovers: 2,
-            input_tokens: 10,
-            output_tokens: 20,
-            cache_read_tokens: 0,
-            cache_write_tokens: 3,
-        };
-        let table = usage_table(&[row("alice", 3), row("bob", 4)], GroupArg::User);
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 4);
-        assert!(lines[0].starts_with("USER   REQUESTS"), "{table}");
-        assert_eq!(
-            lines[3].split_whitespace().collect::<Vec<_>>(),
-            ["TOTAL", "7", "2", "4", "20", "40", "0", "6"]
-        );
-    }
 }

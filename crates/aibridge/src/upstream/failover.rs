@@ -12,10 +12,10 @@ use aibridge_keypool::{PoolKey, Verdict, WalkError};
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 
-use crate::auth::Payer;
-use crate::error::{GatewayError, describe_transport_error};
-use crate::headers::attach_key;
+use crate::error::GatewayError;
+use crate::intake::Payer;
 use crate::provider::Provider;
+use crate::record::{AttemptRecord, Recording};
 
 /// One upstream request, ready to be sent with whichever key the pool hands out.
 pub struct UpstreamCall<'a> {
@@ -32,40 +32,21 @@ pub struct UpstreamCall<'a> {
     pub timeout: Option<Duration>,
 }
 
-/// What happened on one attempt, for logs and the request record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttemptRecord {
-    /// 1-based.
-    pub number: u32,
-    /// Masked hint of the pool key; `None` for BYOK.
-    pub key_hint: Option<String>,
-    pub status: Option<u16>,
-    /// Set when the key was taken out of rotation for this answer.
-    pub verdict: Option<Verdict>,
-    pub transport_error: Option<String>,
-    pub duration: Duration,
-}
-
 /// The upstream answered with something the caller relays (success or non-key error).
 #[derive(Debug)]
 pub struct Served {
     pub response: reqwest::Response,
     /// The key that got this answer; `None` for BYOK.
     pub key: Option<PoolKey>,
-    pub attempts: Vec<AttemptRecord>,
-}
-
-#[derive(Debug)]
-pub struct Failed {
-    pub error: GatewayError,
-    pub attempts: Vec<AttemptRecord>,
+    /// Attempts made, this one included.
+    pub attempts: u32,
 }
 
 impl UpstreamCall<'_> {
     fn request(&self, key: Option<&PoolKey>) -> reqwest::RequestBuilder {
         let mut headers = self.headers.clone();
         if let Some(key) = key {
-            attach_key(&mut headers, self.provider.kind, &key.secret);
+            self.provider.kind.attach_key(&mut headers, &key.secret);
         }
         let mut request = self
             .client
@@ -78,29 +59,33 @@ impl UpstreamCall<'_> {
         request
     }
 
-    /// Sends the call, failing over between pool keys when the payer is the pool.
-    pub async fn send(&self) -> Result<Served, Failed> {
-        let served = match self.payer {
-            Payer::Byok => self.send_once().await,
-            Payer::Pool => self.send_with_failover().await,
-        }?;
-        tracing::info!(
-            status = served.response.status().as_u16(),
-            attempts = served.attempts.len(),
-            key = served
-                .key
-                .as_ref()
-                .map(PoolKey::hint)
-                .unwrap_or_else(|| "byok".into()),
-            "upstream answered"
-        );
-        Ok(served)
+    /// Sends the call, failing over between pool keys when the payer is the pool. Each attempt
+    /// is recorded as it ends; a call that fails as a whole ends the record too.
+    pub async fn send(&self, recording: &mut Recording) -> Result<Served, GatewayError> {
+        let result = match self.payer {
+            Payer::Byok => self.send_once(recording).await,
+            Payer::Pool => self.send_with_failover(recording).await,
+        };
+        match &result {
+            Ok(served) => tracing::info!(
+                status = served.response.status().as_u16(),
+                attempts = served.attempts,
+                key = served
+                    .key
+                    .as_ref()
+                    .map(PoolKey::hint)
+                    .unwrap_or_else(|| "byok".into()),
+                "upstream answered"
+            ),
+            Err(error) => recording.failed(error),
+        }
+        result
     }
 
-    async fn send_once(&self) -> Result<Served, Failed> {
+    async fn send_once(&self, recording: &mut Recording) -> Result<Served, GatewayError> {
         let started = Instant::now();
         let result = self.request(None).send().await;
-        let mut record = AttemptRecord {
+        let mut attempt = AttemptRecord {
             number: 1,
             key_hint: None,
             status: None,
@@ -108,63 +93,50 @@ impl UpstreamCall<'_> {
             transport_error: None,
             duration: started.elapsed(),
         };
-        match result {
+        let outcome = match result {
             Ok(response) => {
-                record.status = Some(response.status().as_u16());
+                attempt.status = Some(response.status().as_u16());
                 Ok(Served {
                     response,
                     key: None,
-                    attempts: vec![record],
+                    attempts: 1,
                 })
             }
             Err(error) => {
-                let error = transport_failure(&error);
-                record.transport_error = Some(error.to_string());
-                Err(Failed {
-                    error,
-                    attempts: vec![record],
-                })
+                let error = GatewayError::from_transport(&error);
+                attempt.transport_error = Some(error.to_string());
+                Err(error)
             }
-        }
+        };
+        recording.attempt(&attempt);
+        outcome
     }
 
-    async fn send_with_failover(&self) -> Result<Served, Failed> {
+    async fn send_with_failover(&self, recording: &mut Recording) -> Result<Served, GatewayError> {
         let provider = self.provider;
         let Some(pool) = &provider.pool else {
-            return Err(Failed {
-                error: GatewayError::NoPool {
-                    provider: provider.name.clone(),
-                },
-                attempts: vec![],
+            return Err(GatewayError::NoPool {
+                provider: provider.name.clone(),
             });
         };
         let mut walker = pool.walker();
-        let mut attempts = Vec::new();
         loop {
             let key = match walker.next().await {
                 Ok(key) => key,
                 Err(WalkError::Exhausted(exhausted)) => {
                     tracing::warn!(
                         provider = %provider.name,
-                        attempts = attempts.len(),
+                        attempts = walker.attempts(),
                         error = %exhausted,
                         "key pool exhausted"
                     );
-                    return Err(Failed {
-                        error: exhausted.into(),
-                        attempts,
-                    });
+                    return Err(exhausted.into());
                 }
-                Err(WalkError::Store(e)) => {
-                    return Err(Failed {
-                        error: e.into(),
-                        attempts,
-                    });
-                }
+                Err(WalkError::Store(e)) => return Err(e.into()),
             };
             let started = Instant::now();
             let result = self.request(Some(&key)).send().await;
-            let mut record = AttemptRecord {
+            let mut attempt = AttemptRecord {
                 number: walker.attempts(),
                 key_hint: Some(key.hint()),
                 status: None,
@@ -176,39 +148,33 @@ impl UpstreamCall<'_> {
                 Ok(response) => response,
                 Err(error) => {
                     // Not the key's fault: a connection problem would hit every key alike.
-                    let error = transport_failure(&error);
-                    record.transport_error = Some(error.to_string());
-                    attempts.push(record);
-                    return Err(Failed { error, attempts });
+                    let error = GatewayError::from_transport(&error);
+                    attempt.transport_error = Some(error.to_string());
+                    recording.attempt(&attempt);
+                    return Err(error);
                 }
             };
             let status = response.status();
-            record.status = Some(status.as_u16());
+            attempt.status = Some(status.as_u16());
+            let served = |response| Served {
+                response,
+                key: Some(key.clone()),
+                attempts: walker.attempts(),
+            };
             if status.is_success() {
-                attempts.push(record);
-                return Ok(Served {
-                    response,
-                    key: Some(key),
-                    attempts,
-                });
+                recording.attempt(&attempt);
+                return Ok(served(response));
             }
             let outcome = match pool.mark(&key, status, response.headers()).await {
                 Ok(outcome) => outcome,
                 Err(e) => {
-                    attempts.push(record);
-                    return Err(Failed {
-                        error: e.into(),
-                        attempts,
-                    });
+                    recording.attempt(&attempt);
+                    return Err(e.into());
                 }
             };
             if !outcome.verdict.is_failover() {
-                attempts.push(record);
-                return Ok(Served {
-                    response,
-                    key: Some(key),
-                    attempts,
-                });
+                recording.attempt(&attempt);
+                return Ok(served(response));
             }
             log_failover(
                 &provider.name,
@@ -217,18 +183,10 @@ impl UpstreamCall<'_> {
                 outcome.verdict,
                 outcome.transitioned,
             );
-            record.verdict = Some(outcome.verdict);
-            attempts.push(record);
+            attempt.verdict = Some(outcome.verdict);
+            recording.attempt(&attempt);
             discard(response).await;
         }
-    }
-}
-
-fn transport_failure(error: &reqwest::Error) -> GatewayError {
-    if error.is_timeout() {
-        GatewayError::UpstreamTimeout
-    } else {
-        GatewayError::UpstreamUnreachable(describe_transport_error(error))
     }
 }
 

@@ -1,33 +1,36 @@
 //! Where a request enters: `/<provider-name>/<api path>` is split here and handed to the
-//! provider's bridged route or, for allow-listed endpoints, to passthrough; everything else is a
-//! 404 in the caller's dialect.
+//! provider's bridged route (`bridged`) or, for allow-listed endpoints, to `passthrough`;
+//! everything else is a 404 in the caller's dialect. The operator API is `admin`.
 
+mod admin;
+mod bridged;
+mod passthrough;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use aibridge_protocol::Dialect;
 use axum::Router;
-use std::net::SocketAddr;
-
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderMap, Method, StatusCode};
+use tracing::Instrument;
 
-use crate::bridge::{self, Incoming, RequestMeta};
 use crate::error::GatewayError;
-use crate::passthrough;
-use crate::server::AppState;
+use crate::intake::{Incoming, REQUEST_ID_HEADER, RequestMeta};
+use crate::state::AppState;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/api/v1/keys", get(crate::admin::list_keys))
-        .route("/api/v1/usage", get(crate::admin::usage))
-        .route("/api/v1/interceptions", get(crate::admin::interceptions))
+        .route("/api/v1/keys", get(admin::list_keys))
+        .route("/api/v1/usage", get(admin::usage))
+        .route("/api/v1/interceptions", get(admin::interceptions))
         .route(
             "/api/v1/keys/{provider}/{index}/enable",
-            axum::routing::post(crate::admin::enable_key),
+            axum::routing::post(admin::enable_key),
         )
         .fallback(dispatch)
         .with_state(state)
@@ -106,7 +109,7 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         body,
     };
     let result = match bridged {
-        Some(api) => bridge::handle(&state, provider, api, upstream_path, incoming).await,
+        Some(api) => bridged::handle(&state, provider, api, incoming).await,
         None => {
             passthrough::handle(
                 &state,
@@ -121,9 +124,7 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
     };
     let mut response = result.unwrap_or_else(|error| error.into_response(dialect));
     if let Ok(value) = request_id.parse() {
-        response
-            .headers_mut()
-            .insert(bridge::REQUEST_ID_HEADER, value);
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
 }
@@ -136,4 +137,14 @@ fn guess_dialect(headers: &HeaderMap) -> Dialect {
     } else {
         Dialect::OpenAi
     }
+}
+
+/// Runs a request's upstream work inside its span and logs how a failed one was answered.
+async fn in_request_span(
+    span: tracing::Span,
+    work: impl Future<Output = Result<Response, GatewayError>>,
+) -> Result<Response, GatewayError> {
+    work.instrument(span.clone()).await.inspect_err(|e| {
+        tracing::info!(parent: &span, status = e.status().as_u16(), error = %e, "request failed")
+    })
 }

@@ -1,10 +1,10 @@
-//! Which client headers travel upstream (spec §8.4) and how the credential is attached.
+//! Which client headers travel upstream (spec §8.4).
 
-use aibridge_keypool::ApiKey;
+use std::net::SocketAddr;
+
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use crate::auth::{GATEWAY_TOKEN_HEADER, Payer};
-use crate::provider::ProviderKind;
+use super::auth::{GATEWAY_TOKEN_HEADER, Payer};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), with `keep-alive` (see `is_hop_by_hop`): they describe
 /// one connection and never travel past a proxy, in either direction.
@@ -59,22 +59,19 @@ pub fn forwardable(client: &HeaderMap, payer: Payer) -> HeaderMap {
     out
 }
 
-/// Puts a pool key where the provider expects it: Anthropic `x-api-key`, OpenAI
-/// `Authorization: Bearer`.
-pub fn attach_key(headers: &mut HeaderMap, kind: ProviderKind, key: &ApiKey) {
-    let (name, value) = match kind {
-        ProviderKind::Anthropic => (
-            HeaderName::from_static("x-api-key"),
-            key.expose().to_string(),
-        ),
-        ProviderKind::OpenAi | ProviderKind::Copilot => {
-            (header::AUTHORIZATION, format!("Bearer {}", key.expose()))
-        }
-    };
-    // Validated at config load: keys hold no whitespace or control characters.
-    if let Ok(mut value) = HeaderValue::from_str(&value) {
-        value.set_sensitive(true);
-        headers.insert(name, value);
+/// Appends the client's address to the `X-Forwarded-For` chain it brought, if any.
+pub fn append_forwarded_for(headers: &mut HeaderMap, client: Option<SocketAddr>) {
+    let Some(client) = client else { return };
+    let ip = client.ip().to_string();
+    let chain = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .chain(std::iter::once(ip.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert("x-forwarded-for", value);
     }
 }
 
@@ -135,23 +132,15 @@ mod tests {
     }
 
     #[test]
-    fn attach_key_per_provider() {
-        let key = ApiKey::new("sk-pool-1");
+    fn forwarded_for_is_appended() {
         let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, Some("127.0.0.9:5000".parse().unwrap()));
+        assert_eq!(h["x-forwarded-for"], "127.0.0.9");
         h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer stale"),
+            "x-forwarded-for",
+            HeaderValue::from_static("10.0.0.1, 10.0.0.2"),
         );
-        attach_key(&mut h, ProviderKind::Anthropic, &key);
-        assert_eq!(h["x-api-key"], "sk-pool-1");
-        assert_eq!(
-            h[header::AUTHORIZATION],
-            "Bearer stale",
-            "Anthropic leaves Authorization alone"
-        );
-        let mut h = HeaderMap::new();
-        attach_key(&mut h, ProviderKind::OpenAi, &key);
-        assert_eq!(h[header::AUTHORIZATION], "Bearer sk-pool-1");
-        assert!(h[header::AUTHORIZATION].is_sensitive());
+        append_forwarded_for(&mut h, Some("[::1]:1".parse().unwrap()));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, ::1");
     }
 }

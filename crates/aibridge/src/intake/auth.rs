@@ -62,7 +62,7 @@ impl TokenVerifier for StoredTokens {
         }
         let found = self
             .0
-            .token_by_hash(&token_hash(token), crate::recorder::now_millis())
+            .token_by_hash(&token_hash(token), crate::time::now_millis())
             .await?;
         Ok(found.map(|t| Identity {
             user: t.user,

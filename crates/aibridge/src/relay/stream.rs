@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use aibridge_protocol::{ApiShape, Dialect, ErrorKind, SseDecoder, SseEvent, StreamObserver};
+use aibridge_protocol::{Api, SseDecoder, SseEvent};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -17,134 +17,7 @@ use futures_util::stream::BoxStream;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::error::{GatewayError, describe_transport_error};
-use crate::recorder::{Ending, Recording};
-
-/// The streaming API being relayed: how its stream says it is complete, and how a failure is
-/// told to its clients once the stream has started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamKind {
-    /// Ends with `event: message_stop` (or an upstream `event: error`).
-    AnthropicMessages,
-    /// Ends with `data: [DONE]`.
-    OpenAiChat,
-    /// Ends with `response.completed`, `response.failed`, `response.incomplete` or `error`.
-    OpenAiResponses,
-}
-
-impl StreamKind {
-    /// Whether the upstream itself reported an error in this event.
-    fn is_error_report(self, event: &SseEvent) -> bool {
-        match self {
-            Self::AnthropicMessages => event.event_type() == Some("error"),
-            Self::OpenAiChat => {
-                event.raw().windows(8).any(|w| w == b"{\"error\"")
-                    && serde_json::from_str::<serde_json::Value>(&event.data())
-                        .is_ok_and(|data| data.get("error").is_some())
-            }
-            Self::OpenAiResponses => {
-                matches!(event.event_type(), Some("error" | "response.failed"))
-            }
-        }
-    }
-
-    fn is_terminal(self, event: &SseEvent) -> bool {
-        match self {
-            Self::AnthropicMessages => matches!(event.event_type(), Some("message_stop" | "error")),
-            Self::OpenAiChat => {
-                event.raw().trim_ascii_end().ends_with(b"[DONE]") && event.data().trim() == "[DONE]"
-            }
-            Self::OpenAiResponses => matches!(
-                event.event_type(),
-                Some("response.completed" | "response.failed" | "response.incomplete" | "error")
-            ),
-        }
-    }
-
-    /// When the last relayed event already was the upstream's own error report, the client knows
-    /// what went wrong: only the closing frame is still owed (chat's `[DONE]`), not a second error.
-    fn close_after_upstream_error(self, last: Option<&SseEvent>) -> Option<Bytes> {
-        let closes_with_done = self == Self::OpenAiChat;
-        (closes_with_done && last.is_some_and(|event| self.is_error_report(event)))
-            .then(|| Bytes::from_static(b"data: [DONE]\n\n"))
-    }
-
-    /// The frames that end a stream the gateway has to cut short. `last` is the last event
-    /// relayed, from which the Responses API's sequence number continues.
-    fn error_frames(self, message: &str, last: Option<&SseEvent>) -> Bytes {
-        match self {
-            Self::AnthropicMessages => {
-                Dialect::Anthropic.stream_error_frames(ErrorKind::Api, message)
-            }
-            Self::OpenAiChat => Dialect::OpenAi.stream_error_frames(ErrorKind::Api, message),
-            Self::OpenAiResponses => {
-                let sequence_number = last
-                    .and_then(|event| serde_json::from_str::<serde_json::Value>(&event.data()).ok())
-                    .and_then(|data| data["sequence_number"].as_u64())
-                    .map(|n| n + 1);
-                let data = serde_json::json!({
-                    "type": "error",
-                    "code": "server_error",
-                    "message": message,
-                    "param": null,
-                    "sequence_number": sequence_number,
-                });
-                aibridge_protocol::encode_event(Some("error"), &data.to_string())
-            }
-        }
-    }
-}
-
-/// The record of a stream being relayed. It sees every event on its way to the client and ends
-/// the record exactly once: when the stream completes or fails, or — when the client goes away
-/// and the relay is dropped — with what was seen up to then.
-#[derive(Debug)]
-pub struct StreamRecording {
-    recording: Recording,
-    observer: Option<StreamObserver>,
-    ending: Ending,
-}
-
-impl StreamRecording {
-    /// `ending` is how the record ends if the stream completes; failures adjust it.
-    pub fn new(recording: Recording, shape: ApiShape, ending: Ending) -> Self {
-        let observer = recording.is_active().then(|| StreamObserver::new(shape));
-        Self {
-            recording,
-            observer,
-            ending,
-        }
-    }
-
-    fn observe(&mut self, event: &SseEvent) {
-        if let Some(observer) = &mut self.observer {
-            observer.observe(event);
-        }
-    }
-
-    fn finish(&mut self, outcome: &'static str, status: Option<u16>, error: Option<String>) {
-        if self.recording.is_ended() {
-            return;
-        }
-        if let Some(observer) = self.observer.take() {
-            self.recording.observation(observer.finish());
-        }
-        let mut ending = self.ending.clone();
-        ending.outcome = outcome;
-        ending.status = status.or(ending.status);
-        ending.error = error;
-        self.recording.end(ending);
-    }
-}
-
-impl Drop for StreamRecording {
-    fn drop(&mut self) {
-        self.finish(
-            "client_disconnected",
-            None,
-            Some("the client closed the stream".into()),
-        );
-    }
-}
+use crate::record::{Outcome, StreamRecording};
 
 type UpstreamBytes = BoxStream<'static, reqwest::Result<Bytes>>;
 
@@ -152,7 +25,7 @@ struct Relay {
     upstream: UpstreamBytes,
     decoder: SseDecoder,
     ready: VecDeque<Bytes>,
-    kind: StreamKind,
+    api: Api,
     last_event: Option<SseEvent>,
     saw_terminal: bool,
     saw_upstream_error: bool,
@@ -163,10 +36,10 @@ struct Relay {
 impl Relay {
     fn take_events(&mut self) {
         while let Some(event) = self.decoder.next_event() {
-            if self.kind.is_terminal(&event) {
+            if self.api.is_terminal(&event) {
                 self.saw_terminal = true;
             }
-            if self.kind.is_error_report(&event) {
+            if self.api.is_error_report(&event) {
                 self.saw_upstream_error = true;
             }
             self.recording.observe(&event);
@@ -178,7 +51,7 @@ impl Relay {
     /// Nothing reached the client yet: the error becomes a plain HTTP error response.
     fn fail_before_first_event(mut self, error: GatewayError) -> GatewayError {
         self.recording.finish(
-            "stream_failed",
+            Outcome::StreamFailed,
             Some(error.status().as_u16()),
             Some(error.to_string()),
         );
@@ -193,16 +66,20 @@ impl Relay {
             "upstream stream did not complete after the first event"
         );
         let outcome = if self.saw_upstream_error {
-            "upstream_error"
+            Outcome::UpstreamError
         } else {
-            "stream_failed"
+            Outcome::StreamFailed
         };
         self.recording
             .finish(outcome, None, Some(message.to_string()));
         let last = self.last_event.as_ref();
-        self.kind
-            .close_after_upstream_error(last)
-            .unwrap_or_else(|| self.kind.error_frames(message, last))
+        // The client already knows what went wrong when the last thing it got was the upstream's
+        // own error report: only the closing frame is still owed, not a second error.
+        let reported = last.is_some_and(|event| self.api.is_error_report(event));
+        reported
+            .then(|| self.api.close_after_error_report())
+            .flatten()
+            .unwrap_or_else(|| self.api.stream_error_frames(message, last))
     }
 
     /// The next frame for the client, or `None` when the relay is over.
@@ -227,9 +104,9 @@ impl Relay {
                 None if self.saw_terminal && !self.decoder.has_partial_event() => {
                     self.finished = true;
                     let outcome = if self.saw_upstream_error {
-                        "upstream_error"
+                        Outcome::UpstreamError
                     } else {
-                        "completed"
+                        Outcome::Completed
                     };
                     self.recording.finish(outcome, None, None);
                     return None;
@@ -247,7 +124,7 @@ impl Relay {
 /// Waits for the first upstream event, then answers 200 with a body that relays the rest.
 pub async fn relay(
     response: reqwest::Response,
-    kind: StreamKind,
+    api: Api,
     recording: StreamRecording,
 ) -> Result<Response, GatewayError> {
     let mut headers = HeaderMap::new();
@@ -264,7 +141,7 @@ pub async fn relay(
         upstream: response.bytes_stream().boxed(),
         decoder: SseDecoder::new(),
         ready: VecDeque::new(),
-        kind,
+        api,
         last_event: None,
         saw_upstream_error: false,
         recording,

@@ -1,23 +1,12 @@
-//! Where a request is recorded. The start of every interception is written before the upstream
-//! call (a request that cannot be recorded is refused); everything else — attempts, usage,
-//! prompts, tool calls, thoughts, the end — is queued and written off the request path. One
-//! background writer commits both, starts at once and records a little later, many requests'
-//! records together (see `write_queued`).
+//! The writer: one background task that commits starts at once and records a little later,
+//! many requests' records together (see `write_queued`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use aibridge_keypool::Verdict;
-use aibridge_protocol::Observation;
-use aibridge_store::{
-    AttemptRow, InterceptionEnded, NewInterception, PromptRow, Record, Store, StoreError,
-    ThoughtRow, TokenUsageRow, ToolCallRow, UnixMillis, WriteBatch,
-};
+use aibridge_store::{NewInterception, Record, Store, StoreError, WriteBatch};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-
-use crate::error::GatewayError;
-use crate::failover::AttemptRecord;
 
 /// Queued starts and records taken from the queue at a time.
 const MAX_BATCH: usize = 512;
@@ -27,7 +16,7 @@ const MAX_BATCH: usize = 512;
 const MAX_CARRIED: usize = 100_000;
 
 /// How long records wait, at most, to be committed together.
-const RECORDS_LINGER: Duration = Duration::from_millis(20);
+pub(super) const RECORDS_LINGER: Duration = Duration::from_millis(20);
 
 /// Records committed as soon as this many are waiting.
 const RECORDS_RIDE_ALONG: usize = 128;
@@ -38,17 +27,6 @@ const LAST_RETRY: Duration = Duration::from_secs(5);
 
 /// Tries of the final write on shutdown.
 const SHUTDOWN_TRIES: u32 = 5;
-
-pub fn now_millis() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// What the writer is asked to write.
 enum Queued {
@@ -294,180 +272,16 @@ impl PendingWrite {
     }
 }
 
-/// The record of one request in flight: collects what happens and writes the end exactly once.
-#[derive(Debug)]
-pub struct Recording {
-    recorder: Arc<Recorder>,
-    pub id: String,
-    started: Instant,
-    prompt: Option<String>,
-    ended: bool,
-}
-
-/// How a request ended, for the record.
-#[derive(Debug, Clone)]
-pub struct Ending {
-    pub status: Option<u16>,
-    pub outcome: &'static str,
-    pub key_hint: Option<String>,
-    pub attempts: u32,
-    pub error: Option<String>,
-}
-
-impl Recording {
-    pub fn new(recorder: Arc<Recorder>, id: String, prompt: Option<String>) -> Self {
-        Self {
-            recorder,
-            id,
-            started: Instant::now(),
-            prompt,
-            ended: false,
-        }
-    }
-
-    pub fn attempts(&self, attempts: &[AttemptRecord]) {
-        let now = now_millis();
-        for attempt in attempts {
-            let (failover_reason, cooldown_ms) = match attempt.verdict {
-                Some(Verdict::RateLimited { cooldown, .. }) => {
-                    (Some("rate_limited".to_string()), Some(millis(cooldown)))
-                }
-                Some(Verdict::Rejected { reason }) => (Some(reason.as_str().to_string()), None),
-                Some(Verdict::NotKeySpecific) | None => (None, None),
-            };
-            self.recorder.record(Record::Attempt(AttemptRow {
-                interception_id: self.id.clone(),
-                number: attempt.number,
-                key_hint: attempt.key_hint.clone(),
-                status: attempt.status,
-                transport_error: attempt.transport_error.clone(),
-                failover_reason,
-                cooldown_ms,
-                duration_ms: millis(attempt.duration),
-                created_at: now,
-            }));
-        }
-    }
-
-    /// Usage, prompt, tool calls and thoughts of an upstream response.
-    pub fn observation(&mut self, observation: Observation) {
-        let now = now_millis();
-        let response_id = observation.response_id;
-        if let Some(prompt) = self.prompt.take() {
-            self.recorder.record(Record::Prompt(PromptRow {
-                interception_id: self.id.clone(),
-                provider_response_id: response_id.clone(),
-                prompt,
-                created_at: now,
-            }));
-        }
-        if let Some(usage) = observation.usage {
-            self.recorder.record(Record::TokenUsage(TokenUsageRow {
-                interception_id: self.id.clone(),
-                provider_response_id: response_id.clone(),
-                input: usage.input,
-                output: usage.output,
-                cache_read: usage.cache_read,
-                cache_write: usage.cache_write,
-                extra: usage.extra,
-                created_at: now,
-            }));
-        }
-        for call in observation.tool_calls {
-            self.recorder.record(Record::ToolCall(ToolCallRow {
-                interception_id: self.id.clone(),
-                provider_response_id: response_id.clone(),
-                tool_call_id: call.id,
-                name: call.name,
-                input: call.input,
-                injected: false,
-                created_at: now,
-            }));
-        }
-        for thought in observation.thoughts {
-            self.recorder.record(Record::Thought(ThoughtRow {
-                interception_id: self.id.clone(),
-                content: thought.content,
-                source: thought.source.to_string(),
-                created_at: now,
-            }));
-        }
-    }
-
-    pub fn end(&mut self, ending: Ending) {
-        if self.ended {
-            return;
-        }
-        self.ended = true;
-        // A prompt is worth keeping even when no response came back.
-        if let Some(prompt) = self.prompt.take() {
-            self.recorder.record(Record::Prompt(PromptRow {
-                interception_id: self.id.clone(),
-                provider_response_id: None,
-                prompt,
-                created_at: now_millis(),
-            }));
-        }
-        self.recorder.record(Record::Ended(InterceptionEnded {
-            id: self.id.clone(),
-            ended_at: now_millis(),
-            duration_ms: millis(self.started.elapsed()),
-            status: ending.status,
-            outcome: ending.outcome.to_string(),
-            key_hint: ending.key_hint,
-            attempts: ending.attempts,
-            error: ending.error,
-        }));
-    }
-
-    pub fn is_ended(&self) -> bool {
-        self.ended
-    }
-
-    /// False when recording is off: bodies need not be observed for this request.
-    pub fn is_active(&self) -> bool {
-        self.recorder.enabled()
-    }
-
-    /// The upstream call failed as a whole (pool exhausted, transport error, …).
-    pub fn failed(&mut self, error: &GatewayError, attempts: &[AttemptRecord]) {
-        self.attempts(attempts);
-        self.end(Ending {
-            status: Some(error.status().as_u16()),
-            outcome: match error {
-                GatewayError::Exhausted(_) => "exhausted",
-                _ => "gateway_error",
-            },
-            key_hint: attempts.last().and_then(|a| a.key_hint.clone()),
-            attempts: attempts.len() as u32,
-            error: Some(error.to_string()),
-        });
-    }
-}
-
-impl Drop for Recording {
-    /// A request whose handler is dropped before it ended (the client went away while waiting for
-    /// a blocking answer) still gets an end.
-    fn drop(&mut self) {
-        if !self.ended {
-            self.end(Ending {
-                status: None,
-                outcome: "client_disconnected",
-                key_hint: None,
-                attempts: 0,
-                error: Some("the client went away before the answer".to_string()),
-            });
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::record::{Outcome, Recording};
+    use crate::time::now_millis;
     use aibridge_store::{CredentialKind, InterceptionFilter, RequestKind};
     use sqlx::Connection;
+    use std::time::Instant;
 
     fn start(id: &str) -> NewInterception {
         NewInterception {
@@ -510,13 +324,7 @@ mod tests {
             .await
             .unwrap();
         let mut recording = Recording::new(recorder.clone(), "kept".into(), Some("hi".into()));
-        recording.end(Ending {
-            status: Some(200),
-            outcome: "completed",
-            key_hint: None,
-            attempts: 1,
-            error: None,
-        });
+        recording.end(Outcome::Completed, Some(200), None);
         // Past the records' linger: their transaction fails and they wait for a retry.
         tokio::time::sleep(RECORDS_LINGER * 5).await;
         recorder

@@ -4,7 +4,7 @@ use crate::config::UpstreamSettings;
 
 /// Builds the shared client. Redirects are never followed: a redirect would carry a pool key
 /// to wherever the upstream points.
-pub fn build_client(settings: &UpstreamSettings) -> reqwest::Result<reqwest::Client> {
+pub fn build(settings: &UpstreamSettings) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .connect_timeout(settings.connect_timeout)
         // Per read, so long streams live as long as they make progress; blocking calls also get

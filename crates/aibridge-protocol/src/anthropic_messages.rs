@@ -1,0 +1,301 @@
+//! Anthropic Messages (`POST /v1/messages`): its stream ends with `message_stop` (or an
+//! `error` event), errors are `event: error` frames, usage arrives in `message_start` and the
+//! cumulative `message_delta`, tool calls and thinking are content blocks.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::errors::{Dialect, ErrorKind};
+use crate::observe::{
+    Observation, ObserveStream, OpenBlock, OpenBlocks, ToolCall, Usage, extra_counts, int,
+    last_user_text, push_thought, string,
+};
+use crate::request::{BodyRefused, RequestSummary};
+use crate::rules::WireRules;
+use crate::sse::SseEvent;
+
+pub(crate) struct Rules;
+
+impl WireRules for Rules {
+    fn name(&self) -> &'static str {
+        "messages"
+    }
+
+    fn path(&self) -> &'static str {
+        "/v1/messages"
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Anthropic
+    }
+
+    fn prepare_body(&self, _: &RequestSummary, body: Bytes) -> Result<Bytes, BodyRefused> {
+        Ok(body)
+    }
+
+    fn prompt(&self, request: &Value) -> Option<String> {
+        last_user_text(&request["messages"])
+    }
+
+    fn observe_body(&self, response: &Value) -> Observation {
+        let mut observation = Observation {
+            response_id: string(&response["id"]),
+            usage: response.get("usage").map(usage),
+            ..Observation::default()
+        };
+        for block in response["content"].as_array().into_iter().flatten() {
+            match block["type"].as_str() {
+                Some("tool_use" | "server_tool_use") => observation.tool_calls.push(ToolCall {
+                    id: string(&block["id"]),
+                    name: string(&block["name"]).unwrap_or_default(),
+                    input: block["input"].to_string(),
+                }),
+                Some("thinking") => push_thought(&mut observation, &block["thinking"], "thinking"),
+                _ => {}
+            }
+        }
+        observation
+    }
+
+    fn stream_observer(&self) -> Box<dyn ObserveStream> {
+        Box::<StreamWatch>::default()
+    }
+
+    fn is_terminal(&self, event: &SseEvent) -> bool {
+        matches!(event.event_type(), Some("message_stop" | "error"))
+    }
+
+    fn is_error_report(&self, event: &SseEvent) -> bool {
+        event.event_type() == Some("error")
+    }
+
+    fn error_frames(&self, message: &str, _: Option<&SseEvent>) -> Bytes {
+        Dialect::Anthropic.stream_error_frames(ErrorKind::Api, message)
+    }
+}
+
+fn usage(usage: &Value) -> Usage {
+    Usage {
+        input: int(&usage["input_tokens"]),
+        output: int(&usage["output_tokens"]),
+        cache_read: int(&usage["cache_read_input_tokens"]),
+        cache_write: int(&usage["cache_creation_input_tokens"]),
+        extra: extra_counts([
+            (
+                "web_search_requests",
+                &usage["server_tool_use"]["web_search_requests"],
+            ),
+            (
+                "cache_ephemeral_1h_input",
+                &usage["cache_creation"]["ephemeral_1h_input_tokens"],
+            ),
+            (
+                "cache_ephemeral_5m_input",
+                &usage["cache_creation"]["ephemeral_5m_input_tokens"],
+            ),
+        ]),
+    }
+}
+
+#[derive(Debug, Default)]
+struct StreamWatch {
+    observation: Observation,
+    open: OpenBlocks,
+}
+
+impl ObserveStream for StreamWatch {
+    fn observe(&mut self, event: &SseEvent) {
+        let kind = event.event_type();
+        if kind == Some("content_block_delta") && self.open.0.is_empty() {
+            // A text delta, the common case: nothing to record.
+            return;
+        }
+        if !matches!(
+            kind,
+            Some(
+                "message_start"
+                    | "content_block_start"
+                    | "content_block_delta"
+                    | "content_block_stop"
+                    | "message_delta"
+            )
+        ) {
+            return;
+        }
+        let Ok(data) = serde_json::from_str::<Value>(&event.data()) else {
+            return;
+        };
+        let index = data["index"].as_u64().unwrap_or(0);
+        match kind {
+            Some("message_start") => {
+                let message = &data["message"];
+                self.observation.response_id = string(&message["id"]);
+                self.observation.usage = message.get("usage").map(usage);
+            }
+            Some("content_block_start") => {
+                let block = &data["content_block"];
+                let open = match block["type"].as_str() {
+                    Some("tool_use" | "server_tool_use") => OpenBlock::Tool {
+                        id: string(&block["id"]),
+                        name: string(&block["name"]).unwrap_or_default(),
+                        input: String::new(),
+                    },
+                    Some("thinking") => OpenBlock::Thinking(String::new()),
+                    _ => return,
+                };
+                self.open.0.insert(index, open);
+            }
+            Some("content_block_delta") => match self.open.0.get_mut(&index) {
+                Some(OpenBlock::Tool { input, .. }) => {
+                    input.push_str(data["delta"]["partial_json"].as_str().unwrap_or(""));
+                }
+                Some(OpenBlock::Thinking(text)) => {
+                    text.push_str(data["delta"]["thinking"].as_str().unwrap_or(""));
+                }
+                None => {}
+            },
+            Some("content_block_stop") => self.open.close(index, &mut self.observation),
+            Some("message_delta") => {
+                // Cumulative counts: they replace what message_start said.
+                let delta = &data["usage"];
+                let usage = self.observation.usage.get_or_insert_with(Usage::default);
+                usage.output = int(&delta["output_tokens"]).max(usage.output);
+                for (field, target) in [
+                    ("input_tokens", &mut usage.input),
+                    ("cache_read_input_tokens", &mut usage.cache_read),
+                    ("cache_creation_input_tokens", &mut usage.cache_write),
+                ] {
+                    if let Some(n) = delta[field].as_i64() {
+                        *target = n;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(mut self: Box<Self>) -> Observation {
+        self.open.close_all(&mut self.observation);
+        self.observation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::observe::Thought;
+    use crate::test_support::observe_stream;
+    use crate::{Api, ToolCall};
+    use serde_json::json;
+
+    const API: Api = Api::AnthropicMessages;
+
+    #[test]
+    fn prompt_is_the_last_user_text() {
+        let body = json!({"messages": [
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": [{"type": "tool_result", "content": "x"}, {"type": "text", "text": "second"}]}
+        ]});
+        assert_eq!(
+            API.prompt(body.to_string().as_bytes()).as_deref(),
+            Some("second")
+        );
+    }
+
+    #[test]
+    fn blocking_body() {
+        let body = json!({
+            "id": "msg_1", "type": "message",
+            "content": [
+                {"type": "thinking", "thinking": "let me think"},
+                {"type": "text", "text": "calling"},
+                {"type": "tool_use", "id": "toolu_1", "name": "read_file", "input": {"path": "a.rs"}}
+            ],
+            "usage": {"input_tokens": 12, "output_tokens": 30, "cache_read_input_tokens": 100,
+                      "cache_creation_input_tokens": 7, "server_tool_use": {"web_search_requests": 2},
+                      "cache_creation": {"ephemeral_1h_input_tokens": 3, "ephemeral_5m_input_tokens": 4}}
+        });
+        let seen = API.observe_body(body.to_string().as_bytes());
+        assert_eq!(seen.response_id.as_deref(), Some("msg_1"));
+        let usage = seen.usage.unwrap();
+        assert_eq!(
+            (
+                usage.input,
+                usage.output,
+                usage.cache_read,
+                usage.cache_write
+            ),
+            (12, 30, 100, 7)
+        );
+        assert_eq!(usage.extra["web_search_requests"], 2);
+        assert_eq!(usage.extra["cache_ephemeral_1h_input"], 3);
+        assert_eq!(usage.extra["cache_ephemeral_5m_input"], 4);
+        assert_eq!(
+            seen.tool_calls,
+            [ToolCall {
+                id: Some("toolu_1".into()),
+                name: "read_file".into(),
+                input: r#"{"path":"a.rs"}"#.into()
+            }]
+        );
+        assert_eq!(
+            seen.thoughts,
+            [Thought {
+                content: "let me think".into(),
+                source: "thinking"
+            }]
+        );
+    }
+
+    #[test]
+    fn stream_with_tool_use_and_thinking() {
+        let stream = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_2\",\"usage\":{\"input_tokens\":50,\"cache_read_input_tokens\":5,\"output_tokens\":1}}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hmm \"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"yes\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_9\",\"name\":\"bash\",\"input\":{}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"cmd\\\":\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\"ls\\\"}\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":2}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":42}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let seen = observe_stream(API, stream);
+        assert_eq!(seen.response_id.as_deref(), Some("msg_2"));
+        let usage = seen.usage.unwrap();
+        assert_eq!((usage.input, usage.output, usage.cache_read), (50, 42, 5));
+        assert_eq!(
+            seen.tool_calls,
+            [ToolCall {
+                id: Some("toolu_9".into()),
+                name: "bash".into(),
+                input: r#"{"cmd":"ls"}"#.into()
+            }]
+        );
+        assert_eq!(
+            seen.thoughts,
+            [Thought {
+                content: "hmm yes".into(),
+                source: "thinking"
+            }]
+        );
+    }
+
+    #[test]
+    fn an_abandoned_stream_keeps_the_usage_seen_so_far() {
+        let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_3\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n";
+        let usage = observe_stream(API, stream).usage.unwrap();
+        assert_eq!((usage.input, usage.output), (9, 1));
+    }
+
+    #[test]
+    fn a_broken_event_is_ignored() {
+        let seen = observe_stream(API, "event: message_start\ndata: {broken\n\n");
+        assert_eq!(seen, crate::Observation::default());
+    }
+}

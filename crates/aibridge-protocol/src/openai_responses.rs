@@ -1,0 +1,236 @@
+//! OpenAI Responses (`POST /responses`): bodies pass byte for byte (Codex sends items the SDK
+//! types do not know); a stream is named events ending in `response.completed` (or `.failed`,
+//! `.incomplete`, `error`), each with a `sequence_number` that an error frame the gateway adds
+//! must continue; the finished response object carries the usage and output items.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::errors::Dialect;
+use crate::observe::{
+    Observation, ObserveStream, ToolCall, Usage, extra_counts, int, last_user_text, push_thought,
+    string,
+};
+use crate::request::{BodyRefused, RequestSummary};
+use crate::rules::WireRules;
+use crate::sse::{SseEvent, encode_event};
+
+pub(crate) struct Rules;
+
+impl WireRules for Rules {
+    fn name(&self) -> &'static str {
+        "responses"
+    }
+
+    fn path(&self) -> &'static str {
+        "/responses"
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::OpenAi
+    }
+
+    fn prepare_body(&self, summary: &RequestSummary, body: Bytes) -> Result<Bytes, BodyRefused> {
+        if summary.background {
+            return Err(BodyRefused::Unsupported(
+                "background requests are not supported by aibridge",
+            ));
+        }
+        Ok(body)
+    }
+
+    fn prompt(&self, request: &Value) -> Option<String> {
+        match &request["input"] {
+            Value::String(text) => Some(text.clone()),
+            items => last_user_text(items),
+        }
+    }
+
+    fn observe_body(&self, response: &Value) -> Observation {
+        observe_response_object(response)
+    }
+
+    fn stream_observer(&self) -> Box<dyn ObserveStream> {
+        Box::<StreamWatch>::default()
+    }
+
+    fn is_terminal(&self, event: &SseEvent) -> bool {
+        matches!(
+            event.event_type(),
+            Some("response.completed" | "response.failed" | "response.incomplete" | "error")
+        )
+    }
+
+    fn is_error_report(&self, event: &SseEvent) -> bool {
+        matches!(event.event_type(), Some("error" | "response.failed"))
+    }
+
+    /// An `error` event whose `sequence_number` continues the last one relayed.
+    fn error_frames(&self, message: &str, last: Option<&SseEvent>) -> Bytes {
+        let sequence_number = last
+            .and_then(|event| serde_json::from_str::<Value>(&event.data()).ok())
+            .and_then(|data| data["sequence_number"].as_u64())
+            .map(|n| n + 1);
+        let data = serde_json::json!({
+            "type": "error",
+            "code": "server_error",
+            "message": message,
+            "param": null,
+            "sequence_number": sequence_number,
+        });
+        encode_event(Some("error"), &data.to_string())
+    }
+}
+
+fn usage(usage: &Value) -> Usage {
+    let cached = int(&usage["input_tokens_details"]["cached_tokens"]);
+    Usage {
+        input: (int(&usage["input_tokens"]) - cached).max(0),
+        output: int(&usage["output_tokens"]),
+        cache_read: cached,
+        cache_write: 0,
+        extra: extra_counts([(
+            "output_reasoning",
+            &usage["output_tokens_details"]["reasoning_tokens"],
+        )]),
+    }
+}
+
+fn observe_response_object(response: &Value) -> Observation {
+    let mut observation = Observation {
+        response_id: string(&response["id"]),
+        usage: response.get("usage").filter(|u| u.is_object()).map(usage),
+        ..Observation::default()
+    };
+    for item in response["output"].as_array().into_iter().flatten() {
+        match item["type"].as_str() {
+            Some("function_call") => observation.tool_calls.push(ToolCall {
+                id: string(&item["call_id"]),
+                name: string(&item["name"]).unwrap_or_default(),
+                input: string(&item["arguments"]).unwrap_or_default(),
+            }),
+            Some("custom_tool_call") => observation.tool_calls.push(ToolCall {
+                id: string(&item["call_id"]),
+                name: string(&item["name"]).unwrap_or_default(),
+                input: string(&item["input"]).unwrap_or_default(),
+            }),
+            Some("reasoning") => {
+                for part in item["summary"].as_array().into_iter().flatten() {
+                    push_thought(&mut observation, &part["text"], "reasoning_summary");
+                }
+            }
+            _ => {}
+        }
+    }
+    observation
+}
+
+/// The finished response object in the terminal event carries everything; before it, only the
+/// id is kept.
+#[derive(Debug, Default)]
+struct StreamWatch {
+    observation: Observation,
+}
+
+impl ObserveStream for StreamWatch {
+    fn observe(&mut self, event: &SseEvent) {
+        let kind = event.event_type();
+        if !matches!(
+            kind,
+            Some(
+                "response.created"
+                    | "response.completed"
+                    | "response.failed"
+                    | "response.incomplete"
+            )
+        ) {
+            return;
+        }
+        let Ok(data) = serde_json::from_str::<Value>(&event.data()) else {
+            return;
+        };
+        let response = &data["response"];
+        if kind == Some("response.created") {
+            self.observation.response_id = string(&response["id"]);
+        } else {
+            self.observation = observe_response_object(response);
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Observation {
+        self.observation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::observe::Thought;
+    use crate::test_support::observe_stream;
+    use crate::{Api, SseDecoder};
+    use serde_json::json;
+
+    const API: Api = Api::OpenAiResponses;
+
+    #[test]
+    fn prompt_is_the_input_text_or_the_last_user_item() {
+        let responses = json!({"input": "plain"});
+        assert_eq!(
+            API.prompt(responses.to_string().as_bytes()).as_deref(),
+            Some("plain")
+        );
+        let items = json!({"input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "item"}]}]});
+        assert_eq!(
+            API.prompt(items.to_string().as_bytes()).as_deref(),
+            Some("item")
+        );
+    }
+
+    #[test]
+    fn blocking_and_stream() {
+        let response = json!({
+            "id": "resp_1", "object": "response",
+            "output": [
+                {"type": "reasoning", "summary": [{"type": "summary_text", "text": "plan"}]},
+                {"type": "function_call", "call_id": "call_a", "name": "shell", "arguments": "{\"cmd\":\"ls\"}"},
+                {"type": "custom_tool_call", "call_id": "call_b", "name": "apply_patch", "input": "*** Begin Patch"}
+            ],
+            "usage": {"input_tokens": 30, "output_tokens": 9, "input_tokens_details": {"cached_tokens": 10},
+                      "output_tokens_details": {"reasoning_tokens": 4}, "total_tokens": 39}
+        });
+        let seen = API.observe_body(response.to_string().as_bytes());
+        let usage = seen.usage.clone().unwrap();
+        assert_eq!((usage.input, usage.output, usage.cache_read), (20, 9, 10));
+        assert_eq!(usage.extra["output_reasoning"], 4);
+        let names: Vec<_> = seen.tool_calls.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["shell", "apply_patch"]);
+        assert_eq!(
+            seen.thoughts,
+            [Thought {
+                content: "plan".into(),
+                source: "reasoning_summary"
+            }]
+        );
+
+        let stream = format!(
+            "event: response.created\ndata: {}\n\nevent: response.output_text.delta\ndata: {{\"delta\":\"x\"}}\n\nevent: response.completed\ndata: {}\n\n",
+            json!({"type": "response.created", "response": {"id": "resp_1", "output": []}}),
+            json!({"type": "response.completed", "response": response}),
+        );
+        assert_eq!(observe_stream(API, &stream), seen);
+    }
+
+    #[test]
+    fn error_frame_continues_the_sequence_number() {
+        let mut decoder = SseDecoder::new();
+        decoder.push(b"event: response.output_text.delta\ndata: {\"sequence_number\":7}\n\n");
+        let last = decoder.next_event().unwrap();
+        let frame = API.stream_error_frames("cut", Some(&last));
+        let mut decoder = SseDecoder::new();
+        decoder.push(&frame);
+        let event = decoder.next_event().unwrap();
+        assert_eq!(event.event_type(), Some("error"));
+        let data: serde_json::Value = serde_json::from_str(&event.data()).unwrap();
+        assert_eq!(data["sequence_number"], 8);
+        assert_eq!(data["message"], "cut");
+    }
+}

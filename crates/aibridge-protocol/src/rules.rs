@@ -1,0 +1,35 @@
+//! The questions every bridged API's module answers, one implementation per API.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::errors::Dialect;
+use crate::observe::{Observation, ObserveStream};
+use crate::request::{BodyRefused, RequestSummary};
+use crate::sse::SseEvent;
+
+/// What one API's module answers. Implemented once per API by a unit struct.
+pub(crate) trait WireRules: Sync {
+    fn name(&self) -> &'static str;
+    fn path(&self) -> &'static str;
+    fn dialect(&self) -> Dialect;
+    /// The body to send upstream: the client's bytes, adjusted only where the API requires.
+    fn prepare_body(&self, summary: &RequestSummary, body: Bytes) -> Result<Bytes, BodyRefused>;
+    /// The user's prompt in a parsed request body.
+    fn prompt(&self, request: &Value) -> Option<String>;
+    /// What a parsed blocking response body says.
+    fn observe_body(&self, response: &Value) -> Observation;
+    fn stream_observer(&self) -> Box<dyn ObserveStream>;
+    /// Whether this event ends the stream (nothing after it matters).
+    fn is_terminal(&self, event: &SseEvent) -> bool;
+    /// Whether the upstream reported an error in this event.
+    fn is_error_report(&self, event: &SseEvent) -> bool;
+    /// The frames that end a stream the gateway has to cut short; `last` is the last event
+    /// relayed.
+    fn error_frames(&self, message: &str, last: Option<&SseEvent>) -> Bytes;
+    /// After the upstream's own error report was relayed, what is still owed to close the
+    /// stream (chat's `[DONE]`), if anything.
+    fn close_after_error_report(&self) -> Option<Bytes> {
+        None
+    }
+}

@@ -1,0 +1,104 @@
+//! Bridged routes, the steps in order: intake, the body peeked at and adjusted by its API's
+//! rules, the record's start, the upstream call with failover, and the answer relayed — blocking
+//! bodies whole, streams event by event.
+
+use std::sync::Arc;
+
+use aibridge_protocol::{Api, summarize_request};
+use aibridge_store::RequestKind;
+use axum::response::Response;
+use http::Method;
+
+use super::in_request_span;
+use crate::error::GatewayError;
+use crate::intake::{Incoming, Intake, intake};
+use crate::provider::Provider;
+use crate::record::{NewRequest, Outcome, Recording, StreamRecording};
+use crate::relay::blocking::{is_event_stream, relay_blocking, relay_error};
+use crate::state::AppState;
+use crate::upstream::UpstreamCall;
+
+pub async fn handle(
+    state: &Arc<AppState>,
+    provider: &Arc<Provider>,
+    api: Api,
+    incoming: Incoming,
+) -> Result<Response, GatewayError> {
+    let Intake { caller, meta, body } = intake(
+        &state.auth,
+        state.config.max_request_body_bytes,
+        provider,
+        incoming,
+    )
+    .await?;
+    let summary = summarize_request(&body)?;
+    let body = api.prepare_body(&summary, body)?;
+    let span = tracing::info_span!(
+        "bridge",
+        request_id = %meta.request_id,
+        provider = %provider.name,
+        model = %summary.model,
+        stream = summary.stream,
+        user = %caller.user,
+        payer = ?caller.payer,
+    );
+    let recording =
+        crate::record::begin(&state.recorder, provider, &meta, &caller, || NewRequest {
+            kind: RequestKind::Bridged,
+            method: "POST",
+            route: api.path(),
+            model: Some(summary.model.clone()),
+            streaming: summary.stream,
+            client: crate::intake::client::identify(&meta.headers, &body),
+            prompt: api.prompt(&body),
+        })
+        .await?;
+    let call = UpstreamCall {
+        client: &state.client,
+        provider,
+        method: Method::POST,
+        url: provider.upstream_url(api.path(), meta.query.as_deref()),
+        headers: crate::intake::headers::forwardable(&meta.headers, caller.payer),
+        body,
+        payer: caller.payer,
+        timeout: (!summary.stream).then_some(state.config.upstream.request_timeout),
+    };
+    in_request_span(span, relay(call, api, recording)).await
+}
+
+/// Sends the call (failing over between pool keys), relays the upstream's answer, and records
+/// what the answer said and how the request ended.
+async fn relay(
+    call: UpstreamCall<'_>,
+    api: Api,
+    mut recording: Recording,
+) -> Result<Response, GatewayError> {
+    let response = call.send(&mut recording).await?.response;
+    let status = response.status().as_u16();
+    if !response.status().is_success() {
+        let relayed = relay_error(response, api.dialect(), call.payer).await;
+        recording.end(Outcome::UpstreamError, Some(status), None);
+        return Ok(relayed);
+    }
+    if is_event_stream(response.headers()) {
+        let recording = StreamRecording::new(recording, api, status);
+        return crate::relay::stream::relay(response, api, recording).await;
+    }
+    match relay_blocking(response).await {
+        Ok((relayed, body)) => {
+            if recording.is_active() {
+                recording.observation(api.observe_body(&body));
+            }
+            recording.end(Outcome::Completed, Some(status), None);
+            Ok(relayed)
+        }
+        Err(error) => {
+            recording.end(
+                Outcome::GatewayError,
+                Some(error.status().as_u16()),
+                Some(error.to_string()),
+            );
+            Err(error)
+        }
+    }
+}

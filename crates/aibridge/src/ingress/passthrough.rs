@@ -1,0 +1,83 @@
+//! Passthrough routes: allow-listed provider endpoints (model lists, token counting, stored
+//! responses) reverse-proxied with the pool's key, failing over like the bridged routes. The body
+//! is read once and replayed byte for byte on each attempt; the answer streams back as it comes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use aibridge_store::RequestKind;
+use axum::response::Response;
+use http::Method;
+
+use super::in_request_span;
+use crate::error::GatewayError;
+use crate::intake::headers::{append_forwarded_for, forwardable};
+use crate::intake::{Incoming, Intake, intake};
+use crate::provider::Provider;
+use crate::record::{NewRequest, Outcome};
+use crate::state::AppState;
+use crate::upstream::UpstreamCall;
+
+pub async fn handle(
+    state: &Arc<AppState>,
+    provider: &Arc<Provider>,
+    method: Method,
+    upstream_path: &str,
+    client_addr: Option<SocketAddr>,
+    incoming: Incoming,
+) -> Result<Response, GatewayError> {
+    let Intake { caller, meta, body } = intake(
+        &state.auth,
+        state.config.max_request_body_bytes,
+        provider,
+        incoming,
+    )
+    .await?;
+    let mut headers = forwardable(&meta.headers, caller.payer);
+    append_forwarded_for(&mut headers, client_addr);
+    let span = tracing::info_span!(
+        "passthrough",
+        request_id = %meta.request_id,
+        provider = %provider.name,
+        method = %method,
+        path = %upstream_path,
+        user = %caller.user,
+        payer = ?caller.payer,
+    );
+    let call = UpstreamCall {
+        client: &state.client,
+        provider,
+        method,
+        url: provider.upstream_url(upstream_path, meta.query.as_deref()),
+        headers,
+        body,
+        payer: caller.payer,
+        // Some of these answers stream (a stored response replayed with ?stream=true): only the
+        // client's per-read timeout applies.
+        timeout: None,
+    };
+    let mut recording =
+        crate::record::begin(&state.recorder, provider, &meta, &caller, || NewRequest {
+            kind: RequestKind::Passthrough,
+            method: call.method.as_str(),
+            route: upstream_path,
+            model: None,
+            streaming: false,
+            client: crate::intake::client::identify(&meta.headers, &call.body),
+            prompt: None,
+        })
+        .await?;
+    in_request_span(span, async {
+        // The record ends when the answer's head is relayed; its body streams on unobserved.
+        let served = call.send(&mut recording).await?;
+        let status = served.response.status();
+        let outcome = if status.is_success() {
+            Outcome::Completed
+        } else {
+            Outcome::UpstreamError
+        };
+        recording.end(outcome, Some(status.as_u16()), None);
+        Ok(crate::relay::passthrough::relay(served.response))
+    })
+    .await
+}

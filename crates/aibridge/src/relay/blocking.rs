@@ -1,0 +1,131 @@
+//! Blocking answers: a success read whole and relayed, an error relayed with its status and
+//! `Retry-After`, in the caller's dialect.
+
+use aibridge_protocol::{Dialect, ErrorKind};
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, header};
+
+use crate::error::GatewayError;
+use crate::intake::Payer;
+
+/// Upstream error bodies are read up to this size before relaying; larger ones are cut.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+}
+
+/// Upstream response headers worth passing on to the client.
+const RELAYED_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "request-id",
+    "x-request-id",
+    "retry-after",
+    "retry-after-ms",
+];
+
+fn copy_relayed_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for name in RELAYED_RESPONSE_HEADERS {
+        if let Some(value) = from.get(*name) {
+            to.insert(*name, value.clone());
+        }
+    }
+}
+
+/// The answer and its body, which is also observed for the record.
+pub async fn relay_blocking(
+    response: reqwest::Response,
+) -> Result<(Response, Bytes), GatewayError> {
+    let status = response.status();
+    let mut headers = HeaderMap::new();
+    copy_relayed_headers(response.headers(), &mut headers);
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| GatewayError::from_transport(&e))?;
+    let mut out = Response::new(Body::from(body.clone()));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    Ok((out, body))
+}
+
+/// Relays a non-success upstream answer with its status and `Retry-After`. Bodies already in the
+/// caller's dialect (and every BYOK body) pass unchanged; anything else, such as an HTML page
+/// from a proxy, is wrapped into a dialect-shaped error so SDKs can parse it.
+pub async fn relay_error(response: reqwest::Response, dialect: Dialect, payer: Payer) -> Response {
+    let status = response.status();
+    let mut headers = HeaderMap::new();
+    copy_relayed_headers(response.headers(), &mut headers);
+    if !headers.contains_key(header::RETRY_AFTER)
+        && let Some(secs) = retry_after_ms_as_secs(response.headers())
+    {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    let body = read_capped(response, MAX_ERROR_BODY).await;
+    let body = if payer == Payer::Byok || dialect.is_error_body(&body) {
+        body
+    } else {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let snippet: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+        let message = if snippet.trim().is_empty() {
+            format!("upstream returned HTTP {}", status.as_u16())
+        } else {
+            format!(
+                "upstream returned HTTP {}: {}",
+                status.as_u16(),
+                snippet.trim()
+            )
+        };
+        dialect.error_body(ErrorKind::for_status(status), &message)
+    };
+    let mut out = Response::new(Body::from(body));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    out
+}
+
+/// `retry-after-ms` (OpenAI's convention) as whole seconds, rounded up.
+fn retry_after_ms_as_secs(headers: &HeaderMap) -> Option<u64> {
+    let ms: f64 = headers
+        .get("retry-after-ms")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (ms.is_finite() && ms > 0.0).then(|| (ms / 1000.0).ceil() as u64)
+}
+
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Bytes {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = cap.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= cap {
+            break;
+        }
+    }
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_ms_rounds_up() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(retry_after_ms_as_secs(&h), Some(2));
+        h.insert("retry-after-ms", HeaderValue::from_static("-3"));
+        assert_eq!(retry_after_ms_as_secs(&h), None);
+    }
+}

@@ -1,0 +1,136 @@
+//! What every request shares, built once from the configuration.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aibridge_keypool::PoolConfigError;
+use aibridge_keypool::{
+    Clock, CooldownPolicy, KeyPool, KeyStateStore, MemoryStore, ProbePolicy, SystemClock,
+};
+use aibridge_store::{Store, StoreError};
+
+use crate::config::{Config, KeyStateBackend};
+use crate::intake::auth::{Authenticator, StoredTokens};
+use crate::provider::Provider;
+use crate::record::Recorder;
+
+/// Why the gateway cannot be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the database {url}: {source}")]
+    OpenDatabase { url: String, source: StoreError },
+    #[error("applying database migrations: {0}")]
+    Migrate(StoreError),
+    #[error("provider `{provider}`: {source}")]
+    Pool {
+        provider: String,
+        source: PoolConfigError,
+    },
+    #[error("building the upstream HTTP client: {0}")]
+    HttpClient(reqwest::Error),
+}
+
+/// Shared by every request.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub client: reqwest::Client,
+    pub providers: HashMap<String, Arc<Provider>>,
+    pub auth: Authenticator,
+    pub key_store: Arc<dyn KeyStateStore>,
+    pub recorder: Arc<Recorder>,
+}
+
+impl AppState {
+    /// Opens (and migrates) the recording database and builds the pools.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let store = open_store(&config.database_url).await?;
+        Self::build_with(config, store, Arc::new(SystemClock))
+    }
+
+    pub fn build_with(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
+        let key_store: Arc<dyn KeyStateStore> = match config.key_state {
+            KeyStateBackend::Memory => Arc::new(MemoryStore::new()),
+        };
+        let cooldown = CooldownPolicy {
+            default: config.key_pool.default_cooldown,
+            max: config.key_pool.max_cooldown,
+        };
+        let probe = ProbePolicy {
+            initial: config.key_pool.probe_initial_interval,
+            max: config.key_pool.probe_max_interval,
+        };
+        let mut providers = HashMap::new();
+        for pc in &config.providers {
+            let pool = if pc.keys.is_empty() {
+                tracing::warn!(
+                    provider = %pc.name,
+                    "no central keys configured: only BYOK requests (X-AIBridge-Token) can be served"
+                );
+                None
+            } else {
+                let pool = KeyPool::new(
+                    pc.name.clone(),
+                    pc.keys.clone(),
+                    key_store.clone(),
+                    clock.clone(),
+                    cooldown,
+                    probe,
+                )
+                .map_err(|source| StartError::Pool {
+                    provider: pc.name.clone(),
+                    source,
+                })?;
+                Some(Arc::new(pool))
+            };
+            providers.insert(
+                pc.name.clone(),
+                Arc::new(Provider {
+                    name: pc.name.clone(),
+                    kind: pc.kind,
+                    base_url: pc.base_url.clone(),
+                    pool,
+                }),
+            );
+        }
+        let client =
+            crate::upstream::client::build(&config.upstream).map_err(StartError::HttpClient)?;
+        let auth = Authenticator::new(config.auth, Arc::new(StoredTokens(store.clone())));
+        let recorder = Recorder::start(store, config.record_requests);
+        Ok(Self {
+            config,
+            client,
+            providers,
+            auth,
+            key_store,
+            recorder,
+        })
+    }
+}
+
+/// Opens the recording database named by the URL and applies the embedded migrations.
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StartError> {
+    let store = aibridge_store::open(url)
+        .await
+        .map_err(|source| StartError::OpenDatabase {
+            url: redact_url(url),
+            source,
+        })?;
+    store.migrate().await.map_err(StartError::Migrate)?;
+    Ok(store)
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

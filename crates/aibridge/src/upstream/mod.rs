@@ -1,0 +1,9 @@
+//! Everything that talks to the upstream: the one HTTP client (`client`), the failover loop that
+//! picks a key for each attempt (`failover`), and the background probe that re-validates
+//! disabled keys (`probe`).
+
+pub mod client;
+pub mod failover;
+pub mod probe;
+
+pub use failover::{Served, UpstreamCall};
