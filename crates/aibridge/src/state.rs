@@ -10,7 +10,9 @@ use aibridge_keypool::{
 use aibridge_store::{Store, StoreError};
 
 use crate::config::{Config, KeyStateBackend};
+use crate::error::GatewayError;
 use crate::intake::auth::{Authenticator, StoredTokens};
+use crate::intake::{Incoming, Intake};
 use crate::provider::Provider;
 use crate::record::Recorder;
 
@@ -42,6 +44,21 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The checks every provider route makes first, with this gateway's auth and body limit.
+    pub async fn intake(
+        &self,
+        provider: &Provider,
+        incoming: Incoming,
+    ) -> Result<Intake, GatewayError> {
+        crate::intake::intake(
+            &self.auth,
+            self.config.max_request_body_bytes,
+            provider,
+            incoming,
+        )
+        .await
+    }
+
     /// Opens (and migrates) the recording database and builds the pools.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let store = open_store(&config.database_url).await?;

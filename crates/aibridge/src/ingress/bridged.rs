@@ -11,7 +11,7 @@ use http::Method;
 
 use super::in_request_span;
 use crate::error::GatewayError;
-use crate::intake::{Incoming, Intake, intake};
+use crate::intake::{Incoming, Intake};
 use crate::provider::Provider;
 use crate::record::{NewRequest, Outcome, Recording, StreamRecording};
 use crate::relay::blocking::{is_event_stream, relay_blocking, relay_error};
@@ -24,13 +24,7 @@ pub async fn handle(
     api: Api,
     incoming: Incoming,
 ) -> Result<Response, GatewayError> {
-    let Intake { caller, meta, body } = intake(
-        &state.auth,
-        state.config.max_request_body_bytes,
-        provider,
-        incoming,
-    )
-    .await?;
+    let Intake { caller, meta, body } = state.intake(provider, incoming).await?;
     let summary = summarize_request(&body)?;
     let body = api.prepare_body(&summary, body)?;
     let span = tracing::info_span!(

@@ -12,7 +12,7 @@ use http::Method;
 use super::in_request_span;
 use crate::error::GatewayError;
 use crate::intake::headers::{append_forwarded_for, forwardable};
-use crate::intake::{Incoming, Intake, intake};
+use crate::intake::{Incoming, Intake};
 use crate::provider::Provider;
 use crate::record::{NewRequest, Outcome};
 use crate::state::AppState;
@@ -26,13 +26,7 @@ pub async fn handle(
     client_addr: Option<SocketAddr>,
     incoming: Incoming,
 ) -> Result<Response, GatewayError> {
-    let Intake { caller, meta, body } = intake(
-        &state.auth,
-        state.config.max_request_body_bytes,
-        provider,
-        incoming,
-    )
-    .await?;
+    let Intake { caller, meta, body } = state.intake(provider, incoming).await?;
     let mut headers = forwardable(&meta.headers, caller.payer);
     append_forwarded_for(&mut headers, client_addr);
     let span = tracing::info_span!(

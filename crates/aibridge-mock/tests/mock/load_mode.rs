@@ -1,7 +1,5 @@
 //! Load mode: server-wide latency, stream shape, no recording, per-key counts, and the binary's flags.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};

@@ -1,15 +1,12 @@
 //! The gateway recording to the real PostgreSQL of this machine (AIBRIDGE_TEST_POSTGRES_URL).
 //! Outside CI the tests skip with a printed reason when the variable is unset; in CI (CI=true)
 //! a missing variable or server fails them. Each test works in a schema of its own.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::*;
 use aibridge_mock::{MockUpstream, Reply};
-use common::*;
 use serde_json::Value;
 
 /// A schema created for one test and dropped after it.

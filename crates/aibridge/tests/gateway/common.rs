@@ -1,5 +1,4 @@
 //! Test harness: the real `aibridge` binary on port 0, driven over real HTTP.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -268,4 +267,227 @@ pub async fn start_copilot(mock: &aibridge_mock::MockUpstream) -> Gateway {
         mock.url()
     );
     Gateway::start_with_config(Some(&config), Gateway::NO_ENV).await
+}
+
+/// The three bridged APIs as a client sees them, for tables that hold for every API.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TestApi {
+    Messages,
+    Chat,
+    Responses,
+}
+
+pub const APIS: [TestApi; 3] = [TestApi::Messages, TestApi::Chat, TestApi::Responses];
+pub const STREAMING: [bool; 2] = [false, true];
+
+/// A client's view of one answer.
+pub struct Outcome {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: String,
+}
+
+impl Outcome {
+    pub async fn of(response: reqwest::Response) -> Self {
+        Outcome {
+            status: response.status().as_u16(),
+            retry_after: response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string()),
+            body: response.text().await.unwrap(),
+        }
+    }
+}
+
+/// An error body's type, message and (OpenAI) code.
+#[derive(Debug)]
+pub struct ApiError {
+    pub kind: String,
+    pub message: String,
+    pub code: Option<String>,
+}
+
+impl TestApi {
+    /// The provider instance that serves it by default.
+    pub fn provider(self) -> &'static str {
+        match self {
+            TestApi::Messages => "anthropic",
+            TestApi::Chat | TestApi::Responses => "openai",
+        }
+    }
+
+    pub fn path(self) -> &'static str {
+        match self {
+            TestApi::Messages => "/anthropic/v1/messages",
+            TestApi::Chat => "/openai/v1/chat/completions",
+            TestApi::Responses => "/openai/v1/responses",
+        }
+    }
+
+    pub fn body(self, stream: bool) -> Value {
+        match self {
+            TestApi::Messages => messages_body(stream),
+            TestApi::Chat => json!({
+                "model": "gpt-5",
+                "stream": stream,
+                "messages": [{"role": "user", "content": "Say hello"}],
+            }),
+            TestApi::Responses => json!({"model": "gpt-5", "stream": stream, "input": "Say hello"}),
+        }
+    }
+
+    /// A gateway whose pool for this API's provider is `keys`, in front of `mock`.
+    pub async fn start(self, mock: &aibridge_mock::MockUpstream, keys: &str) -> Gateway {
+        match self {
+            TestApi::Messages => start_pool(&mock.url(), keys).await,
+            TestApi::Chat | TestApi::Responses => start_openai(mock, keys).await,
+        }
+    }
+
+    /// The request as the provider's SDK sends it, the gateway token in the normal auth header
+    /// (so the pool pays).
+    pub fn request(self, gw: &Gateway, stream: bool) -> reqwest::RequestBuilder {
+        let request = client().post(gw.url(self.path())).json(&self.body(stream));
+        match self {
+            TestApi::Messages => request
+                .header("x-api-key", "abk_gateway_token")
+                .header("anthropic-version", "2023-06-01"),
+            TestApi::Chat | TestApi::Responses => request.bearer_auth("abk_gateway_token"),
+        }
+    }
+
+    /// The same request as BYOK: the gateway token in `X-AIBridge-Token`, the user's own key
+    /// where the SDK puts it.
+    pub fn byok_request(
+        self,
+        gw: &Gateway,
+        stream: bool,
+        user_key: &str,
+    ) -> reqwest::RequestBuilder {
+        let request = client()
+            .post(gw.url(self.path()))
+            .header("x-aibridge-token", "abk_gateway_token")
+            .json(&self.body(stream));
+        match self {
+            TestApi::Messages => request
+                .header("x-api-key", user_key)
+                .header("anthropic-version", "2023-06-01"),
+            TestApi::Chat | TestApi::Responses => request.bearer_auth(user_key),
+        }
+    }
+
+    pub async fn call(self, gw: &Gateway, stream: bool) -> Outcome {
+        Outcome::of(self.request(gw, stream).send().await.unwrap()).await
+    }
+
+    /// The credential header as the upstream saw it: the pool key where the provider expects it.
+    pub fn credential_seen(self, seen: &aibridge_mock::SeenRequest) -> Option<String> {
+        let name = match self {
+            TestApi::Messages => "x-api-key",
+            TestApi::Chat | TestApi::Responses => "authorization",
+        };
+        seen.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// How a pool key travels upstream on this API.
+    pub fn credential_of(self, key: &str) -> String {
+        match self {
+            TestApi::Messages => key.to_string(),
+            TestApi::Chat | TestApi::Responses => format!("Bearer {key}"),
+        }
+    }
+
+    /// A successful answer in the requested mode.
+    pub fn assert_success(self, out: &Outcome, stream: bool) {
+        assert_eq!(out.status, 200, "{self:?} stream={stream}: {}", out.body);
+        match (self, stream) {
+            (TestApi::Messages, false) => {
+                let v: Value = serde_json::from_str(&out.body).unwrap();
+                assert_eq!(v["type"], "message");
+                assert!(v["usage"]["input_tokens"].as_u64().unwrap() > 0);
+            }
+            (TestApi::Messages, true) => {
+                let events = sse_event_types(&out.body);
+                assert_eq!(
+                    events.first().map(String::as_str),
+                    Some("message_start"),
+                    "{events:?}"
+                );
+                assert_eq!(
+                    events.last().map(String::as_str),
+                    Some("message_stop"),
+                    "{events:?}"
+                );
+                assert!(!events.iter().any(|e| e == "error"), "{events:?}");
+            }
+            (TestApi::Chat, false) => {
+                let v: Value = serde_json::from_str(&out.body).unwrap();
+                assert_eq!(v["object"], "chat.completion");
+                assert!(v["usage"]["total_tokens"].as_u64().unwrap() > 0);
+            }
+            (TestApi::Chat, true) => {
+                let data = data_lines(&out.body);
+                assert_eq!(data.last(), Some(&"[DONE]"), "{}", out.body);
+                assert!(!out.body.contains("\"error\""), "{}", out.body);
+            }
+            (TestApi::Responses, false) => {
+                let v: Value = serde_json::from_str(&out.body).unwrap();
+                assert_eq!(v["object"], "response");
+                assert_eq!(v["status"], "completed");
+            }
+            (TestApi::Responses, true) => {
+                let events = sse_event_types(&out.body);
+                assert_eq!(events.first().map(String::as_str), Some("response.created"));
+                assert_eq!(
+                    events.last().map(String::as_str),
+                    Some("response.completed"),
+                    "{events:?}"
+                );
+            }
+        }
+    }
+
+    /// The error in this API's dialect; panics when the body is not one.
+    pub fn error(self, body: &str) -> ApiError {
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        match self {
+            TestApi::Messages => {
+                assert_eq!(v["type"], "error", "{body}");
+                ApiError {
+                    kind: v["error"]["type"].as_str().unwrap().to_string(),
+                    message: v["error"]["message"].as_str().unwrap().to_string(),
+                    code: None,
+                }
+            }
+            TestApi::Chat | TestApi::Responses => ApiError {
+                kind: v["error"]["type"].as_str().unwrap_or_default().to_string(),
+                message: v["error"]["message"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("not an OpenAI error: {body}"))
+                    .to_string(),
+                code: v["error"]["code"].as_str().map(str::to_string),
+            },
+        }
+    }
+}
+
+/// A gateway whose `openai` pool is `keys`, in front of `mock`.
+pub async fn start_openai(mock: &aibridge_mock::MockUpstream, keys: &str) -> Gateway {
+    let base = format!("{}/v1", mock.url());
+    Gateway::start(&[
+        ("AIBRIDGE_OPENAI_KEYS", keys),
+        ("AIBRIDGE_OPENAI_BASE_URL", &base),
+    ])
+    .await
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub fn data_lines(body: &str) -> Vec<&str> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect()
 }

@@ -1,19 +1,15 @@
 //! Write throughput of `write_batch`, per backend. Not timed in CI; run it with
 //! `cargo test -p aibridge-store --release -- --ignored throughput --nocapture`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Instant;
 
+use crate::common::TestDb;
 use aibridge_store::{
     AttemptRow, CredentialKind, InterceptionEnded, NewInterception, PromptRow, Record, RequestKind,
     ThoughtRow, TokenUsageRow, ToolCallRow,
 };
-use common::TestDb;
 
 const RECORDS: usize = 20_000;
 const BATCH: usize = 256;
@@ -23,13 +19,13 @@ const PER_INTERCEPTION: usize = 10;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; run with --release -- --ignored throughput --nocapture"]
 async fn throughput_sqlite() {
-    common::run(Some(TestDb::sqlite().await), measure).await;
+    crate::common::run(Some(TestDb::sqlite().await), measure).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; run with --release -- --ignored throughput --nocapture"]
 async fn throughput_postgres() {
-    common::run(TestDb::postgres().await, measure).await;
+    crate::common::run(TestDb::postgres().await, measure).await;
 }
 
 async fn measure(db: std::sync::Arc<TestDb>) {

@@ -3,8 +3,6 @@
 //! panics. Without the variable the PostgreSQL variant is skipped with a message, except in CI
 //! (`CI=true`), where a missing variable or an unreachable server fails the test.
 
-#![allow(dead_code)]
-
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,15 +1,12 @@
 //! The binary's commands and process behaviour: check-config, help, health, graceful shutdown,
 //! and the demo.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::*;
 use aibridge_mock::{MockUpstream, Reply};
-use common::*;
 use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 

@@ -1,11 +1,8 @@
 //! Passthrough routes with key failover: spec §9.3's passthrough table for Anthropic and OpenAI,
 //! byte-identical body replay, pool state shared with the bridged routes, the allow-list.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-mod common;
-
+use crate::common::*;
 use aibridge_mock::{MockUpstream, Reply};
-use common::*;
 use serde_json::Value;
 
 #[derive(Clone, Copy, Debug)]

@@ -1,13 +1,10 @@
 //! Cooldown hints end to end, cooldown expiry, re-enabling disabled keys (probe and operator),
 //! and failover under concurrency.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::{Duration, SystemTime};
 
+use crate::common::*;
 use aibridge_mock::{MockUpstream, Reply};
-use common::*;
 
 /// One request with k0 answering 429 and `headers`; returns k0's remaining cooldown in seconds.
 async fn cooldown_after_429(headers: &[(&str, &str)], config: Option<&str>) -> f64 {

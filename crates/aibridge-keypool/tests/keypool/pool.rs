@@ -1,18 +1,15 @@
 //! Key pool behaviour: construction, states, marking, walker, exhaustion, concurrency, probes.
 //! Rows of spec §9.1 are named after the reference tests; "permanent" there is "disabled" here.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{exhausted, fixture, fixture_with, key_names, secs, start};
 use aibridge_keypool::{
     ApiKey, CooldownPolicy, CooldownSource, DisableReason, Exhausted, KeyId, KeyPool, KeyRecord,
     KeyState, KeyStateStore, ManualClock, MemoryStore, PoolConfigError, ProbeOutcome, ProbePolicy,
     StoreError, Timestamp, Verdict, WalkError,
 };
-use common::{exhausted, fixture, fixture_with, key_names, secs, start};
 
 fn rate_limited(retry_after: Duration) -> Exhausted {
     Exhausted::RateLimited { retry_after }

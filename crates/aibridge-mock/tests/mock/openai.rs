@@ -1,7 +1,5 @@
 //! OpenAI routes of the mock (chat completions, responses, models, errors), over a real socket.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use aibridge_mock::{MidStreamFailure, MockUpstream, Reply};
 use serde_json::{Value, json};
 

@@ -1,11 +1,8 @@
 //! Streaming specifics: event-by-event relay, the commit point at the first event, and failures
 //! after it reaching the client as an SSE `error` event.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-mod common;
-
+use crate::common::*;
 use aibridge_mock::{MidStreamFailure, MockUpstream, Reply};
-use common::*;
 use futures_util::StreamExt;
 use serde_json::Value;
 

@@ -1,7 +1,5 @@
 //! Anthropic routes of the mock, over a real socket.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::{Duration, Instant};
 
 use aibridge_mock::{MidStreamFailure, MockUpstream, Reply};

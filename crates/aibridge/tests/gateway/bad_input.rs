@@ -1,10 +1,7 @@
 //! Client mistakes get a clear 4xx in the caller's dialect and never reach the upstream.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-mod common;
-
+use crate::common::*;
 use aibridge_mock::MockUpstream;
-use common::*;
 use serde_json::Value;
 
 async fn send_raw(gw: &Gateway, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {

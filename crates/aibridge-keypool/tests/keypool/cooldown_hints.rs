@@ -1,15 +1,12 @@
 //! Cooldown hints (spec §3.6 ParseRetryAfter, extended by PRODUCT.md item 1) and the marking rules
 //! for upstream statuses (spec §3.5 MarkKeyOnStatus, with 401/403 disabling per PRODUCT.md item 2).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
+use crate::common::{fixture, fixture_with, headers, secs, start};
 use aibridge_keypool::{
     CooldownPolicy, CooldownSource, DisableReason, KeyState, ProbePolicy, Verdict, cooldown_hint,
 };
-use common::{fixture, fixture_with, headers, secs, start};
 
 type Hint = Option<(Duration, CooldownSource)>;
 type HeaderPairs = &'static [(&'static str, &'static str)];
@@ -25,7 +22,8 @@ fn millis(ms: u64) -> Duration {
 /// A time `offset_secs` from the test start, as an RFC 3339 UTC string.
 fn rfc3339_at(offset_secs: i64) -> String {
     let at =
-        time::OffsetDateTime::from_unix_timestamp(common::START_SECS as i64 + offset_secs).unwrap();
+        time::OffsetDateTime::from_unix_timestamp(crate::common::START_SECS as i64 + offset_secs)
+            .unwrap();
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap()
 }
@@ -33,7 +31,9 @@ fn rfc3339_at(offset_secs: i64) -> String {
 /// A time `offset_secs` from the test start, as an HTTP-date.
 fn http_date_at(offset_secs: i64) -> String {
     let at = std::time::UNIX_EPOCH
-        + Duration::from_secs(u64::try_from(common::START_SECS as i64 + offset_secs).unwrap());
+        + Duration::from_secs(
+            u64::try_from(crate::common::START_SECS as i64 + offset_secs).unwrap(),
+        );
     httpdate::fmt_http_date(at)
 }
 

@@ -1,20 +1,15 @@
 //! The store's behaviour, each test run against SQLite and against PostgreSQL.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[macro_use]
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::common::TestDb;
 use aibridge_store::{
     AttemptRow, AttemptView, CredentialKind, GroupBy, InterceptionDetail, InterceptionEnded,
     InterceptionFilter, NewInterception, NewToken, PromptRow, Record, RequestKind, StoreError,
     ThoughtRow, ThoughtView, TokenUsageRow, ToolCallRow, ToolCallView, UsageFilter, UsageRow,
     UsageView, WriteBatch,
 };
-use common::TestDb;
 
 /// 2026-01-01T00:00:00Z.
 const D0: i64 = 1_767_225_600_000;
@@ -1131,7 +1126,7 @@ async fn sqlite_file_settings() {
     use sqlx::Connection;
     let db = TestDb::sqlite().await;
     let path = db.url.trim_start_matches("sqlite://").to_owned();
-    common::run(Some(db), |_db| async move {
+    crate::common::run(Some(db), |_db| async move {
         let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
             .await
             .unwrap();
@@ -1264,7 +1259,7 @@ async fn starts_commit_with_records(db: Arc<TestDb>) {
 async fn sqlite_wal_is_checkpointed_in_the_background() {
     let db = TestDb::sqlite().await;
     let path = db.url.trim_start_matches("sqlite://").to_owned();
-    common::run(Some(db), |db| async move {
+    crate::common::run(Some(db), |db| async move {
         let records: Vec<Record> = (0..2_000)
             .map(|n| prompt("wal-1", &format!("{n} {}", "x".repeat(1_000))))
             .collect();

@@ -1,14 +1,11 @@
 //! Identity and recording end to end: users and gateway tokens made with the CLI, requests from
 //! two users through the real binary, then the usage report (CLI and API) and the request
 //! records must show exactly what happened.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
-
-mod common;
 
 use std::time::Duration;
 
+use crate::common::*;
 use aibridge_mock::{MidStreamFailure, MockUpstream, Reply};
-use common::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 

@@ -1,0 +1,7 @@
+//! The key pool's integration tests, one program: the reference catalogue (spec §9.1) on a
+//! manual clock.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+mod cooldown_hints;
+mod pool;

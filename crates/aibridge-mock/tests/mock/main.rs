@@ -1,0 +1,7 @@
+//! The fake upstream's tests, one program, over real sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod anthropic;
+mod control;
+mod load_mode;
+mod openai;

@@ -1,0 +1,16 @@
+//! The gateway's end-to-end tests, one program: the real binary on port 0 against
+//! aibridge-mock, over real HTTP. Modules by capability.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+mod bad_input;
+mod cli;
+mod failover;
+mod key_lifecycle;
+mod messages;
+mod openai;
+mod passthrough;
+mod recording;
+mod recording_postgres;
+mod streaming;
