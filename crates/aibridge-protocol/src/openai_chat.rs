@@ -2,9 +2,12 @@
 //! `data: [DONE]`, an error mid-stream is a `data: {"error":…}` chunk (then `[DONE]`), usage only
 //! comes when asked for (`stream_options.include_usage`), tool calls arrive as indexed deltas.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::errors::{Dialect, ErrorKind};
 use crate::observe::{
@@ -176,46 +179,71 @@ impl ObserveStream for StreamWatch {
     }
 }
 
-#[derive(Deserialize)]
-struct StreamOptionsPeek {
-    stream_options: Option<Value>,
+/// The top-level members of a JSON object, each as the exact bytes the client wrote.
+type Members<'a> = BTreeMap<Cow<'a, str>, &'a RawValue>;
+
+/// Where `part` (a slice of `whole`) starts inside it.
+fn offset_in(whole: &[u8], part: &RawValue) -> usize {
+    part.get().as_ptr() as usize - whole.as_ptr() as usize
+}
+
+/// `body` with `range` replaced by `with`.
+fn splice(body: &[u8], range: std::ops::Range<usize>, with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + with.len());
+    out.extend_from_slice(&body[..range.start]);
+    out.extend_from_slice(with);
+    out.extend_from_slice(&body[range.end..]);
+    out
+}
+
+/// `member` (`"name":value`) inserted as the first member of the object that starts at `open`.
+fn insert_first(body: &[u8], open: usize, member: &[u8]) -> Vec<u8> {
+    let rest = &body[open + 1..];
+    let empty = rest
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'}');
+    let mut with = member.to_vec();
+    if !empty {
+        with.push(b',');
+    }
+    splice(body, open + 1..open + 1, &with)
 }
 
 /// Makes a streaming request ask for usage (`stream_options.include_usage = true`) so the
-/// gateway always learns the token counts. The common case — no `stream_options` — is a byte
-/// splice that leaves the rest of the body exactly as the client wrote it; otherwise only
-/// `stream_options` is rewritten.
+/// gateway always learns the token counts. Always a byte splice: everything the client wrote
+/// other than that one member stays exactly as it was (key order, number spelling, spacing).
 pub fn ensure_stream_usage(body: &[u8]) -> Result<Vec<u8>, BadRequest> {
-    let peek: StreamOptionsPeek =
+    let members: Members<'_> =
         serde_json::from_slice(body).map_err(|e| BadRequest::NotJson(e.to_string()))?;
-    match peek.stream_options {
-        None | Some(Value::Null) => {
-            let Some(open) = body.iter().position(|b| *b == b'{') else {
-                return Err(BadRequest::NotAnObject);
-            };
-            let rest = &body[open + 1..];
-            let empty_object = rest.iter().all(|b| b.is_ascii_whitespace() || *b == b'}');
-            let mut out = Vec::with_capacity(body.len() + 40);
-            out.extend_from_slice(&body[..=open]);
-            out.extend_from_slice(br#""stream_options":{"include_usage":true}"#);
-            if !empty_object {
-                out.push(b',');
+    let Some(options) = members.get("stream_options") else {
+        let open = body
+            .iter()
+            .position(|b| *b == b'{')
+            .ok_or(BadRequest::NotAnObject)?;
+        return Ok(insert_first(
+            body,
+            open,
+            br#""stream_options":{"include_usage":true}"#,
+        ));
+    };
+    let start = offset_in(body, options);
+    let span = start..start + options.get().len();
+    match options.get().as_bytes().first() {
+        Some(b'n') => Ok(splice(body, span, br#"{"include_usage":true}"#)),
+        Some(b'{') => {
+            let inner: Members<'_> = serde_json::from_str(options.get())
+                .map_err(|e| BadRequest::NotJson(e.to_string()))?;
+            match inner.get("include_usage") {
+                Some(value) if value.get() == "true" => Ok(body.to_vec()),
+                Some(value) => {
+                    let at = offset_in(body, value);
+                    Ok(splice(body, at..at + value.get().len(), b"true"))
+                }
+                None => Ok(insert_first(body, start, br#""include_usage":true"#)),
             }
-            out.extend_from_slice(rest);
-            Ok(out)
         }
-        Some(Value::Object(options))
-            if options.get("include_usage") == Some(&Value::Bool(true)) =>
-        {
-            Ok(body.to_vec())
-        }
-        Some(Value::Object(_)) => {
-            let mut value: Value =
-                serde_json::from_slice(body).map_err(|e| BadRequest::NotJson(e.to_string()))?;
-            value["stream_options"]["include_usage"] = Value::Bool(true);
-            Ok(value.to_string().into_bytes())
-        }
-        Some(_) => Err(BadRequest::InvalidStreamOptions),
+        _ => Err(BadRequest::InvalidStreamOptions),
     }
 }
 
@@ -312,6 +340,38 @@ mod tests {
         assert_eq!(
             ensure_stream_usage(br#"{"model":"m","stream_options":5}"#),
             Err(BadRequest::InvalidStreamOptions)
+        );
+    }
+
+    /// Review item 5: every case is a splice; nothing else of the body is re-encoded.
+    #[test]
+    fn stream_usage_is_spliced_in_every_case() {
+        let rest = r#""z":1,"n":1.50,"big":12345678901234567890123,"a":"é""#;
+        for (options, expected) in [
+            (
+                r#"{"other":true}"#,
+                r#"{"include_usage":true,"other":true}"#,
+            ),
+            (r#"{ }"#, r#"{"include_usage":true }"#),
+            (r#"null"#, r#"{"include_usage":true}"#),
+            (
+                r#"{"include_usage": false, "x":2.0}"#,
+                r#"{"include_usage": true, "x":2.0}"#,
+            ),
+            (r#"{"include_usage":null}"#, r#"{"include_usage":true}"#),
+        ] {
+            let body = format!(r#"{{{rest}, "stream_options": {options}}}"#);
+            assert_eq!(
+                usage_forced(&body),
+                format!(r#"{{{rest}, "stream_options": {expected}}}"#),
+                "{options}"
+            );
+        }
+        let null_once = usage_forced(r#"{"stream_options":null,"model":"m"}"#);
+        assert_eq!(
+            null_once.matches("stream_options").count(),
+            1,
+            "no second key: {null_once}"
         );
     }
 }

@@ -56,7 +56,11 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Whole-request limit for blocking calls.
     pub request_timeout: Duration,
-    /// Longest silence tolerated between two reads of a streaming response.
+    /// A stream's (and a passthrough answer's) response head and first event must come within
+    /// this.
+    pub first_byte_timeout: Duration,
+    /// Longest silence tolerated between two events of a stream (two chunks of a passthrough
+    /// answer).
     pub stream_idle_timeout: Duration,
 }
 
@@ -153,6 +157,7 @@ struct FileConfig {
 struct FileUpstream {
     connect_timeout: Option<String>,
     request_timeout: Option<String>,
+    first_byte_timeout: Option<String>,
     stream_idle_timeout: Option<String>,
 }
 
@@ -351,6 +356,11 @@ impl Config {
                 "upstream.request_timeout",
                 file.upstream.request_timeout.as_deref(),
                 "600s",
+            ),
+            first_byte_timeout: p.duration(
+                "upstream.first_byte_timeout",
+                file.upstream.first_byte_timeout.as_deref(),
+                "120s",
             ),
             stream_idle_timeout: p.duration(
                 "upstream.stream_idle_timeout",

@@ -51,6 +51,8 @@ pub enum GatewayError {
     UpstreamStreamFailed(String),
     #[error("{0}")]
     NotImplemented(&'static str),
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
 }
 
 impl From<BodyRefused> for GatewayError {
@@ -87,7 +89,8 @@ impl GatewayError {
             Self::KeyState(_)
             | Self::TokenStore(_)
             | Self::RecordingUnavailable(_)
-            | Self::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::Database(_)
+            | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadQuery(_) => StatusCode::BAD_REQUEST,
             Self::NotAdmin => StatusCode::FORBIDDEN,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -115,7 +118,8 @@ impl GatewayError {
             Self::KeyState(_)
             | Self::TokenStore(_)
             | Self::RecordingUnavailable(_)
-            | Self::Database(_) => ErrorKind::Unavailable,
+            | Self::Database(_)
+            | Self::ShuttingDown => ErrorKind::Unavailable,
             Self::BadQuery(_) => ErrorKind::InvalidRequest,
             Self::NotAdmin => ErrorKind::Permission,
         }

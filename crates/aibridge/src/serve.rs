@@ -20,6 +20,10 @@ pub enum ServeError {
     Serve(std::io::Error),
 }
 
+/// After the shutdown deadline cuts the open streams, how long their connections get to deliver
+/// the error event and close.
+const CUT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A gateway bound to its listening socket, not yet serving.
 pub struct Gateway {
     state: Arc<AppState>,
@@ -78,9 +82,18 @@ impl Gateway {
             stop.cancelled().await;
             tokio::time::sleep(deadline).await;
         };
+        let mut server = std::pin::pin!(server.into_future());
         tokio::select! {
-            result = server => result.map_err(ServeError::Serve)?,
-            () = forced => tracing::warn!("shutdown deadline passed: closing the remaining connections"),
+            result = &mut server => result.map_err(ServeError::Serve)?,
+            () = forced => {
+                tracing::warn!("shutdown deadline passed: cutting the streams still open");
+                // Each cut stream ends with its dialect's error event and writes its record;
+                // the connections then close by themselves.
+                self.state.cut_streams.cancel();
+                if tokio::time::timeout(CUT_GRACE, &mut server).await.is_err() {
+                    tracing::warn!("connections still open after the streams were cut: closing them");
+                }
+            }
         }
         stop.cancel();
         let _ = probes.await;

@@ -8,6 +8,7 @@ use aibridge_keypool::{
     Clock, CooldownPolicy, KeyPool, KeyStateStore, MemoryStore, ProbePolicy, SystemClock,
 };
 use aibridge_store::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, KeyStateBackend};
 use crate::error::GatewayError;
@@ -41,6 +42,9 @@ pub struct AppState {
     pub auth: Authenticator,
     pub key_store: Arc<dyn KeyStateStore>,
     pub recorder: Arc<Recorder>,
+    /// Cancelled when the shutdown deadline passes: streams still open are cut (with the
+    /// dialect's SSE error event) so that their records are written before the process exits.
+    pub cut_streams: CancellationToken,
 }
 
 impl AppState {
@@ -125,6 +129,7 @@ impl AppState {
             auth,
             key_store,
             recorder,
+            cut_streams: CancellationToken::new(),
         })
     }
 }

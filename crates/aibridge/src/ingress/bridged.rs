@@ -8,6 +8,7 @@ use aibridge_protocol::{Api, summarize_request};
 use aibridge_store::RequestKind;
 use axum::response::Response;
 use http::Method;
+use tokio::sync::oneshot;
 
 use super::in_request_span;
 use crate::error::GatewayError;
@@ -15,8 +16,9 @@ use crate::intake::{Incoming, Intake};
 use crate::provider::Provider;
 use crate::record::{NewRequest, Outcome, Recording, StreamRecording};
 use crate::relay::blocking::{is_event_stream, relay_blocking, relay_error};
+use crate::relay::stream::StreamBounds;
 use crate::state::AppState;
-use crate::upstream::UpstreamCall;
+use crate::upstream::{CallDeadline, UpstreamCall};
 
 pub async fn handle(
     state: &Arc<AppState>,
@@ -55,44 +57,71 @@ pub async fn handle(
         headers: crate::intake::headers::forwardable(&meta.headers, caller.payer),
         body,
         payer: caller.payer,
-        timeout: (!summary.stream).then_some(state.config.upstream.request_timeout),
+        deadline: if summary.stream {
+            CallDeadline::Head(state.config.upstream.first_byte_timeout)
+        } else {
+            CallDeadline::Whole(state.config.upstream.request_timeout)
+        },
     };
-    in_request_span(span, relay(call, api, recording)).await
+    in_request_span(span, relay(state, call, api, recording)).await
 }
 
 /// Sends the call (failing over between pool keys), relays the upstream's answer, and records
 /// what the answer said and how the request ended.
 async fn relay(
+    state: &AppState,
     call: UpstreamCall<'_>,
     api: Api,
     mut recording: Recording,
 ) -> Result<Response, GatewayError> {
-    let response = call.send(&mut recording).await?.response;
+    let served = call.send(&mut recording).await?;
+    let response = served.response;
     let status = response.status().as_u16();
+    let idle = state.config.upstream.stream_idle_timeout;
     if !response.status().is_success() {
-        let relayed = relay_error(response, api.dialect(), call.payer).await;
+        let relayed = relay_error(response, api.dialect(), call.payer, idle).await;
         recording.end(Outcome::UpstreamError, Some(status), None);
         return Ok(relayed);
     }
     if is_event_stream(response.headers()) {
+        let bounds = StreamBounds {
+            first_event_by: served.sent_at + state.config.upstream.first_byte_timeout,
+            idle,
+            cut: state.cut_streams.clone(),
+        };
         let recording = StreamRecording::new(recording, api, status);
-        return crate::relay::stream::relay(response, api, recording).await;
+        return crate::relay::stream::relay(response, api, call.payer, recording, bounds).await;
     }
-    match relay_blocking(response).await {
-        Ok((relayed, body)) => {
-            if recording.is_active() {
-                recording.observation(api.observe_body(&body));
+    // The body is read, observed and recorded by a task of its own: a client that goes away
+    // meanwhile does not take the usage and the serving key's answer with it.
+    let payer = call.payer;
+    let (answer, answered) = oneshot::channel();
+    tokio::spawn(async move {
+        match relay_blocking(response, payer).await {
+            Ok((relayed, body)) => {
+                if recording.is_active() {
+                    recording.observation(api.observe_body(&body));
+                }
+                if answer.is_closed() {
+                    recording.end(
+                        Outcome::ClientDisconnected,
+                        Some(status),
+                        Some("the client went away before the answer".to_string()),
+                    );
+                } else {
+                    recording.end(Outcome::Completed, Some(status), None);
+                    let _ = answer.send(Ok(relayed));
+                }
             }
-            recording.end(Outcome::Completed, Some(status), None);
-            Ok(relayed)
+            Err(error) => {
+                recording.end(
+                    Outcome::GatewayError,
+                    Some(error.status().as_u16()),
+                    Some(error.to_string()),
+                );
+                let _ = answer.send(Err(error));
+            }
         }
-        Err(error) => {
-            recording.end(
-                Outcome::GatewayError,
-                Some(error.status().as_u16()),
-                Some(error.to_string()),
-            );
-            Err(error)
-        }
-    }
+    });
+    answered.await.unwrap_or(Err(GatewayError::ShuttingDown))
 }

@@ -16,7 +16,7 @@ use crate::intake::{Incoming, Intake};
 use crate::provider::Provider;
 use crate::record::{NewRequest, Outcome};
 use crate::state::AppState;
-use crate::upstream::UpstreamCall;
+use crate::upstream::{CallDeadline, UpstreamCall};
 
 pub async fn handle(
     state: &Arc<AppState>,
@@ -46,9 +46,9 @@ pub async fn handle(
         headers,
         body,
         payer: caller.payer,
-        // Some of these answers stream (a stored response replayed with ?stream=true): only the
-        // client's per-read timeout applies.
-        timeout: None,
+        // Some of these answers stream (a stored response replayed with ?stream=true): the head
+        // is bounded here, the body chunk by chunk by the relay.
+        deadline: CallDeadline::Head(state.config.upstream.first_byte_timeout),
     };
     let mut recording =
         crate::record::begin(&state.recorder, provider, &meta, &caller, || NewRequest {
@@ -71,7 +71,10 @@ pub async fn handle(
             Outcome::UpstreamError
         };
         recording.end(outcome, Some(status.as_u16()), None);
-        Ok(crate::relay::passthrough::relay(served.response))
+        Ok(crate::relay::passthrough::relay(
+            served.response,
+            state.config.upstream.stream_idle_timeout,
+        ))
     })
     .await
 }

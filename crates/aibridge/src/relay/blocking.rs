@@ -1,12 +1,15 @@
 //! Blocking answers: a success read whole and relayed, an error relayed with its status and
 //! `Retry-After`, in the caller's dialect.
 
+use std::time::Duration;
+
 use aibridge_protocol::{Dialect, ErrorKind};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 
+use super::answer_headers;
 use crate::error::GatewayError;
 use crate::intake::Payer;
 
@@ -20,30 +23,13 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
 }
 
-/// Upstream response headers worth passing on to the client.
-const RELAYED_RESPONSE_HEADERS: &[&str] = &[
-    "content-type",
-    "request-id",
-    "x-request-id",
-    "retry-after",
-    "retry-after-ms",
-];
-
-fn copy_relayed_headers(from: &HeaderMap, to: &mut HeaderMap) {
-    for name in RELAYED_RESPONSE_HEADERS {
-        if let Some(value) = from.get(*name) {
-            to.insert(*name, value.clone());
-        }
-    }
-}
-
-/// The answer and its body, which is also observed for the record.
+/// A success read whole, relayed with its status and headers, and handed back for the record.
 pub async fn relay_blocking(
     response: reqwest::Response,
+    payer: Payer,
 ) -> Result<(Response, Bytes), GatewayError> {
     let status = response.status();
-    let mut headers = HeaderMap::new();
-    copy_relayed_headers(response.headers(), &mut headers);
+    let headers = answer_headers(response.headers(), payer);
     let body = response
         .bytes()
         .await
@@ -54,20 +40,29 @@ pub async fn relay_blocking(
     Ok((out, body))
 }
 
-/// Relays a non-success upstream answer with its status and `Retry-After`. Bodies already in the
-/// caller's dialect (and every BYOK body) pass unchanged; anything else, such as an HTML page
-/// from a proxy, is wrapped into a dialect-shaped error so SDKs can parse it.
-pub async fn relay_error(response: reqwest::Response, dialect: Dialect, payer: Payer) -> Response {
+/// Relays a non-success upstream answer. A BYOK answer is the client's own: status, headers and
+/// body exactly as they came. A pool answer keeps its status and `Retry-After` (from
+/// `retry-after-ms` when that is all there is); a body already in the caller's dialect passes
+/// unchanged, anything else, such as an HTML page from a proxy, is wrapped into a dialect-shaped
+/// error so SDKs can parse it.
+pub async fn relay_error(
+    response: reqwest::Response,
+    dialect: Dialect,
+    payer: Payer,
+    idle: Duration,
+) -> Response {
+    if payer == Payer::Byok {
+        return super::passthrough::relay(response, idle);
+    }
     let status = response.status();
-    let mut headers = HeaderMap::new();
-    copy_relayed_headers(response.headers(), &mut headers);
+    let mut headers = answer_headers(response.headers(), payer);
     if !headers.contains_key(header::RETRY_AFTER)
         && let Some(secs) = retry_after_ms_as_secs(response.headers())
     {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     let body = read_capped(response, MAX_ERROR_BODY).await;
-    let body = if payer == Payer::Byok || dialect.is_error_body(&body) {
+    let body = if dialect.is_error_body(&body) {
         body
     } else {
         headers.insert(

@@ -1,21 +1,38 @@
-//! Passthrough answers: the upstream's status, headers and body, streamed as they arrive.
+//! Answers relayed as they come: the upstream's status, headers (minus hop-by-hop) and body,
+//! streamed chunk by chunk, each chunk within the idle bound. Passthrough routes use it, and so
+//! does every BYOK error (the client's own answer, unchanged).
+
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
+use futures_util::StreamExt;
 
-/// The upstream's status, headers (minus hop-by-hop) and body, streamed as it arrives.
-pub fn relay(response: reqwest::Response) -> Response {
+use super::answer_headers;
+use crate::intake::Payer;
+
+/// A body chunk did not come within the idle bound: the body ends with an error, so the client
+/// sees a broken answer rather than one that looks complete.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing for {0:?}")]
+struct Silent(Duration);
+
+pub fn relay(response: reqwest::Response, idle: Duration) -> Response {
     let status = response.status();
-    let mut headers = response.headers().clone();
-    let hop_by_hop: Vec<_> = headers
-        .keys()
-        .filter(|name| crate::intake::headers::is_hop_by_hop(name))
-        .cloned()
-        .collect();
-    for name in hop_by_hop {
-        headers.remove(name);
-    }
-    let mut out = Response::new(Body::from_stream(response.bytes_stream()));
+    // Passthrough answers (model lists, stored responses) carry nothing of the key: every
+    // end-to-end header travels, as for BYOK.
+    let headers = answer_headers(response.headers(), Payer::Byok);
+    let chunks = response.bytes_stream();
+    let body = futures_util::stream::unfold(Some(chunks), move |chunks| async move {
+        let mut chunks = chunks?;
+        match tokio::time::timeout(idle, chunks.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(chunks))),
+            Ok(Some(Err(e))) => Some((Err(axum::Error::new(e)), None)),
+            Ok(None) => None,
+            Err(_) => Some((Err(axum::Error::new(Silent(idle))), None)),
+        }
+    });
+    let mut out = Response::new(Body::from_stream(body));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     out

@@ -3,10 +3,13 @@
 //! The commit point is the first complete upstream event: until it arrives nothing has been sent
 //! to the client, so a failure is still answered with a proper HTTP error. From then on each
 //! event is forwarded (its exact bytes) as soon as its terminating blank line is in, and a
-//! failure — a broken connection, a read timeout, a stream that ends before its terminal event —
-//! reaches the client as the dialect's SSE error frame rather than as a silently truncated 200.
+//! failure — a broken connection, silence longer than the idle bound, a stream that ends before
+//! its terminal event, the gateway shutting down — reaches the client as the dialect's SSE error
+//! frame rather than as a silently truncated 200. Once the API's terminal event is in, the relay
+//! ends: whatever the upstream sends after it cannot turn a complete stream into a failure.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use aibridge_protocol::{Api, SseDecoder, SseEvent};
 use axum::body::Body;
@@ -14,10 +17,34 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+use super::answer_headers;
 use crate::error::{GatewayError, describe_transport_error};
+use crate::intake::Payer;
 use crate::record::{Outcome, StreamRecording};
+
+/// How long a stream may keep the client waiting, and what ends it early.
+#[derive(Debug, Clone)]
+pub struct StreamBounds {
+    /// The first event must be in by then (it bounds the response head too, upstream).
+    pub first_event_by: Instant,
+    /// Longest silence between two events.
+    pub idle: Duration,
+    /// Cancelled when the gateway's shutdown deadline passes: open streams are cut.
+    pub cut: CancellationToken,
+}
+
+/// Why the relay read nothing more.
+enum Read {
+    Chunk(Bytes),
+    Failed(reqwest::Error),
+    Ended,
+    Silent,
+    Cut,
+}
 
 type UpstreamBytes = BoxStream<'static, reqwest::Result<Bytes>>;
 
@@ -31,11 +58,28 @@ struct Relay {
     saw_upstream_error: bool,
     recording: StreamRecording,
     finished: bool,
+    bounds: StreamBounds,
 }
 
 impl Relay {
+    /// The next piece of the upstream body, waiting no longer than `until`.
+    async fn read(&mut self, until: Instant) -> Read {
+        tokio::select! {
+            () = self.bounds.cut.cancelled() => Read::Cut,
+            read = tokio::time::timeout_at(until, self.upstream.next()) => match read {
+                Ok(Some(Ok(chunk))) => Read::Chunk(chunk),
+                Ok(Some(Err(e))) => Read::Failed(e),
+                Ok(None) => Read::Ended,
+                Err(_) => Read::Silent,
+            },
+        }
+    }
+
     fn take_events(&mut self) {
-        while let Some(event) = self.decoder.next_event() {
+        // Nothing after the terminal event is relayed or observed.
+        while !self.saw_terminal
+            && let Some(event) = self.decoder.next_event()
+        {
             if self.api.is_terminal(&event) {
                 self.saw_terminal = true;
             }
@@ -82,6 +126,17 @@ impl Relay {
             .unwrap_or_else(|| self.api.stream_error_frames(message, last))
     }
 
+    /// The stream is complete: the record says how, and the relay is over.
+    fn complete(&mut self) {
+        self.finished = true;
+        let outcome = if self.saw_upstream_error {
+            Outcome::UpstreamError
+        } else {
+            Outcome::Completed
+        };
+        self.recording.finish(outcome, None, None);
+    }
+
     /// The next frame for the client, or `None` when the relay is over.
     async fn next_frame(&mut self) -> Option<Bytes> {
         loop {
@@ -91,30 +146,33 @@ impl Relay {
             if self.finished {
                 return None;
             }
-            match self.upstream.next().await {
-                Some(Ok(chunk)) => {
+            if self.saw_terminal {
+                self.complete();
+                return None;
+            }
+            let idle = self.bounds.idle;
+            match self.read(Instant::now() + idle).await {
+                Read::Chunk(chunk) => {
                     self.decoder.push(&chunk);
                     self.take_events();
                 }
-                Some(Err(e)) => {
+                Read::Failed(e) => {
                     let message =
                         format!("upstream stream failed: {}", describe_transport_error(&e));
                     return Some(self.cut_short(&message));
                 }
-                None if self.saw_terminal && !self.decoder.has_partial_event() => {
-                    self.finished = true;
-                    let outcome = if self.saw_upstream_error {
-                        Outcome::UpstreamError
-                    } else {
-                        Outcome::Completed
-                    };
-                    self.recording.finish(outcome, None, None);
-                    return None;
-                }
-                None => {
+                Read::Ended => {
                     return Some(
                         self.cut_short("upstream stream ended before the response was complete"),
                     );
+                }
+                Read::Silent => {
+                    let message =
+                        format!("upstream stream sent nothing for {}s", idle.as_secs_f64());
+                    return Some(self.cut_short(&message));
+                }
+                Read::Cut => {
+                    return Some(self.cut_short("the gateway is shutting down"));
                 }
             }
         }
@@ -125,14 +183,12 @@ impl Relay {
 pub async fn relay(
     response: reqwest::Response,
     api: Api,
+    payer: Payer,
     recording: StreamRecording,
+    bounds: StreamBounds,
 ) -> Result<Response, GatewayError> {
-    let mut headers = HeaderMap::new();
-    for name in ["content-type", "request-id", "x-request-id"] {
-        if let Some(value) = response.headers().get(name) {
-            headers.insert(name, value.clone());
-        }
-    }
+    let mut headers = answer_headers(response.headers(), payer);
+    headers.remove(header::CONTENT_LENGTH);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tells nginx-style proxies in front of the gateway not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -147,23 +203,23 @@ pub async fn relay(
         recording,
         saw_terminal: false,
         finished: false,
+        bounds,
     };
     while relay.ready.is_empty() {
-        match relay.upstream.next().await {
-            Some(Ok(chunk)) => {
+        let error = match relay.read(relay.bounds.first_event_by).await {
+            Read::Chunk(chunk) => {
                 relay.decoder.push(&chunk);
                 relay.take_events();
+                continue;
             }
-            Some(Err(e)) => {
-                let error = GatewayError::UpstreamStreamFailed(describe_transport_error(&e));
-                return Err(relay.fail_before_first_event(error));
+            Read::Failed(e) => GatewayError::UpstreamStreamFailed(describe_transport_error(&e)),
+            Read::Ended => {
+                GatewayError::UpstreamStreamFailed("the stream ended without any event".into())
             }
-            None => {
-                let error =
-                    GatewayError::UpstreamStreamFailed("the stream ended without any event".into());
-                return Err(relay.fail_before_first_event(error));
-            }
-        }
+            Read::Silent => GatewayError::UpstreamTimeout,
+            Read::Cut => GatewayError::ShuttingDown,
+        };
+        return Err(relay.fail_before_first_event(error));
     }
 
     let body = futures_util::stream::unfold(relay, |mut relay| async move {

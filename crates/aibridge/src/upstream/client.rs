@@ -6,10 +6,10 @@ use crate::config::UpstreamSettings;
 /// to wherever the upstream points.
 pub fn build(settings: &UpstreamSettings) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
+        // The only client-wide bound: each call brings its own deadlines (a blocking call's
+        // whole duration, a stream's head and first event, the silence between events), set
+        // where the call is made, so no one limit cuts another kind of call short.
         .connect_timeout(settings.connect_timeout)
-        // Per read, so long streams live as long as they make progress; blocking calls also get
-        // a whole-request timeout per request.
-        .read_timeout(settings.stream_idle_timeout)
         .pool_idle_timeout(std::time::Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         .tcp_nodelay(true)

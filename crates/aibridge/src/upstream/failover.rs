@@ -6,11 +6,12 @@
 //! Failover happens on the status line alone, before any body byte is read, which is what keeps
 //! it possible for streams up to their first event.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aibridge_keypool::{PoolKey, Verdict, WalkError};
 use bytes::Bytes;
 use http::{HeaderMap, Method};
+use tokio::time::Instant;
 
 use crate::error::GatewayError;
 use crate::intake::Payer;
@@ -28,8 +29,17 @@ pub struct UpstreamCall<'a> {
     /// Replayed byte for byte on every attempt.
     pub body: Bytes,
     pub payer: Payer,
-    /// Whole-request limit; `None` for streams, which only have the client's read timeout.
-    pub timeout: Option<Duration>,
+    pub deadline: CallDeadline,
+}
+
+/// How long one attempt may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallDeadline {
+    /// A blocking call: the whole of it, body included (`request_timeout`).
+    Whole(Duration),
+    /// A stream or a passthrough answer: the response head must come within this
+    /// (`first_byte_timeout`); the relay bounds the body.
+    Head(Duration),
 }
 
 /// The upstream answered with something the caller relays (success or non-key error).
@@ -40,6 +50,9 @@ pub struct Served {
     pub key: Option<PoolKey>,
     /// Attempts made, this one included.
     pub attempts: u32,
+    /// When the serving attempt was sent: a stream's first event is due within
+    /// `first_byte_timeout` of it.
+    pub sent_at: Instant,
 }
 
 impl UpstreamCall<'_> {
@@ -48,15 +61,27 @@ impl UpstreamCall<'_> {
         if let Some(key) = key {
             self.provider.kind.attach_key(&mut headers, &key.secret);
         }
-        let mut request = self
+        let request = self
             .client
             .request(self.method.clone(), &self.url)
             .headers(headers)
             .body(self.body.clone());
-        if let Some(timeout) = self.timeout {
-            request = request.timeout(timeout);
+        match self.deadline {
+            CallDeadline::Whole(limit) => request.timeout(limit),
+            CallDeadline::Head(_) => request,
         }
-        request
+    }
+
+    /// One attempt: the response head, within the call's deadline.
+    async fn attempt(&self, key: Option<&PoolKey>) -> Result<reqwest::Response, GatewayError> {
+        let sending = self.request(key).send();
+        let sent = match self.deadline {
+            CallDeadline::Whole(_) => sending.await,
+            CallDeadline::Head(limit) => tokio::time::timeout(limit, sending)
+                .await
+                .map_err(|_| GatewayError::UpstreamTimeout)?,
+        };
+        sent.map_err(|e| GatewayError::from_transport(&e))
     }
 
     /// Sends the call, failing over between pool keys when the payer is the pool. Each attempt
@@ -84,7 +109,7 @@ impl UpstreamCall<'_> {
 
     async fn send_once(&self, recording: &mut Recording) -> Result<Served, GatewayError> {
         let started = Instant::now();
-        let result = self.request(None).send().await;
+        let result = self.attempt(None).await;
         let mut attempt = AttemptRecord {
             number: 1,
             key_hint: None,
@@ -100,10 +125,10 @@ impl UpstreamCall<'_> {
                     response,
                     key: None,
                     attempts: 1,
+                    sent_at: started,
                 })
             }
             Err(error) => {
-                let error = GatewayError::from_transport(&error);
                 attempt.transport_error = Some(error.to_string());
                 Err(error)
             }
@@ -135,7 +160,7 @@ impl UpstreamCall<'_> {
                 Err(WalkError::Store(e)) => return Err(e.into()),
             };
             let started = Instant::now();
-            let result = self.request(Some(&key)).send().await;
+            let result = self.attempt(Some(&key)).await;
             let mut attempt = AttemptRecord {
                 number: walker.attempts(),
                 key_hint: Some(key.hint()),
@@ -148,7 +173,6 @@ impl UpstreamCall<'_> {
                 Ok(response) => response,
                 Err(error) => {
                     // Not the key's fault: a connection problem would hit every key alike.
-                    let error = GatewayError::from_transport(&error);
                     attempt.transport_error = Some(error.to_string());
                     recording.attempt(&attempt);
                     return Err(error);
@@ -160,6 +184,7 @@ impl UpstreamCall<'_> {
                 response,
                 key: Some(key.clone()),
                 attempts: walker.attempts(),
+                sent_at: started,
             };
             if status.is_success() {
                 recording.attempt(&attempt);

@@ -6,4 +6,4 @@ pub mod client;
 pub mod failover;
 pub mod probe;
 
-pub use failover::{Served, UpstreamCall};
+pub use failover::{CallDeadline, Served, UpstreamCall};

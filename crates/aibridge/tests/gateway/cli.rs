@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::common::*;
 use aibridge_mock::{MockUpstream, Reply};
 use futures_util::StreamExt;
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn repo_root() -> PathBuf {
@@ -244,6 +245,64 @@ async fn the_shutdown_deadline_bounds_how_long_streams_may_run_on() {
         !rest.contains("message_stop"),
         "the stream was cut at the deadline"
     );
+}
+
+/// Review item 3: a stream still running at the shutdown deadline is cut with the dialect's SSE
+/// error event, and its record (with the usage seen so far) is written before the process exits.
+#[tokio::test]
+async fn streams_cut_at_the_shutdown_deadline_are_recorded() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.script(
+        "k0",
+        vec![Reply::ok().stream_deltas(34).event_delay_ms(250)],
+    );
+    let file = std::env::temp_dir().join(format!("aibridge-cut-{}.db", uuid::Uuid::new_v4()));
+    let url = format!("sqlite://{}", file.display());
+    let mut env = pool_env(&mock.url(), "k0");
+    env.push(("AIBRIDGE_DATABASE_URL".into(), url.clone()));
+    let gw = Gateway::start_with_config(Some("shutdown_timeout = \"500ms\"\n"), &env).await;
+    let response = post_messages(&gw, &messages_body(true)).await;
+    let mut body = response.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    let exit = tokio::spawn(gw.terminate());
+    let mut rest = String::new();
+    while let Some(Ok(chunk)) = body.next().await {
+        rest.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(exit.await.unwrap().success());
+    assert_eq!(
+        sse_event_types(&rest).last().map(String::as_str),
+        Some("error"),
+        "the client is told the stream was cut: {rest}"
+    );
+    let error = sse_data_of(&rest, "error").unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shutting down"),
+        "{error}"
+    );
+
+    let gw = Gateway::start(&[("AIBRIDGE_DATABASE_URL", url.as_str())]).await;
+    let page: Value = client()
+        .get(gw.url("/api/v1/interceptions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let record = &page["items"][0];
+    assert_eq!(record["outcome"], "stream_failed", "{record:#}");
+    assert_eq!(
+        record["usage"][0]["input"], 11,
+        "usage seen so far: {record:#}"
+    );
+    drop(gw);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
 }
 
 #[tokio::test]

@@ -110,6 +110,11 @@ impl Gateway {
         format!("{}{path}", self.base)
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
@@ -490,4 +495,23 @@ pub fn data_lines(body: &str) -> Vec<&str> {
     body.lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .collect()
+}
+
+/// Waits until the background writer has recorded the end of `expected` requests; returns the
+/// records, newest first. `admin` is the token for `tokens` mode (`None` in `none` mode).
+pub async fn wait_for_ended(gw: &Gateway, admin: Option<&str>, expected: usize) -> Vec<Value> {
+    let mut items = Vec::new();
+    for _ in 0..100 {
+        let mut request = client().get(gw.url("/api/v1/interceptions?limit=100"));
+        if let Some(token) = admin {
+            request = request.bearer_auth(token);
+        }
+        let page: Value = request.send().await.unwrap().json().await.unwrap();
+        items = page["items"].as_array().unwrap().clone();
+        if items.len() >= expected && items.iter().all(|i| !i["outcome"].is_null()) {
+            return items;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("expected {expected} ended records, got {items:#?}");
 }

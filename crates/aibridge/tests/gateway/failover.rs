@@ -277,3 +277,94 @@ async fn a_rate_limited_key_is_skipped_by_the_next_request() {
         }
     }
 }
+
+/// Review item 7: a BYOK answer is the client's own: status, every end-to-end header and the
+/// body exactly as they came (SDKs obey `x-should-retry`; nothing is synthesised or cut).
+#[tokio::test]
+async fn byok_answers_are_relayed_unchanged() {
+    let big = format!(
+        r#"{{"type":"error","error":{{"type":"rate_limit_error","message":"{}"}}}}"#,
+        "x".repeat(1_500_000)
+    );
+    for api in APIS {
+        for stream in STREAMING {
+            let mock = MockUpstream::start().await.unwrap();
+            mock.script(
+                "user-byok-key",
+                vec![
+                    Reply::status(429)
+                        .header("retry-after-ms", "1500")
+                        .header("x-should-retry", "false")
+                        .header("anthropic-ratelimit-requests-remaining", "0")
+                        .header("x-ratelimit-remaining-requests", "0")
+                        .header("request-id", "req_byok_1")
+                        .body(big.clone()),
+                    Reply::ok().header("x-ratelimit-remaining-tokens", "999"),
+                ],
+            );
+            let gw = api.start(&mock, "k0").await;
+            let response = api
+                .byok_request(&gw, stream, "user-byok-key")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 429, "{api:?} stream={stream}");
+            let headers = response.headers().clone();
+            assert_eq!(headers["x-should-retry"], "false", "{api:?}");
+            assert_eq!(headers["anthropic-ratelimit-requests-remaining"], "0");
+            assert_eq!(headers["x-ratelimit-remaining-requests"], "0");
+            assert_eq!(headers["request-id"], "req_byok_1");
+            assert_eq!(headers["retry-after-ms"], "1500");
+            assert!(
+                headers.get("retry-after").is_none(),
+                "{api:?}: nothing synthesised"
+            );
+            assert_eq!(
+                response.text().await.unwrap(),
+                big,
+                "{api:?}: the body whole"
+            );
+
+            let response = api
+                .byok_request(&gw, stream, "user-byok-key")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(
+                response.headers()["x-ratelimit-remaining-tokens"],
+                "999",
+                "{api:?} stream={stream}: success headers too"
+            );
+        }
+    }
+}
+
+/// Pool answers keep the upstream's request id (for support tickets), but not the pool key's
+/// rate-limit counters.
+#[tokio::test]
+async fn pool_answers_keep_the_upstream_request_id() {
+    for api in APIS {
+        for stream in STREAMING {
+            let mock = MockUpstream::start().await.unwrap();
+            mock.script(
+                "k0",
+                vec![
+                    Reply::ok()
+                        .header("request-id", "req_pool_1")
+                        .header("anthropic-ratelimit-requests-remaining", "7"),
+                ],
+            );
+            let gw = api.start(&mock, "k0").await;
+            let response = api.request(&gw, stream).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["request-id"], "req_pool_1", "{api:?}");
+            assert!(
+                response
+                    .headers()
+                    .get("anthropic-ratelimit-requests-remaining")
+                    .is_none()
+            );
+        }
+    }
+}

@@ -7,6 +7,7 @@ mod common;
 mod bad_input;
 mod cli;
 mod failover;
+mod faults;
 mod key_lifecycle;
 mod messages;
 mod openai;

@@ -53,25 +53,6 @@ async fn admin_get(gw: &Gateway, token: &str, path: &str) -> Value {
     response.json().await.unwrap()
 }
 
-/// Waits until the background writer has recorded the end of `expected` requests; returns the
-/// records, newest first. `admin` is the token for `tokens` mode (`None` in `none` mode).
-async fn wait_for_ended(gw: &Gateway, admin: Option<&str>, expected: usize) -> Vec<Value> {
-    let mut items = Vec::new();
-    for _ in 0..100 {
-        let mut request = client().get(gw.url("/api/v1/interceptions?limit=100"));
-        if let Some(token) = admin {
-            request = request.bearer_auth(token);
-        }
-        let page: Value = request.send().await.unwrap().json().await.unwrap();
-        items = page["items"].as_array().unwrap().clone();
-        if items.len() >= expected && items.iter().all(|i| !i["outcome"].is_null()) {
-            return items;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("expected {expected} ended records, got {items:#?}");
-}
-
 fn usage_rows(report: &Value) -> Vec<(String, i64, i64, i64, i64)> {
     report["rows"]
         .as_array()
@@ -483,4 +464,34 @@ async fn recording_can_be_switched_off() {
         .unwrap();
     assert_eq!(page["items"], json!([]), "nothing recorded");
     assert_eq!(mock.requests().len(), 2, "but everything served");
+}
+
+/// Review item 4: each attempt is recorded as it ends, so a client that goes away while the
+/// next key is being tried still leaves the failover visible.
+#[tokio::test]
+async fn a_failover_before_the_client_gave_up_is_recorded() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.script(
+        "key-first-1",
+        vec![Reply::status(429).header("retry-after", "30")],
+    );
+    mock.script("key-second-2", vec![Reply::ok().delay_ms(1500)]);
+    let gw = start_pool(&mock.url(), "key-first-1,key-second-2").await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let result = impatient
+        .post(gw.url("/anthropic/v1/messages"))
+        .json(&messages_body(false))
+        .send()
+        .await;
+    assert!(result.unwrap_err().is_timeout());
+
+    let record = wait_for_ended(&gw, None, 1).await.remove(0);
+    assert_eq!(record["outcome"], "client_disconnected", "{record:#}");
+    assert_eq!(record["attempts"][0]["key_hint"], "ke...-1");
+    assert_eq!(record["attempts"][0]["status"], 429, "{record:#}");
+    assert_eq!(record["attempts"][0]["failover_reason"], "rate_limited");
+    assert_eq!(record["attempt_count"], 1, "{record:#}");
 }

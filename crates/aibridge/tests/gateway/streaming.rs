@@ -182,3 +182,55 @@ async fn a_slow_upstream_still_fails_over_before_the_first_event() {
     );
     assert_eq!(mock.seen_keys(), ["k0", "k1"]);
 }
+
+/// Review item 12: whatever follows the API's terminal event (here an error report) is not
+/// relayed, and the stream is recorded as the complete stream it was.
+#[tokio::test]
+async fn data_after_the_terminal_event_does_not_turn_a_complete_stream_into_a_failure() {
+    for api in APIS {
+        let complete = match api {
+            TestApi::Messages => concat!(
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+                "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":3}}\n\n",
+                "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+            ),
+            TestApi::Chat => concat!(
+                "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+                "data: [DONE]\n\n",
+            ),
+            TestApi::Responses => concat!(
+                "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"output\":[]}}\n\n",
+                "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":1,\"response\":{\"id\":\"resp_1\",\"status\":\"completed\",\"output\":[]}}\n\n",
+            ),
+        };
+        let trailing = match api {
+            TestApi::Messages => {
+                "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"late\"}}\n\n"
+            }
+            TestApi::Chat => {
+                "data: {\"error\":{\"message\":\"late\",\"type\":\"server_error\"}}\n\n"
+            }
+            TestApi::Responses => {
+                "event: error\ndata: {\"type\":\"error\",\"message\":\"late\",\"sequence_number\":2}\n\n"
+            }
+        };
+        let mock = MockUpstream::start().await.unwrap();
+        mock.script(
+            "k0",
+            vec![
+                Reply::ok()
+                    .header("content-type", "text/event-stream")
+                    .body(format!("{complete}{trailing}data: partial")),
+            ],
+        );
+        let gw = api.start(&mock, "k0").await;
+        let out = api.call(&gw, true).await;
+        assert_eq!(out.status, 200);
+        assert_eq!(
+            out.body, complete,
+            "{api:?}: relayed up to the terminal event"
+        );
+        let record = wait_for_ended(&gw, None, 1).await.remove(0);
+        assert_eq!(record["outcome"], "completed", "{api:?}: {record:#}");
+    }
+}
