@@ -338,7 +338,7 @@ impl KeyPool {
             .collect())
     }
 
-    /// Healthy -> enable; StillRejected -> interval = min(2*interval, probe.max), next = now +
+    /// Healthy -> no longer disabled (a cooldown set meanwhile stays); StillRejected -> interval = min(2*interval, probe.max), next = now +
     /// interval; Inconclusive -> next = now + interval (unchanged). A key that is no longer
     /// disabled (an operator re-enabled it meanwhile) is left alone.
     pub async fn record_probe(
@@ -347,7 +347,7 @@ impl KeyPool {
         outcome: ProbeOutcome,
     ) -> Result<(), StoreError> {
         if outcome == ProbeOutcome::Healthy {
-            self.store.enable(&self.name, &key.id).await?;
+            self.store.revalidated(&self.name, &key.id).await?;
             return Ok(());
         }
         let Some(disabled) = self.load_one(key).await?.disabled else {

@@ -152,6 +152,10 @@ pub trait KeyStateStore: Send + Sync + std::fmt::Debug + 'static {
     /// deadline stored (the store has no clock, so an already-expired deadline counts too;
     /// [`crate::KeyPool::enable`] narrows this to "cooling now").
     async fn enable(&self, pool: &str, key: &KeyId) -> Result<bool, StoreError>;
+    /// The probe found a disabled key working again: clear `disabled` only. A cooldown stored
+    /// meanwhile (an operator re-enabled the key, then it was rate-limited) stays: a cooldown
+    /// only ever extends. Returns true if the key was disabled.
+    async fn revalidated(&self, pool: &str, key: &KeyId) -> Result<bool, StoreError>;
     /// Reschedule the next probe of a disabled key (no-op if not disabled).
     async fn reschedule_probe(
         &self,
@@ -261,6 +265,10 @@ impl KeyStateStore for MemoryStore {
             record.cooldown_source = None;
             was_benched
         }))
+    }
+
+    async fn revalidated(&self, pool: &str, key: &KeyId) -> Result<bool, StoreError> {
+        Ok(self.update(pool, key, |record| record.disabled.take().is_some()))
     }
 
     async fn reschedule_probe(

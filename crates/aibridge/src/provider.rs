@@ -129,7 +129,7 @@ impl ProviderKind {
                 &["/models/", "/agents/", "/mcp/", "/.well-known/"],
             ),
         };
-        if !without_dot_segments(upstream_path) {
+        if !is_plain_path(upstream_path) {
             return false;
         }
         exact.contains(&upstream_path)
@@ -168,12 +168,16 @@ impl Provider {
     }
 }
 
-/// URL parsers resolve `.`/`..` segments (also percent-encoded, and `\` counts as `/`), so a
-/// path such as `/v1/models/../files` would leave the allowed subtree once parsed.
-fn without_dot_segments(path: &str) -> bool {
-    !path.contains('\\')
-        && path.split('/').all(|segment| {
-            let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+/// URL parsers and upstream servers resolve `.`/`..` segments (also percent-encoded), and some
+/// take `\`, `%5C` or `%2F` for `/`, so a path such as `/v1/models/..%2F..%2Ffiles` could leave
+/// the allowed subtree once the upstream reads it. Such paths are refused outright.
+fn is_plain_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    !lower.contains('\\')
+        && !lower.contains("%2f")
+        && !lower.contains("%5c")
+        && lower.split('/').all(|segment| {
+            let decoded = segment.replace("%2e", ".");
             decoded != "." && decoded != ".."
         })
 }
@@ -221,10 +225,18 @@ mod tests {
             "/v1/models/.%2E/files",
             "/v1/models/..\\files",
             "/v1/models/./x",
+            "/v1/models/x%2F..%2F..%2Ffiles",
+            "/v1/models/x%2f..",
+            "/v1/models/x%5C..%5Cfiles",
+            "/v1/models/a\\b",
         ] {
             assert!(!anthropic.passthrough_allowed(escape), "{escape}");
         }
         assert!(!ProviderKind::Copilot.passthrough_allowed("/chat"));
+        assert!(
+            !openai.passthrough_allowed("/responses/x%2F..%2F..%2Ffiles"),
+            "review item 9"
+        );
     }
 
     #[test]

@@ -628,6 +628,27 @@ async fn healthy_probe_re_enables_and_the_walker_hands_the_key_out_again() {
     assert_eq!(seen, ["key-0", "key-1"]);
 }
 
+/// Review item 6: a probe that was in flight while an operator re-enabled the key, which was
+/// then rate-limited, must not wipe the live cooldown when it comes back healthy.
+#[tokio::test]
+async fn a_healthy_probe_does_not_wipe_a_live_cooldown() {
+    let f = fixture(1);
+    f.disable(0).await;
+    f.advance(secs(60));
+    let due = f.pool.due_for_probe().await.unwrap();
+    assert!(f.pool.enable(0).await.unwrap());
+    f.cool(0, "30").await;
+    f.pool
+        .record_probe(&due[0], ProbeOutcome::Healthy)
+        .await
+        .unwrap();
+    assert_eq!(f.state(0).await, KeyState::Cooling);
+    assert_eq!(
+        f.record(0).await.cooldown_remaining(f.pool.now()),
+        Some(secs(30))
+    );
+}
+
 #[tokio::test]
 async fn probe_result_for_a_key_no_longer_disabled_is_ignored() {
     let f = fixture(1);
@@ -836,6 +857,9 @@ impl KeyStateStore for BrokenStore {
         Err(StoreError("connection refused".into()))
     }
     async fn enable(&self, _pool: &str, _key: &KeyId) -> Result<bool, StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
+    async fn revalidated(&self, _pool: &str, _key: &KeyId) -> Result<bool, StoreError> {
         Err(StoreError("connection refused".into()))
     }
     async fn reschedule_probe(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use aibridge_protocol::Dialect;
 use aibridge_store::{GroupBy, InterceptionFilter, UsageFilter};
 use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
@@ -44,10 +45,11 @@ fn time_param(params: &HashMap<String, String>, name: &str) -> Result<Option<i64
 /// `GET /api/v1/usage?since=7d&until=…&user=NAME&by=user|model|key|day|provider`
 pub async fn usage(
     State(state): State<Arc<AppState>>,
-    Query(params): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
     as_admin(&state, &headers, async {
+        let Query(params) = query.map_err(|e| bad_query(e.body_text()))?;
         let by_name = params.get("by").map(String::as_str).unwrap_or("user");
         // The same group names as `aibridge usage --by`.
         let by: GroupBy = Grouping::parse(by_name)
@@ -73,10 +75,11 @@ pub async fn usage(
 /// each with its attempts, usage, prompts and tool calls; `next` is the cursor of the next page.
 pub async fn interceptions(
     State(state): State<Arc<AppState>>,
-    Query(params): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
     as_admin(&state, &headers, async {
+        let Query(params) = query.map_err(|e| bad_query(e.body_text()))?;
         let number = |name: &str| -> Result<Option<u32>, GatewayError> {
             params
                 .get(name)
@@ -154,10 +157,14 @@ pub async fn list_keys(State(state): State<Arc<AppState>>, headers: HeaderMap) -
 /// `POST /api/v1/keys/{provider}/{index}/enable`: an operator puts a key back in rotation.
 pub async fn enable_key(
     State(state): State<Arc<AppState>>,
-    Path((provider, index)): Path<(String, usize)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
     as_admin(&state, &headers, async {
+        let Path((provider, index)) = path.map_err(|e| bad_query(format!("path: {e}")))?;
+        let index: usize = index
+            .parse()
+            .map_err(|_| bad_query(format!("index: `{index}` is not a key position (0, 1, …)")))?;
         let not_found = |path: String| GatewayError::RouteNotFound { method: "POST".into(), path };
         let pool = state
             .providers
@@ -174,4 +181,14 @@ pub async fn enable_key(
         Ok((StatusCode::OK, Json(json!({ "enabled": true, "changed": changed }))).into_response())
     })
     .await
+}
+
+/// Any route of the gateway's own asked with a method it does not take: JSON like every other
+/// answer of the operator API.
+pub async fn method_not_allowed(method: http::Method, uri: http::Uri) -> Response {
+    GatewayError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+    .into_response(Dialect::OpenAi)
 }

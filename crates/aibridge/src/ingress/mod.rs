@@ -21,6 +21,16 @@ use crate::error::GatewayError;
 use crate::intake::{Incoming, REQUEST_ID_HEADER, RequestMeta};
 use crate::state::AppState;
 
+/// Methods a passthrough request may use; others (TRACE echoes headers on some servers,
+/// PUT/PATCH write) never reach the upstream with a pool key.
+const PASSTHROUGH_METHODS: [Method; 5] = [
+    Method::GET,
+    Method::POST,
+    Method::DELETE,
+    Method::HEAD,
+    Method::OPTIONS,
+];
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -32,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/keys/{provider}/{index}/enable",
             axum::routing::post(admin::enable_key),
         )
+        .method_not_allowed_fallback(admin::method_not_allowed)
         .fallback(dispatch)
         .with_state(state)
 }
@@ -94,6 +105,13 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
     }
     if bridged.is_none() && !provider.kind.passthrough_allowed(upstream_path) {
         return not_found(dialect);
+    }
+    if bridged.is_none() && !PASSTHROUGH_METHODS.contains(&method) {
+        return GatewayError::MethodNotAllowed {
+            method: method.to_string(),
+            path: path.to_string(),
+        }
+        .into_response(dialect);
     }
     let client_addr = parts
         .extensions

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use aibridge_store::{Store, StoreError};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 
 use crate::config::AuthMode;
@@ -107,8 +107,9 @@ impl Authenticator {
         headers: &HeaderMap,
         byok_only: bool,
     ) -> Result<Caller, GatewayError> {
-        let byok_token = header_str(headers, GATEWAY_TOKEN_HEADER);
-        let payer = if byok_token.is_some() || byok_only {
+        // The header's presence decides who pays, whatever its value (also in `none` mode).
+        let byok_header = headers.get(GATEWAY_TOKEN_HEADER);
+        let payer = if byok_header.is_some() || byok_only {
             Payer::Byok
         } else {
             Payer::Pool
@@ -120,8 +121,8 @@ impl Authenticator {
             },
             AuthMode::Tokens => {
                 let token = match payer {
-                    Payer::Byok => byok_token,
-                    Payer::Pool => normal_auth_token(headers),
+                    Payer::Byok => byok_header.map(token_text).transpose()?,
+                    Payer::Pool => normal_auth_token(headers)?,
                 };
                 self.verify(token).await?
             }
@@ -142,7 +143,7 @@ impl Authenticator {
                     admin: true,
                 });
             }
-            AuthMode::Tokens => self.verify(normal_auth_token(headers)).await?,
+            AuthMode::Tokens => self.verify(normal_auth_token(headers)?).await?,
         };
         if identity.admin {
             Ok(identity)
@@ -163,8 +164,21 @@ impl Authenticator {
     }
 }
 
-fn normal_auth_token(headers: &HeaderMap) -> Option<&str> {
-    header_str(headers, "x-api-key").or_else(|| bearer(headers))
+/// The token in the client's normal auth header: `x-api-key` unless it is empty, else
+/// `Authorization: Bearer`.
+fn normal_auth_token(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
+    match headers.get("x-api-key").map(token_text).transpose()? {
+        Some(key) if !key.is_empty() => Ok(Some(key)),
+        _ => Ok(bearer(headers)),
+    }
+}
+
+/// A token header's text; one that is not visible ASCII cannot be a gateway token.
+fn token_text(value: &HeaderValue) -> Result<&str, GatewayError> {
+    value
+        .to_str()
+        .map(str::trim)
+        .map_err(|_| GatewayError::InvalidToken)
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -287,6 +301,36 @@ mod tests {
                 .await,
             Err(GatewayError::MissingToken)
         ));
+    }
+
+    /// Review item 13.
+    #[tokio::test]
+    async fn an_empty_api_key_header_leaves_the_bearer_token_and_odd_bytes_still_mean_byok() {
+        let auth = auth(AuthMode::Tokens);
+        let caller = auth
+            .identify(
+                &headers(&[("x-api-key", ""), ("authorization", "Bearer abk_good")]),
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!((caller.user.as_str(), caller.payer), ("alice", Payer::Pool));
+
+        let mut odd = HeaderMap::new();
+        odd.insert(
+            GATEWAY_TOKEN_HEADER,
+            HeaderValue::from_bytes(b"abk_\xff").unwrap(),
+        );
+        assert!(matches!(
+            auth.identify(&odd, false).await,
+            Err(GatewayError::InvalidToken)
+        ));
+        let none = self::auth(AuthMode::None);
+        assert_eq!(
+            none.identify(&odd, false).await.unwrap().payer,
+            Payer::Byok,
+            "in none mode the header's presence selects BYOK"
+        );
     }
 
     #[tokio::test]

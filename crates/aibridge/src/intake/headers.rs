@@ -31,6 +31,16 @@ const NOT_FORWARDED: &[HeaderName] = &[
     header::COOKIE,
 ];
 
+/// Headers some servers and proxies take as a different URL or method than the one requested:
+/// with a pool key attached they would reach what the passthrough allow-list keeps out.
+const REWRITING: &[&str] = &[
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
 /// The client's headers minus hop-by-hop, transport and gateway headers; on pool requests the
 /// client's auth headers (which hold the gateway token) are dropped too. Everything else —
 /// `anthropic-version`, `anthropic-beta`, `user-agent`, `content-type`, … — is kept.
@@ -46,6 +56,7 @@ pub fn forwardable(client: &HeaderMap, payer: Payer) -> HeaderMap {
     for (name, value) in client {
         let drop = is_hop_by_hop(name)
             || NOT_FORWARDED.contains(name)
+            || REWRITING.contains(&name.as_str())
             || name.as_str() == GATEWAY_TOKEN_HEADER
             || connection_listed
                 .iter()
@@ -96,6 +107,8 @@ mod tests {
             ("user-agent", "claude-cli/1.0"),
             ("content-type", "application/json"),
             ("cookie", "session=1"),
+            ("x-original-url", "/v1/files"),
+            ("x-http-method-override", "DELETE"),
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }

@@ -177,3 +177,120 @@ async fn tokens_mode_refuses_requests_without_a_valid_gateway_token() {
     let response = client().get(gw.url("/api/v1/keys")).send().await.unwrap();
     assert_eq!(response.status(), 401);
 }
+
+/// Review item 8: passthrough takes GET, POST, DELETE, HEAD and OPTIONS; anything else is 405
+/// and never reaches the upstream with a pool key.
+#[tokio::test]
+async fn passthrough_refuses_other_methods() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = start_pool(&mock.url(), "k0").await;
+    for method in ["TRACE", "PUT", "PATCH", "CONNECT2"] {
+        let response = client()
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                gw.url("/anthropic/v1/models"),
+            )
+            .header("anthropic-version", "2023-06-01")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method}");
+        let value: Value = response.json().await.unwrap();
+        assert_eq!(
+            anthropic_error(&value).0,
+            "invalid_request_error",
+            "{method}"
+        );
+    }
+    for method in ["GET", "HEAD", "OPTIONS"] {
+        let response = client()
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                gw.url("/anthropic/v1/models"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(response.status(), 405, "{method}");
+    }
+    assert_eq!(
+        mock.requests().len(),
+        3,
+        "only the allowed methods went upstream"
+    );
+}
+
+/// Review item 9: encoded slashes and backslashes cannot walk out of the allow-list, and the
+/// headers that rewrite a request's URL or method never travel.
+#[tokio::test]
+async fn encoded_slashes_are_refused_and_rewriting_headers_stay_behind() {
+    let mock = MockUpstream::start().await.unwrap();
+    let base = format!("{}/v1", mock.url());
+    let gw = Gateway::start(&[
+        ("AIBRIDGE_OPENAI_KEYS", "k0"),
+        ("AIBRIDGE_OPENAI_BASE_URL", base.as_str()),
+    ])
+    .await;
+    for path in [
+        "/openai/v1/responses/x%2F..%2F..%2Ffiles",
+        "/openai/v1/responses/x%2f..%2ffiles",
+        "/openai/v1/models/a%5C..%5Cfiles",
+    ] {
+        let response = client().get(gw.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        let value: Value = response.json().await.unwrap();
+        assert_eq!(value["error"]["code"], "not_found", "{path}");
+    }
+    assert!(mock.requests().is_empty());
+
+    let response = client()
+        .get(gw.url("/openai/v1/models"))
+        .header("x-original-url", "/v1/files")
+        .header("x-rewrite-url", "/v1/files")
+        .header("x-http-method-override", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = &mock.requests()[0];
+    for name in ["x-original-url", "x-rewrite-url", "x-http-method-override"] {
+        assert!(
+            !seen.headers.iter().any(|(n, _)| n == name),
+            "{name} was forwarded"
+        );
+    }
+}
+
+/// Review item 15: the operator API's own errors are JSON like the rest.
+#[tokio::test]
+async fn operator_api_errors_are_json() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = start_pool(&mock.url(), "k0").await;
+    for (method, path, status) in [
+        ("POST", "/api/v1/keys/anthropic/abc/enable", 400),
+        ("POST", "/api/v1/keys/anthropic/-1/enable", 400),
+        ("POST", "/api/v1/keys/anthropic/7/enable", 404),
+        ("DELETE", "/api/v1/keys", 405),
+        ("POST", "/api/v1/usage", 405),
+        ("GET", "/api/v1/keys/anthropic/0/enable", 405),
+        ("GET", "/api/v1/usage?since=%ff", 400),
+        ("GET", "/api/v1/interceptions?limit=x", 400),
+    ] {
+        let response = client()
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                gw.url(path),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{method} {path}");
+        let text = response.text().await.unwrap();
+        let value: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"));
+        assert!(
+            value["error"]["message"].is_string(),
+            "{method} {path}: {value}"
+        );
+    }
+}
