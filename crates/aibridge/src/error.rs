@@ -53,6 +53,8 @@ pub enum GatewayError {
     NotImplemented(&'static str),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("{0}")]
+    Foreign(#[from] crate::intake::origin::Foreign),
 }
 
 impl From<BodyRefused> for GatewayError {
@@ -92,7 +94,7 @@ impl GatewayError {
             | Self::Database(_)
             | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadQuery(_) => StatusCode::BAD_REQUEST,
-            Self::NotAdmin => StatusCode::FORBIDDEN,
+            Self::NotAdmin | Self::Foreign(_) => StatusCode::FORBIDDEN,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::UpstreamUnreachable(_) | Self::UpstreamStreamFailed(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -121,7 +123,7 @@ impl GatewayError {
             | Self::Database(_)
             | Self::ShuttingDown => ErrorKind::Unavailable,
             Self::BadQuery(_) => ErrorKind::InvalidRequest,
-            Self::NotAdmin => ErrorKind::Permission,
+            Self::NotAdmin | Self::Foreign(_) => ErrorKind::Permission,
         }
     }
 

@@ -17,6 +17,7 @@ use axum::routing::get;
 use http::{HeaderMap, Method, StatusCode};
 use tracing::Instrument;
 
+use crate::config::AuthMode;
 use crate::error::GatewayError;
 use crate::intake::{Incoming, REQUEST_ID_HEADER, RequestMeta};
 use crate::state::AppState;
@@ -44,6 +45,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .method_not_allowed_fallback(admin::method_not_allowed)
         .fallback(dispatch)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            same_origin_without_tokens,
+        ))
         .with_state(state)
 }
 
@@ -165,4 +170,27 @@ async fn in_request_span(
     work.instrument(span.clone()).await.inspect_err(|e| {
         tracing::info!(parent: &span, status = e.status().as_u16(), error = %e, "request failed")
     })
+}
+
+/// With `AIBRIDGE_AUTH=none`, a request a browser sent from another origin (or for a name that
+/// is not this loopback gateway's) is refused before any route sees it.
+async fn same_origin_without_tokens(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if state.config.auth == AuthMode::None
+        && let Err(foreign) =
+            crate::intake::origin::check(request.headers(), state.config.listen.ip().is_loopback())
+    {
+        let first_segment = request.uri().path().trim_start_matches('/');
+        let first_segment = first_segment.split('/').next().unwrap_or("");
+        let dialect = state
+            .providers
+            .get(first_segment)
+            .map_or_else(|| guess_dialect(request.headers()), |p| p.kind.dialect());
+        tracing::warn!(reason = %foreign, "refused a foreign browser request");
+        return GatewayError::from(foreign).into_response(dialect);
+    }
+    next.run(request).await
 }

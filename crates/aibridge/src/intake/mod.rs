@@ -1,11 +1,13 @@
 //! The checks every route makes before anything goes upstream: who is calling and who pays
 //! (`auth`), which client headers may travel (`headers`), the body within its limit (`body`),
-//! and which AI client sent it (`client`, for the record).
+//! which AI client sent it (`client`, for the record), and, without tokens, whether a browser
+//! sent it from elsewhere (`origin`).
 
 pub mod auth;
 pub mod body;
 pub mod client;
 pub mod headers;
+pub mod origin;
 
 pub use auth::{Caller, Payer};
 

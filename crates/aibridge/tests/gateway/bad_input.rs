@@ -294,3 +294,51 @@ async fn operator_api_errors_are_json() {
         );
     }
 }
+
+/// Review item 10: with `AIBRIDGE_AUTH=none` a web page cannot make the operator's browser spend
+/// the pool or read the operator API: other origins, cross-site fetches and foreign host names
+/// (DNS rebinding) get 403 in the caller's dialect.
+#[tokio::test]
+async fn without_tokens_foreign_browser_requests_are_refused() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = start_pool(&mock.url(), "k0").await;
+    let host = gw.base.trim_start_matches("http://").to_string();
+    let same_origin = format!("http://{host}");
+    for (name, value) in [
+        ("origin", "http://evil.example"),
+        ("origin", "null"),
+        ("sec-fetch-site", "cross-site"),
+        ("host", "attacker.example"),
+    ] {
+        let response = client()
+            .post(gw.url("/anthropic/v1/messages"))
+            .header("anthropic-version", "2023-06-01")
+            .header(name, value)
+            .json(&messages_body(false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{name}: {value}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(anthropic_error(&body).0, "permission_error");
+
+        let response = client()
+            .get(gw.url("/api/v1/interceptions"))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "operator API, {name}");
+    }
+    assert!(mock.requests().is_empty());
+
+    let response = client()
+        .post(gw.url("/anthropic/v1/messages"))
+        .header("anthropic-version", "2023-06-01")
+        .header("origin", same_origin.as_str())
+        .json(&messages_body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "same origin is served");
+}
