@@ -203,6 +203,9 @@ pub struct AttemptRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenUsageRow {
     pub interception_id: String,
+    /// Position among the interception's records of this kind, chosen by the gateway: with
+    /// `interception_id` it names the row, so a retried batch inserts nothing twice.
+    pub seq: u32,
     pub provider_response_id: Option<String>,
     pub input: i64,
     pub output: i64,
@@ -216,6 +219,9 @@ pub struct TokenUsageRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromptRow {
     pub interception_id: String,
+    /// Position among the interception's records of this kind, chosen by the gateway: with
+    /// `interception_id` it names the row, so a retried batch inserts nothing twice.
+    pub seq: u32,
     pub provider_response_id: Option<String>,
     pub prompt: String,
     pub created_at: UnixMillis,
@@ -224,6 +230,9 @@ pub struct PromptRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolCallRow {
     pub interception_id: String,
+    /// Position among the interception's records of this kind, chosen by the gateway: with
+    /// `interception_id` it names the row, so a retried batch inserts nothing twice.
+    pub seq: u32,
     pub provider_response_id: Option<String>,
     pub tool_call_id: Option<String>,
     pub name: String,
@@ -236,6 +245,9 @@ pub struct ToolCallRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThoughtRow {
     pub interception_id: String,
+    /// Position among the interception's records of this kind, chosen by the gateway: with
+    /// `interception_id` it names the row, so a retried batch inserts nothing twice.
+    pub seq: u32,
     pub content: String,
     /// `thinking` | `reasoning_summary` | `commentary`.
     pub source: String,

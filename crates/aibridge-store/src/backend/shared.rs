@@ -502,7 +502,8 @@ impl Pools {
     }
 }
 
-/// Writes one record; `Ok(false)` when its interception does not exist (nothing written).
+/// Writes one record (a repeat writes nothing and counts as written); `Ok(false)` when its
+/// interception does not exist.
 async fn write_record(conn: &mut Conn, record: &Record) -> Result<bool, sqlx::Error> {
     let query = match record {
         Record::Ended(r) => sqlx::query(sql::END_INTERCEPTION)
@@ -532,12 +533,14 @@ async fn write_record(conn: &mut Conn, record: &Record) -> Result<bool, sqlx::Er
             .bind(r.cache_read)
             .bind(r.cache_write)
             .bind(sql::extra_json(&r.extra))
-            .bind(r.created_at),
+            .bind(r.created_at)
+            .bind(i64::from(r.seq)),
         Record::Prompt(r) => sqlx::query(sql::INSERT_PROMPT)
             .bind(&r.interception_id)
             .bind(&r.provider_response_id)
             .bind(&r.prompt)
-            .bind(r.created_at),
+            .bind(r.created_at)
+            .bind(i64::from(r.seq)),
         Record::ToolCall(r) => sqlx::query(sql::INSERT_TOOL_CALL)
             .bind(&r.interception_id)
             .bind(&r.provider_response_id)
@@ -545,14 +548,24 @@ async fn write_record(conn: &mut Conn, record: &Record) -> Result<bool, sqlx::Er
             .bind(&r.name)
             .bind(&r.input)
             .bind(r.injected)
-            .bind(r.created_at),
+            .bind(r.created_at)
+            .bind(i64::from(r.seq)),
         Record::Thought(r) => sqlx::query(sql::INSERT_THOUGHT)
             .bind(&r.interception_id)
             .bind(&r.content)
             .bind(&r.source)
-            .bind(r.created_at),
+            .bind(r.created_at)
+            .bind(i64::from(r.seq)),
     };
-    Ok(query.execute(&mut *conn).await?.rows_affected() > 0)
+    if query.execute(&mut *conn).await?.rows_affected() > 0 {
+        return Ok(true);
+    }
+    // Nothing written: a repeat of a row already there, or a record of an unknown interception.
+    let exists = sqlx::query(sql::INTERCEPTION_EXISTS)
+        .bind(record.interception_id())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(exists.is_some() && !matches!(record, Record::Ended(_)))
 }
 
 async fn insert_interception<'e, E>(executor: E, r: &NewInterception) -> Result<(), sqlx::Error>

@@ -3,6 +3,11 @@
 //! into SQLite's `?N` for rusqlite, whose positional binding needs explicit numbers (a `$N`
 //! parameter is a *named* one in SQLite, numbered by first appearance).
 
+// A start is never retried (its request is refused when it cannot be written), so a repeated id
+// is an error. Records are retried after a failed transaction: every record insert is idempotent,
+// its row named by ids the gateway chose (an attempt's number, a record's `seq`), so a batch
+// retried after a lost COMMIT acknowledgement writes nothing twice.
+
 pub(crate) const INSERT_INTERCEPTION: &str = "INSERT INTO interceptions (id, user_name, kind, \
      provider_type, provider_name, method, route, model, streaming, client, session_id, \
      user_agent, credential, started_at) \
@@ -18,28 +23,31 @@ pub(crate) const END_INTERCEPTION: &str = "UPDATE interceptions SET ended_at = $
 pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO attempts (interception_id, number, \
      key_hint, status, transport_error, failover_reason, cooldown_ms, duration_ms, created_at) \
      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
-     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)";
+     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING";
 
 pub(crate) const INSERT_TOKEN_USAGE: &str = "INSERT INTO token_usages (interception_id, \
      provider_response_id, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, \
-     extra, created_at) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
-     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)";
+     extra, created_at, seq) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING";
 
 pub(crate) const INSERT_PROMPT: &str = "INSERT INTO prompts (interception_id, \
-     provider_response_id, prompt, created_at) \
-     SELECT $1, $2, $3, $4 \
-     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)";
+     provider_response_id, prompt, created_at, seq) \
+     SELECT $1, $2, $3, $4, $5 \
+     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING";
 
 pub(crate) const INSERT_TOOL_CALL: &str = "INSERT INTO tool_calls (interception_id, \
-     provider_response_id, tool_call_id, name, input, injected, created_at) \
-     SELECT $1, $2, $3, $4, $5, $6, $7 \
-     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)";
+     provider_response_id, tool_call_id, name, input, injected, created_at, seq) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING";
 
 pub(crate) const INSERT_THOUGHT: &str = "INSERT INTO thoughts (interception_id, content, \
-     source, created_at) \
-     SELECT $1, $2, $3, $4 \
-     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)";
+     source, created_at, seq) \
+     SELECT $1, $2, $3, $4, $5 \
+     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING";
+
+/// Whether an interception exists: an insert that wrote nothing was a repeat if it does.
+pub(crate) const INTERCEPTION_EXISTS: &str = "SELECT 1 FROM interceptions WHERE id = $1";
 
 /// The `extra` column of a token usage: JSON text.
 pub(crate) fn extra_json(extra: &std::collections::BTreeMap<String, i64>) -> String {

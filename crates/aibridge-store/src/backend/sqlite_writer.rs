@@ -50,6 +50,7 @@ struct Statements {
     insert_prompt: String,
     insert_tool_call: String,
     insert_thought: String,
+    interception_exists: String,
 }
 
 static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| Statements {
@@ -60,6 +61,7 @@ static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| Statements {
     insert_prompt: sql::numbered(sql::INSERT_PROMPT),
     insert_tool_call: sql::numbered(sql::INSERT_TOOL_CALL),
     insert_thought: sql::numbered(sql::INSERT_THOUGHT),
+    interception_exists: sql::numbered(sql::INTERCEPTION_EXISTS),
 });
 
 struct Job {
@@ -287,7 +289,8 @@ fn insert_interception(conn: &Connection, r: &NewInterception) -> rusqlite::Resu
     Ok(())
 }
 
-/// Writes one record; `Ok(false)` when its interception does not exist (nothing written).
+/// Writes one record (a repeat writes nothing and counts as written); `Ok(false)` when its
+/// interception does not exist.
 fn write_record(conn: &Connection, record: &Record) -> rusqlite::Result<bool> {
     let s = &*STATEMENTS;
     let changed = match record {
@@ -323,12 +326,14 @@ fn write_record(conn: &Connection, record: &Record) -> rusqlite::Result<bool> {
                 r.cache_write,
                 sql::extra_json(&r.extra),
                 r.created_at,
+                r.seq,
             ])?,
         Record::Prompt(r) => conn.prepare_cached(&s.insert_prompt)?.execute(params![
             r.interception_id,
             r.provider_response_id,
             r.prompt,
             r.created_at,
+            r.seq,
         ])?,
         Record::ToolCall(r) => conn.prepare_cached(&s.insert_tool_call)?.execute(params![
             r.interception_id,
@@ -338,15 +343,24 @@ fn write_record(conn: &Connection, record: &Record) -> rusqlite::Result<bool> {
             r.input,
             r.injected,
             r.created_at,
+            r.seq,
         ])?,
         Record::Thought(r) => conn.prepare_cached(&s.insert_thought)?.execute(params![
             r.interception_id,
             r.content,
             r.source,
             r.created_at,
+            r.seq,
         ])?,
     };
-    Ok(changed > 0)
+    if changed > 0 {
+        return Ok(true);
+    }
+    // Nothing written: a repeat of a row already there, or a record of an unknown interception.
+    let exists = conn
+        .prepare_cached(&s.interception_exists)?
+        .exists(params![record.interception_id()])?;
+    Ok(exists && !matches!(record, Record::Ended(_)))
 }
 
 /// An error caused by the record itself, after which the other records can still be written;

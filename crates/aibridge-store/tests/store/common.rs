@@ -168,3 +168,10 @@ macro_rules! store_tests {
         }
     };
 }
+
+/// A `seq` no other record of this test run has: rows with the same interception and `seq` are
+/// one row (a repeat is not inserted again).
+pub fn next_seq() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}

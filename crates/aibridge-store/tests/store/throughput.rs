@@ -97,6 +97,7 @@ fn records_of(id: &str) -> Vec<Record> {
     for n in 0..2 {
         out.push(Record::TokenUsage(TokenUsageRow {
             interception_id: id.into(),
+            seq: crate::common::next_seq(),
             provider_response_id: Some(format!("msg_{n}")),
             input: 1_200,
             output: 350,
@@ -107,6 +108,7 @@ fn records_of(id: &str) -> Vec<Record> {
         }));
         out.push(Record::Prompt(PromptRow {
             interception_id: id.into(),
+            seq: crate::common::next_seq(),
             provider_response_id: None,
             prompt: "Refactor the function below so that it handles empty input. ".repeat(8),
             created_at: at,
@@ -114,6 +116,7 @@ fn records_of(id: &str) -> Vec<Record> {
     }
     out.push(Record::ToolCall(ToolCallRow {
         interception_id: id.into(),
+        seq: crate::common::next_seq(),
         provider_response_id: Some("msg_1".into()),
         tool_call_id: Some("toolu_1".into()),
         name: "read_file".into(),
@@ -123,6 +126,7 @@ fn records_of(id: &str) -> Vec<Record> {
     }));
     out.push(Record::Thought(ThoughtRow {
         interception_id: id.into(),
+        seq: crate::common::next_seq(),
         content: "The user wants the function to handle empty input.".into(),
         source: "thinking".into(),
         created_at: at,

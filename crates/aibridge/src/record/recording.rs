@@ -75,6 +75,9 @@ pub struct Recording {
     /// Attempts so far, and the key of the last one (the key that served, once one did).
     attempts: u32,
     key_hint: Option<String>,
+    /// The `seq` of the next usage, prompt, tool call or thought row: with the id it names the
+    /// row, so a retried write cannot count it twice.
+    next_seq: u32,
     ended: bool,
 }
 
@@ -87,6 +90,7 @@ impl Recording {
             prompt,
             attempts: 0,
             key_hint: None,
+            next_seq: 0,
             ended: false,
         }
     }
@@ -119,21 +123,29 @@ impl Recording {
         }));
     }
 
+    fn seq(&mut self) -> u32 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
     /// Usage, prompt, tool calls and thoughts of an upstream response.
     pub fn observation(&mut self, observation: Observation) {
         let now = now_millis();
         let response_id = observation.response_id;
         if let Some(prompt) = self.prompt.take() {
-            self.recorder.record(Record::Prompt(PromptRow {
+            let record = Record::Prompt(PromptRow {
                 interception_id: self.id.clone(),
+                seq: self.seq(),
                 provider_response_id: response_id.clone(),
                 prompt,
                 created_at: now,
-            }));
+            });
+            self.recorder.record(record);
         }
         if let Some(usage) = observation.usage {
-            self.recorder.record(Record::TokenUsage(TokenUsageRow {
+            let record = Record::TokenUsage(TokenUsageRow {
                 interception_id: self.id.clone(),
+                seq: self.seq(),
                 provider_response_id: response_id.clone(),
                 input: usage.input,
                 output: usage.output,
@@ -141,26 +153,31 @@ impl Recording {
                 cache_write: usage.cache_write,
                 extra: usage.extra,
                 created_at: now,
-            }));
+            });
+            self.recorder.record(record);
         }
         for call in observation.tool_calls {
-            self.recorder.record(Record::ToolCall(ToolCallRow {
+            let record = Record::ToolCall(ToolCallRow {
                 interception_id: self.id.clone(),
+                seq: self.seq(),
                 provider_response_id: response_id.clone(),
                 tool_call_id: call.id,
                 name: call.name,
                 input: call.input,
                 injected: false,
                 created_at: now,
-            }));
+            });
+            self.recorder.record(record);
         }
         for thought in observation.thoughts {
-            self.recorder.record(Record::Thought(ThoughtRow {
+            let record = Record::Thought(ThoughtRow {
                 interception_id: self.id.clone(),
+                seq: self.seq(),
                 content: thought.content,
                 source: thought.source.to_string(),
                 created_at: now,
-            }));
+            });
+            self.recorder.record(record);
         }
     }
 
@@ -172,12 +189,14 @@ impl Recording {
         self.ended = true;
         // A prompt is worth keeping even when no response came back.
         if let Some(prompt) = self.prompt.take() {
-            self.recorder.record(Record::Prompt(PromptRow {
+            let record = Record::Prompt(PromptRow {
                 interception_id: self.id.clone(),
+                seq: self.seq(),
                 provider_response_id: None,
                 prompt,
                 created_at: now_millis(),
-            }));
+            });
+            self.recorder.record(record);
         }
         self.recorder.record(Record::Ended(InterceptionEnded {
             id: self.id.clone(),

@@ -1,0 +1,11 @@
+-- Records name their rows: (interception_id, seq) for usage, prompts, tool calls and thoughts,
+-- chosen by the gateway, so inserts are idempotent and a retried batch counts nothing twice.
+-- Rows written before this migration keep a NULL seq (NULLs never collide).
+ALTER TABLE token_usages ADD COLUMN seq BIGINT;
+ALTER TABLE prompts ADD COLUMN seq BIGINT;
+ALTER TABLE tool_calls ADD COLUMN seq BIGINT;
+ALTER TABLE thoughts ADD COLUMN seq BIGINT;
+CREATE UNIQUE INDEX IF NOT EXISTS token_usages_seq ON token_usages (interception_id, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS prompts_seq ON prompts (interception_id, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS tool_calls_seq ON tool_calls (interception_id, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS thoughts_seq ON thoughts (interception_id, seq);
