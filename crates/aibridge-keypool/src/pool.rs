@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
@@ -154,8 +155,11 @@ pub struct KeySnapshot {
     pub cooldown_remaining: Option<Duration>,
     /// Why the key is disabled, when disabled.
     pub disabled_reason: Option<DisableReason>,
-    /// Last key-specific upstream status.
+    /// The last upstream status this process saw for the key, else the last key-specific one
+    /// the shared store knows.
     pub last_status: Option<u16>,
+    /// Requests this process served with the key since it started.
+    pub served_here: u64,
 }
 
 /// An ordered, immutable list of provider keys sharing state through a [`KeyStateStore`].
@@ -169,6 +173,18 @@ pub struct KeyPool {
     clock: Arc<dyn Clock>,
     cooldown: CooldownPolicy,
     probe: ProbePolicy,
+    /// What this process saw of each key, for the operator's view at once (the shared store
+    /// keeps only key-specific failures).
+    activity: Vec<KeyActivity>,
+}
+
+/// One key's answers as this process saw them.
+#[derive(Debug, Default)]
+struct KeyActivity {
+    /// The last upstream status (0 before the first).
+    last_status: AtomicU16,
+    /// Requests whose answer came from this key.
+    served: AtomicU64,
 }
 
 impl KeyPool {
@@ -206,6 +222,7 @@ impl KeyPool {
             })
             .collect();
         let ids = keys.iter().map(|key| key.id.clone()).collect();
+        let activity = keys.iter().map(|_| KeyActivity::default()).collect();
         Ok(Self {
             name: name.into(),
             keys,
@@ -214,7 +231,20 @@ impl KeyPool {
             clock,
             cooldown,
             probe,
+            activity,
         })
+    }
+
+    /// Notes an upstream answer to `key`; `served` when it is the answer the request got.
+    pub fn note_answer(&self, key: &PoolKey, status: StatusCode, served: bool) {
+        if let Some(activity) = self.activity.get(key.index) {
+            activity
+                .last_status
+                .store(status.as_u16(), Ordering::Relaxed);
+            if served {
+                activity.served.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The pool's name (store namespace, log and metric label).
@@ -303,7 +333,16 @@ impl KeyPool {
                 state: record.state(now),
                 cooldown_remaining: record.cooldown_remaining(now),
                 disabled_reason: record.disabled.as_ref().map(|d| d.reason),
-                last_status: record.last_status,
+                last_status: self
+                    .activity
+                    .get(key.index)
+                    .map(|a| a.last_status.load(Ordering::Relaxed))
+                    .filter(|status| *status != 0)
+                    .or(record.last_status),
+                served_here: self
+                    .activity
+                    .get(key.index)
+                    .map_or(0, |a| a.served.load(Ordering::Relaxed)),
             })
             .collect())
     }

@@ -114,6 +114,10 @@ pub async fn list_keys(State(state): State<Arc<AppState>>, headers: HeaderMap) -
     as_admin(&state, &headers, async {
         let mut names: Vec<&String> = state.providers.keys().collect();
         names.sort();
+        // The records of requests just served are committed first, so their keys' counts are
+        // there at once.
+        state.recorder.flush().await;
+        let recording = state.recorder.enabled();
         let mut providers = Vec::new();
         for name in names {
             let provider = &state.providers[name];
@@ -137,7 +141,12 @@ pub async fn list_keys(State(state): State<Arc<AppState>>, headers: HeaderMap) -
                             "cooldown_remaining_secs": k.cooldown_remaining.map(|d| d.as_secs_f64()),
                             "disabled_reason": k.disabled_reason.map(|r| r.as_str()),
                             "last_status": k.last_status,
-                            "requests_served": served.get(&k.hint).copied().unwrap_or(0),
+                            // Without records, this process's own count.
+                            "requests_served": if recording {
+                                served.get(&k.hint).copied().unwrap_or(0)
+                            } else {
+                                i64::try_from(k.served_here).unwrap_or(i64::MAX)
+                            },
                         })
                     })
                     .collect(),

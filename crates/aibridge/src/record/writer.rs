@@ -33,7 +33,12 @@ enum Queued {
     /// A start, and where to say whether it was committed.
     Start(NewInterception, oneshot::Sender<Result<(), StoreError>>),
     Record(Record),
+    /// Commit every record queued so far now, then say so.
+    Flush(oneshot::Sender<()>),
 }
+
+/// How long a caller waits for a flush before reading what is committed anyway.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub struct Recorder {
@@ -91,6 +96,19 @@ impl Recorder {
     pub fn record(&self, record: Record) {
         if self.enabled && self.queue.send(Queued::Record(record)).is_err() {
             tracing::error!("recorder already stopped: a record was not written");
+        }
+    }
+
+    /// Commits every record queued before this call (for readers that must see a request they
+    /// just served, such as `/api/v1/keys`). Bounded: a slow database delays the caller by at
+    /// most [`FLUSH_WAIT`].
+    pub async fn flush(&self) {
+        if !self.enabled {
+            return;
+        }
+        let (done, flushed) = oneshot::channel();
+        if self.queue.send(Queued::Flush(done)).is_ok() {
+            let _ = tokio::time::timeout(FLUSH_WAIT, flushed).await;
         }
     }
 
@@ -154,6 +172,18 @@ async fn write_queued(
     }
 }
 
+/// Answers flush callers when dropped.
+struct Flushed(Vec<oneshot::Sender<()>>);
+
+impl Drop for Flushed {
+    fn drop(&mut self) {
+        for waiter in self.0.drain(..) {
+            // A caller that stopped waiting needs no answer.
+            let _ = waiter.send(());
+        }
+    }
+}
+
 /// What the next transaction will write: new starts, new records, and records whose earlier
 /// transaction failed.
 #[derive(Default)]
@@ -161,6 +191,8 @@ struct PendingWrite {
     starts: Vec<NewInterception>,
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
     records: Vec<Record>,
+    /// Callers waiting for the records queued before their flush to be committed.
+    flushes: Vec<oneshot::Sender<()>>,
     /// When records waiting without a start are committed anyway.
     deadline: Option<tokio::time::Instant>,
     /// Set while records of a failed transaction wait to be retried.
@@ -180,6 +212,7 @@ impl PendingWrite {
                     self.waiters.push(waiter);
                 }
                 Queued::Record(record) => self.records.push(record),
+                Queued::Flush(waiter) => self.flushes.push(waiter),
             }
         }
         if !self.records.is_empty() && self.deadline.is_none() {
@@ -190,7 +223,8 @@ impl PendingWrite {
     /// Whether the waiting records go into the next commit before their deadline: enough of
     /// them are waiting (unless they wait for a retry).
     fn records_due(&self) -> bool {
-        self.retry_after.is_none() && self.records.len() >= RECORDS_RIDE_ALONG
+        self.retry_after.is_none()
+            && (self.records.len() >= RECORDS_RIDE_ALONG || !self.flushes.is_empty())
     }
 
     /// Resolves when waiting records are due to be committed; never when there are none.
@@ -205,6 +239,13 @@ impl PendingWrite {
     /// transaction stay for the next one. Records the store refused one by one are not
     /// retried: the rest of their transaction was committed.
     async fn commit(&mut self, store: &Arc<dyn Store>, with_records: bool) {
+        // Whatever happens to this transaction, the records queued before a flush have had
+        // their try: its callers hear back when the commit is over.
+        let _flushed = Flushed(if with_records {
+            std::mem::take(&mut self.flushes)
+        } else {
+            Vec::new()
+        });
         if with_records {
             self.deadline = None;
         }

@@ -187,6 +187,7 @@ impl UpstreamCall<'_> {
                 sent_at: started,
             };
             if status.is_success() {
+                pool.note_answer(&key, status, true);
                 recording.attempt(&attempt);
                 return Ok(served(response));
             }
@@ -197,7 +198,9 @@ impl UpstreamCall<'_> {
                     return Err(e.into());
                 }
             };
-            if !outcome.verdict.is_failover() {
+            let fails_over = outcome.verdict.is_failover();
+            pool.note_answer(&key, status, !fails_over);
+            if !fails_over {
                 recording.attempt(&attempt);
                 return Ok(served(response));
             }

@@ -271,3 +271,29 @@ async fn concurrent_requests_all_succeed_and_the_limited_key_is_hit_only_a_few_t
         ["cooling", "valid", "valid"]
     );
 }
+
+/// Review item 14: right after a request is served, `/api/v1/keys` shows the serving key's
+/// status and count (with and without recording).
+#[tokio::test]
+async fn the_keys_api_reflects_a_served_request_at_once() {
+    for recording in ["on", "off"] {
+        let mock = MockUpstream::start().await.unwrap();
+        // Long enough keys that their hints differ (counts are per hint).
+        mock.script(
+            "key-first-1",
+            vec![Reply::status(429).header("retry-after", "30")],
+        );
+        let mut env = pool_env(&mock.url(), "key-first-1,key-second-2");
+        env.push(("AIBRIDGE_RECORDING".into(), recording.into()));
+        let gw = Gateway::start(&env).await;
+        for served in 1..=3 {
+            let out = TestApi::Messages.call(&gw, false).await;
+            assert_eq!(out.status, 200);
+            let keys = gw.keys("anthropic").await;
+            assert_eq!(keys[0]["last_status"], 429, "recording {recording}");
+            assert_eq!(keys[1]["last_status"], 200, "recording {recording}");
+            assert_eq!(keys[1]["requests_served"], served, "recording {recording}");
+            assert_eq!(keys[0]["requests_served"], 0);
+        }
+    }
+}
