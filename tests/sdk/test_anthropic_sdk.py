@@ -148,7 +148,7 @@ def test_failover_on_429_cools_the_key(gateway, mock, make_client):
 
 
 def test_failover_on_401_disables_the_key(gateway, mock, make_client):
-    mock.script("k0", [{"status": 401}])
+    mock.script("k0", [{"status": 401}, {"status": 401}])  # the request and the key check
     client = make_client(gateway)
 
     message = create(client)
@@ -205,8 +205,8 @@ def test_all_keys_rate_limited_raises_rate_limit_error(gateway, mock, make_clien
 
 
 def test_all_keys_revoked_is_502(gateway, mock, make_client):
-    mock.script("k0", [{"status": 401}])
-    mock.script("k1", [{"status": 401}])
+    mock.script("k0", [{"status": 401}, {"status": 401}])  # the request and the key check
+    mock.script("k1", [{"status": 401}, {"status": 401}])
     client = make_client(gateway)
 
     with pytest.raises(anthropic.APIStatusError) as info:

@@ -291,7 +291,7 @@ def test_failover_on_429_cools_the_key(gateway, mock, make_openai_client, call):
 @pytest.mark.parametrize("call", CALLS)
 def test_failover_on_401_disables_the_key(gateway, mock, make_openai_client, call):
     fn, path = CALLS[call]
-    mock.script("k0", [{"status": 401}])
+    mock.script("k0", [{"status": 401}, {"status": 401}])  # the request and the key check
     client = make_openai_client(gateway)
 
     text, _ = fn(client)
@@ -366,8 +366,8 @@ def test_all_keys_rate_limited_raises_rate_limit_error(gateway, mock, make_opena
 @pytest.mark.parametrize("call", ["chat", "responses_stream"])
 def test_all_keys_revoked_is_502(gateway, mock, make_openai_client, call):
     fn, path = CALLS[call]
-    mock.script("k0", [{"status": 401}])
-    mock.script("k1", [{"status": 401}])
+    mock.script("k0", [{"status": 401}, {"status": 401}])  # the request and the key check
+    mock.script("k1", [{"status": 401}, {"status": 401}])
     client = make_openai_client(gateway)
 
     with pytest.raises(openai.APIStatusError) as info:

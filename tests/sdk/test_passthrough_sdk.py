@@ -38,7 +38,7 @@ def test_anthropic_models_retrieve(gateway, mock, make_client):
 
 
 def test_count_tokens_is_replayed_byte_for_byte_across_a_failover(gateway, mock, make_client):
-    mock.script("k0", [{"status": 401}])
+    mock.script("k0", [{"status": 401}, {"status": 401}])  # the request and the key check
     result = make_client(gateway).messages.count_tokens(model=MODEL, messages=MESSAGES)
     # The mock's rule: 10 + number of messages.
     assert result.input_tokens == 10 + len(MESSAGES)

@@ -281,24 +281,28 @@ impl KeyPool {
         }
     }
 
-    /// Apply the marking rules to `key` for an upstream response (classify + store op).
-    /// 429 -> extend_cooldown(now + cooldown); 401/403 -> disable with next_probe_at = now +
-    /// probe.initial, probe_interval = probe.initial; anything else -> nothing.
-    pub async fn mark(
+    /// What an upstream answer means for the key that got it, without changing anything.
+    pub fn judge(&self, status: StatusCode, headers: &HeaderMap) -> Verdict {
+        classify(status, headers, self.now(), &self.cooldown)
+    }
+
+    /// Applies a verdict to `key`: RateLimited -> extend_cooldown(now + cooldown); Rejected ->
+    /// disable with next_probe_at = now + probe.initial; NotKeySpecific -> nothing. Returns
+    /// whether the key changed state (log and count only then).
+    pub async fn apply(
         &self,
         key: &PoolKey,
+        verdict: Verdict,
         status: StatusCode,
-        headers: &HeaderMap,
-    ) -> Result<MarkOutcome, StoreError> {
+    ) -> Result<bool, StoreError> {
         let now = self.now();
-        let verdict = classify(status, headers, now, &self.cooldown);
-        let transitioned = match verdict {
-            Verdict::NotKeySpecific => false,
+        match verdict {
+            Verdict::NotKeySpecific => Ok(false),
             Verdict::RateLimited { cooldown, source } => {
                 let until = now.saturating_add(cooldown);
                 self.store
                     .extend_cooldown(&self.name, &key.id, now, until, source, status.as_u16())
-                    .await?
+                    .await
             }
             Verdict::Rejected { reason } => {
                 let interval = self.probe.first_interval();
@@ -310,9 +314,20 @@ impl KeyPool {
                 };
                 self.store
                     .disable(&self.name, &key.id, status.as_u16(), disabled)
-                    .await?
+                    .await
             }
-        };
+        }
+    }
+
+    /// [`Self::judge`] then [`Self::apply`]: the marking rules for an upstream answer.
+    pub async fn mark(
+        &self,
+        key: &PoolKey,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Result<MarkOutcome, StoreError> {
+        let verdict = self.judge(status, headers);
+        let transitioned = self.apply(key, verdict, status).await?;
         Ok(MarkOutcome {
             verdict,
             transitioned,

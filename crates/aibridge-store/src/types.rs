@@ -196,6 +196,10 @@ pub struct AttemptRow {
     /// `rate_limited` | `unauthorized` | `forbidden`; `None` when the attempt did not fail over.
     pub failover_reason: Option<String>,
     pub cooldown_ms: Option<i64>,
+    /// After a 401/403, what the check of the key said: `rejected` (the key's fault: disabled),
+    /// `accepted` (the request's fault: relayed, no failover), `inconclusive` (counted as the
+    /// key's), `implied` (the request was itself the check).
+    pub key_check: Option<String>,
     pub duration_ms: i64,
     pub created_at: UnixMillis,
 }
@@ -354,6 +358,7 @@ pub struct AttemptView {
     pub transport_error: Option<String>,
     pub failover_reason: Option<String>,
     pub cooldown_ms: Option<i64>,
+    pub key_check: Option<String>,
     pub duration_ms: i64,
     pub created_at: UnixMillis,
 }

@@ -7,6 +7,17 @@ use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 
+/// Why a request looks like a browser's from somewhere else.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Foreign {
+    #[error("cross-origin requests are refused (Origin {0})")]
+    Origin(String),
+    #[error("cross-site requests are refused (Sec-Fetch-Site: cross-site)")]
+    CrossSite,
+    #[error("requests for host `{0}` are refused: the gateway listens on loopback only")]
+    Host(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("{0}")]
@@ -54,7 +65,7 @@ pub enum GatewayError {
     #[error("the gateway is shutting down")]
     ShuttingDown,
     #[error("{0}")]
-    Foreign(#[from] crate::intake::origin::Foreign),
+    Foreign(#[from] Foreign),
 }
 
 impl From<BodyRefused> for GatewayError {

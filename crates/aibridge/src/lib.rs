@@ -17,6 +17,7 @@ pub mod provider;
 pub mod record;
 pub mod relay;
 pub mod serve;
+pub mod single_flight;
 pub mod state;
 pub mod telemetry;
 pub mod time;

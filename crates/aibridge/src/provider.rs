@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
-use aibridge_keypool::{ApiKey, KeyPool};
+use aibridge_keypool::{ApiKey, KeyPool, ProbeOutcome};
 use aibridge_protocol::{Api, Dialect};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use crate::single_flight::SingleFlight;
 
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -138,6 +140,15 @@ impl ProviderKind {
             })
     }
 
+    /// Where the model list is (relative to the base URL): a pool request to it without
+    /// request-scoped headers is itself the key's check.
+    pub fn models_path(self) -> &'static str {
+        match self {
+            Self::Anthropic => "/v1/models",
+            Self::OpenAi | Self::Copilot => "/models",
+        }
+    }
+
     /// The cheap authenticated call used to re-validate a disabled key.
     pub fn probe_path(self) -> &'static str {
         match self {
@@ -156,6 +167,8 @@ pub struct Provider {
     pub base_url: String,
     /// `None` when no central keys are configured: only BYOK requests can be served.
     pub pool: Option<Arc<KeyPool>>,
+    /// Confirmations of a 401/403 in flight, one per key (by its index in the pool).
+    pub key_checks: SingleFlight<usize, ProbeOutcome>,
 }
 
 impl Provider {

@@ -115,6 +115,7 @@ impl AppState {
                     kind: pc.kind,
                     base_url: pc.base_url.clone(),
                     pool,
+                    key_checks: Default::default(),
                 }),
             );
         }

@@ -365,7 +365,8 @@ impl Pools {
         let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
         let mut attempts = self.children(
             "SELECT interception_id, number, key_hint, status, transport_error, failover_reason, \
-             cooldown_ms, duration_ms, created_at FROM attempts WHERE interception_id IN (",
+             cooldown_ms, duration_ms, created_at, key_check FROM attempts \
+             WHERE interception_id IN (",
             ") ORDER BY interception_id, number",
             &ids,
             |row| {
@@ -376,6 +377,7 @@ impl Pools {
                     transport_error: row.try_get(4)?,
                     failover_reason: row.try_get(5)?,
                     cooldown_ms: row.try_get(6)?,
+                    key_check: row.try_get(9)?,
                     duration_ms: row.try_get(7)?,
                     created_at: row.try_get(8)?,
                 })
@@ -524,7 +526,8 @@ async fn write_record(conn: &mut Conn, record: &Record) -> Result<bool, sqlx::Er
             .bind(&r.failover_reason)
             .bind(r.cooldown_ms)
             .bind(r.duration_ms)
-            .bind(r.created_at),
+            .bind(r.created_at)
+            .bind(&r.key_check),
         Record::TokenUsage(r) => sqlx::query(sql::INSERT_TOKEN_USAGE)
             .bind(&r.interception_id)
             .bind(&r.provider_response_id)

@@ -21,8 +21,9 @@ pub(crate) const END_INTERCEPTION: &str = "UPDATE interceptions SET ended_at = $
 // interception affects no row (and is reported) instead of aborting the transaction.
 
 pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO attempts (interception_id, number, \
-     key_hint, status, transport_error, failover_reason, cooldown_ms, duration_ms, created_at) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+     key_hint, status, transport_error, failover_reason, cooldown_ms, duration_ms, created_at, \
+     key_check) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
      WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING";
 
 pub(crate) const INSERT_TOKEN_USAGE: &str = "INSERT INTO token_usages (interception_id, \

@@ -314,6 +314,7 @@ fn write_record(conn: &Connection, record: &Record) -> rusqlite::Result<bool> {
             r.cooldown_ms,
             r.duration_ms,
             r.created_at,
+            r.key_check,
         ])?,
         Record::TokenUsage(r) => conn
             .prepare_cached(&s.insert_token_usage)?

@@ -90,6 +90,7 @@ fn records_of(id: &str) -> Vec<Record> {
             transport_error: None,
             failover_reason: (number < 3).then(|| "rate_limited".into()),
             cooldown_ms: (number < 3).then_some(30_000),
+            key_check: None,
             duration_ms: 150,
             created_at: at,
         }));

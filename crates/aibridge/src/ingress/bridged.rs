@@ -62,6 +62,7 @@ pub async fn handle(
         } else {
             CallDeadline::Whole(state.config.upstream.request_timeout)
         },
+        is_key_check: false,
     };
     in_request_span(span, relay(state, call, api, recording)).await
 }

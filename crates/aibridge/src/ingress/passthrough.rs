@@ -27,6 +27,10 @@ pub async fn handle(
     incoming: Incoming,
 ) -> Result<Response, GatewayError> {
     let Intake { caller, meta, body } = state.intake(provider, incoming).await?;
+    // The model list with nothing that scopes it is the very call that checks a key.
+    let is_key_check = method == Method::GET
+        && upstream_path == provider.kind.models_path()
+        && !meta.headers.contains_key("anthropic-beta");
     let mut headers = forwardable(&meta.headers, caller.payer);
     append_forwarded_for(&mut headers, client_addr);
     let span = tracing::info_span!(
@@ -49,6 +53,7 @@ pub async fn handle(
         // Some of these answers stream (a stored response replayed with ?stream=true): the head
         // is bounded here, the body chunk by chunk by the relay.
         deadline: CallDeadline::Head(state.config.upstream.first_byte_timeout),
+        is_key_check,
     };
     let mut recording =
         crate::record::begin(&state.recorder, provider, &meta, &caller, || NewRequest {

@@ -31,6 +31,10 @@ const NOT_FORWARDED: &[HeaderName] = &[
     header::COOKIE,
 ];
 
+/// Headers that scope the credential they travel with: never sent with a pool key, where a
+/// client's organization would make the provider reject the key (and the gateway disable it).
+const CREDENTIAL_SCOPES: &[&str] = &["openai-organization", "openai-project"];
+
 /// Headers some servers and proxies take as a different URL or method than the one requested:
 /// with a pool key attached they would reach what the passthrough allow-list keeps out.
 const REWRITING: &[&str] = &[
@@ -62,7 +66,9 @@ pub fn forwardable(client: &HeaderMap, payer: Payer) -> HeaderMap {
                 .iter()
                 .any(|listed| listed == name.as_str())
             || (payer == Payer::Pool
-                && (name == header::AUTHORIZATION || name.as_str() == "x-api-key"));
+                && (name == header::AUTHORIZATION
+                    || name.as_str() == "x-api-key"
+                    || CREDENTIAL_SCOPES.contains(&name.as_str())));
         if !drop {
             out.append(name.clone(), value.clone());
         }
@@ -109,6 +115,7 @@ mod tests {
             ("cookie", "session=1"),
             ("x-original-url", "/v1/files"),
             ("x-http-method-override", "DELETE"),
+            ("openai-organization", "org-client"),
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
@@ -138,6 +145,10 @@ mod tests {
     #[test]
     fn byok_requests_keep_the_users_credential_but_not_the_gateway_token() {
         let out = forwardable(&client_headers(), Payer::Byok);
+        assert_eq!(
+            out["openai-organization"], "org-client",
+            "BYOK keeps its scope"
+        );
         assert_eq!(out["x-api-key"], "abk_token");
         assert_eq!(out["authorization"], "Bearer abk_token");
         assert!(out.get("x-aibridge-token").is_none());

@@ -7,16 +7,7 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 
-/// Why a request looks like a browser's from somewhere else.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Foreign {
-    #[error("cross-origin requests are refused (Origin {0})")]
-    Origin(String),
-    #[error("cross-site requests are refused (Sec-Fetch-Site: cross-site)")]
-    CrossSite,
-    #[error("requests for host `{0}` are refused: the gateway listens on loopback only")]
-    Host(String),
-}
+pub use crate::error::Foreign;
 
 /// `Ok` for a request the gateway may answer without a token. `loopback` is whether it listens
 /// on a loopback address only.

@@ -7,7 +7,7 @@ mod recording;
 mod stream;
 mod writer;
 
-pub use recording::{AttemptRecord, Outcome, Recording};
+pub use recording::{AttemptRecord, KeyCheck, Outcome, Recording};
 pub use stream::StreamRecording;
 pub use writer::Recorder;
 

@@ -52,6 +52,30 @@ impl Outcome {
     }
 }
 
+/// After a 401/403 from a pool key, what the check of the key found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// The provider rejects the key itself: disabled, failed over.
+    Rejected,
+    /// The provider takes the key: the request was at fault; relayed, no failover.
+    Accepted,
+    /// The check did not answer in time (or with a 5xx): counted as the key's fault.
+    Inconclusive,
+    /// The request was itself the key's check (a passthrough model list).
+    Implied,
+}
+
+impl KeyCheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::Accepted => "accepted",
+            Self::Inconclusive => "inconclusive",
+            Self::Implied => "implied",
+        }
+    }
+}
+
 /// What happened on one upstream attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRecord {
@@ -63,6 +87,8 @@ pub struct AttemptRecord {
     /// Set when the key was taken out of rotation for this answer.
     pub verdict: Option<Verdict>,
     pub transport_error: Option<String>,
+    /// Set after a 401/403: what the check of the key found.
+    pub key_check: Option<KeyCheck>,
     pub duration: Duration,
 }
 
@@ -118,6 +144,7 @@ impl Recording {
             transport_error: attempt.transport_error.clone(),
             failover_reason,
             cooldown_ms,
+            key_check: attempt.key_check.map(|check| check.as_str().to_string()),
             duration_ms: millis(attempt.duration),
             created_at: now_millis(),
         }));

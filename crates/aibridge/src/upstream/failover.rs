@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use aibridge_keypool::{PoolKey, Verdict, WalkError};
+use aibridge_keypool::{MarkOutcome, PoolKey, ProbeOutcome, Verdict, WalkError};
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use tokio::time::Instant;
@@ -16,7 +16,8 @@ use tokio::time::Instant;
 use crate::error::GatewayError;
 use crate::intake::Payer;
 use crate::provider::Provider;
-use crate::record::{AttemptRecord, Recording};
+use crate::record::{AttemptRecord, KeyCheck, Recording};
+use crate::upstream::probe::check_key;
 
 /// One upstream request, ready to be sent with whichever key the pool hands out.
 pub struct UpstreamCall<'a> {
@@ -30,6 +31,9 @@ pub struct UpstreamCall<'a> {
     pub body: Bytes,
     pub payer: Payer,
     pub deadline: CallDeadline,
+    /// The request is itself the key's check (a passthrough model list without request-scoped
+    /// headers): its 401/403 needs no confirmation.
+    pub is_key_check: bool,
 }
 
 /// How long one attempt may take.
@@ -116,6 +120,7 @@ impl UpstreamCall<'_> {
             status: None,
             verdict: None,
             transport_error: None,
+            key_check: None,
             duration: started.elapsed(),
         };
         let outcome = match result {
@@ -167,6 +172,7 @@ impl UpstreamCall<'_> {
                 status: None,
                 verdict: None,
                 transport_error: None,
+                key_check: None,
                 duration: started.elapsed(),
             };
             let response = match result {
@@ -191,12 +197,32 @@ impl UpstreamCall<'_> {
                 recording.attempt(&attempt);
                 return Ok(served(response));
             }
-            let outcome = match pool.mark(&key, status, response.headers()).await {
-                Ok(outcome) => outcome,
+            let mut verdict = pool.judge(status, response.headers());
+            if matches!(verdict, Verdict::Rejected { .. }) {
+                let check = self.check_key(&key).await;
+                attempt.key_check = Some(check);
+                if check == KeyCheck::Accepted {
+                    // The provider takes the key: this request was at fault (a model its
+                    // project may not use, a scope it asked for). Nothing fails over.
+                    tracing::info!(
+                        provider = %provider.name,
+                        key = %key.hint(),
+                        status = status.as_u16(),
+                        "a 401/403 was the request's, not the key's: relayed, key kept"
+                    );
+                    verdict = Verdict::NotKeySpecific;
+                }
+            }
+            let transitioned = match pool.apply(&key, verdict, status).await {
+                Ok(transitioned) => transitioned,
                 Err(e) => {
                     recording.attempt(&attempt);
                     return Err(e.into());
                 }
+            };
+            let outcome = MarkOutcome {
+                verdict,
+                transitioned,
             };
             let fails_over = outcome.verdict.is_failover();
             pool.note_answer(&key, status, !fails_over);
@@ -217,6 +243,33 @@ impl UpstreamCall<'_> {
         }
     }
 }
+
+impl UpstreamCall<'_> {
+    /// After a 401/403: is it the key? A request that is itself the key's check says so by its
+    /// answer; otherwise the key's own model list is asked, once per key however many requests
+    /// wait for it, within [`KEY_CHECK_TIMEOUT`].
+    async fn check_key(&self, key: &PoolKey) -> KeyCheck {
+        if self.is_key_check {
+            return KeyCheck::Implied;
+        }
+        let provider = self.provider;
+        let client = self.client.clone();
+        let outcome = provider
+            .key_checks
+            .run(key.index, || {
+                check_key(client, provider, key, KEY_CHECK_TIMEOUT)
+            })
+            .await;
+        match outcome {
+            ProbeOutcome::Healthy => KeyCheck::Accepted,
+            ProbeOutcome::StillRejected => KeyCheck::Rejected,
+            ProbeOutcome::Inconclusive => KeyCheck::Inconclusive,
+        }
+    }
+}
+
+/// How long a 401/403 waits for the key's check; no answer by then counts as the key's fault.
+const KEY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn log_failover(provider: &str, key: &PoolKey, status: u16, verdict: Verdict, transitioned: bool) {
     let hint = key.hint();

@@ -66,6 +66,19 @@ pub async fn run(
 }
 
 async fn probe(client: &reqwest::Client, provider: &Provider, key: &PoolKey) -> ProbeOutcome {
+    check_key(client.clone(), provider, key, PROBE_TIMEOUT).await
+}
+
+/// The key's cheap authenticated call (the provider's model list) with nothing of any request:
+/// whether the provider takes the key itself. Used by the background probe and to confirm a
+/// 401/403 before a key is disabled. The future owns what it needs, so concurrent confirmations
+/// of one key can share it.
+pub fn check_key(
+    client: reqwest::Client,
+    provider: &Provider,
+    key: &PoolKey,
+    timeout: Duration,
+) -> futures_util::future::BoxFuture<'static, ProbeOutcome> {
     let mut headers = HeaderMap::new();
     provider.kind.attach_key(&mut headers, &key.secret);
     if provider.kind == ProviderKind::Anthropic {
@@ -75,17 +88,19 @@ async fn probe(client: &reqwest::Client, provider: &Provider, key: &PoolKey) -> 
         );
     }
     let url = format!("{}{}", provider.base_url, provider.kind.probe_path());
-    match client
-        .get(url)
-        .headers(headers)
-        .timeout(PROBE_TIMEOUT)
-        .send()
-        .await
-    {
-        Ok(response) if response.status().is_success() => ProbeOutcome::Healthy,
-        Ok(response) if matches!(response.status().as_u16(), 401 | 403) => {
-            ProbeOutcome::StillRejected
+    Box::pin(async move {
+        match client
+            .get(url)
+            .headers(headers)
+            .timeout(timeout)
+            .send()
+            .await
+        {
+            Ok(response) if response.status().is_success() => ProbeOutcome::Healthy,
+            Ok(response) if matches!(response.status().as_u16(), 401 | 403) => {
+                ProbeOutcome::StillRejected
+            }
+            Ok(_) | Err(_) => ProbeOutcome::Inconclusive,
         }
-        Ok(_) | Err(_) => ProbeOutcome::Inconclusive,
-    }
+    })
 }

@@ -515,3 +515,26 @@ pub async fn wait_for_ended(gw: &Gateway, admin: Option<&str>, expected: usize) 
     }
     panic!("expected {expected} ended records, got {items:#?}");
 }
+
+/// Whether the upstream request was the gateway's check of a key (its model list).
+pub fn is_key_check(seen: &aibridge_mock::SeenRequest) -> bool {
+    seen.method == "GET" && seen.path.ends_with("/models")
+}
+
+/// Keys of the requests the upstream saw, the gateway's key checks left out.
+pub fn request_keys(mock: &aibridge_mock::MockUpstream) -> Vec<String> {
+    mock.requests()
+        .into_iter()
+        .filter(|seen| !is_key_check(seen))
+        .map(|seen| seen.key)
+        .collect()
+}
+
+/// Keys the gateway checked (after a 401/403), in order.
+pub fn checked_keys(mock: &aibridge_mock::MockUpstream) -> Vec<String> {
+    mock.requests()
+        .into_iter()
+        .filter(is_key_check)
+        .map(|seen| seen.key)
+        .collect()
+}

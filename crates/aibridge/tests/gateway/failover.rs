@@ -83,17 +83,30 @@ async fn failover_after_401_and_403_disables_the_key() {
         for api in APIS {
             for stream in STREAMING {
                 let mock = MockUpstream::start().await.unwrap();
-                mock.script("k0", vec![Reply::status(status).header("retry-after", "5")]);
+                // The request, then the gateway's check of the key: both rejected.
+                mock.script(
+                    "k0",
+                    vec![
+                        Reply::status(status).header("retry-after", "5"),
+                        Reply::status(status),
+                    ],
+                );
                 let gw = api.start(&mock, "k0,k1").await;
                 let out = api.call(&gw, stream).await;
                 api.assert_success(&out, stream);
                 assert_eq!(out.retry_after, None);
-                assert_eq!(mock.seen_keys(), ["k0", "k1"], "{api:?} {stream} {status}");
+                assert_eq!(
+                    request_keys(&mock),
+                    ["k0", "k1"],
+                    "{api:?} {stream} {status}"
+                );
+                assert_eq!(checked_keys(&mock), ["k0"], "confirmed before disabling");
                 assert_eq!(gw.key_states(api.provider()).await, ["disabled", "valid"]);
                 assert_eq!(gw.keys(api.provider()).await[0]["disabled_reason"], reason);
                 let credentials: Vec<_> = mock
                     .requests()
                     .iter()
+                    .filter(|seen| !is_key_check(seen))
                     .map(|seen| api.credential_seen(seen))
                     .collect();
                 assert_eq!(
@@ -155,8 +168,8 @@ async fn all_keys_rejected_answers_502_without_retry_after() {
     for api in APIS {
         for stream in STREAMING {
             let mock = MockUpstream::start().await.unwrap();
-            mock.script("k0", vec![Reply::status(401)]);
-            mock.script("k1", vec![Reply::status(403)]);
+            mock.then("k0", Reply::status(401));
+            mock.then("k1", Reply::status(403));
             let gw = api.start(&mock, "k0,k1").await;
             let out = api.call(&gw, stream).await;
             assert_eq!(out.status, 502, "{api:?} stream={stream}: {}", out.body);
@@ -176,7 +189,8 @@ async fn all_keys_rejected_answers_502_without_retry_after() {
                 "{}",
                 error.message
             );
-            assert_eq!(mock.seen_keys(), ["k0", "k1"]);
+            assert_eq!(request_keys(&mock), ["k0", "k1"]);
+            assert_eq!(checked_keys(&mock), ["k0", "k1"]);
             assert_eq!(
                 gw.key_states(api.provider()).await,
                 ["disabled", "disabled"]
@@ -185,7 +199,7 @@ async fn all_keys_rejected_answers_502_without_retry_after() {
             // A later request does not reach the upstream at all.
             let again = api.call(&gw, stream).await;
             assert_eq!(again.status, 502);
-            assert_eq!(mock.seen_keys().len(), 2);
+            assert_eq!(mock.seen_keys().len(), 4);
         }
     }
 }

@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod failover;
 mod faults;
+mod key_checks;
 mod key_lifecycle;
 mod messages;
 mod openai;
