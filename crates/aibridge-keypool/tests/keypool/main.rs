@@ -4,4 +4,5 @@
 
 mod common;
 mod cooldown_hints;
+mod hint_parsers;
 mod pool;
