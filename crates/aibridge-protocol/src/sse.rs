@@ -108,6 +108,12 @@ impl SseDecoder {
     pub fn has_partial_event(&self) -> bool {
         self.buf.iter().any(|b| !b.is_ascii_whitespace())
     }
+
+    /// Whether the event being assembled has grown past `limit` bytes without ending: a stream
+    /// that never sends a blank line would otherwise be buffered without bound.
+    pub fn is_over(&self, limit: usize) -> bool {
+        self.buf.len() > limit
+    }
 }
 
 /// Frames one event: `event: <type>\n` (when given), one `data:` line per line of `data`, and the
@@ -205,6 +211,19 @@ mod tests {
         assert_eq!(ev.event_type(), Some("error"));
         assert_eq!(ev.data(), "line1\nline2");
         assert_eq!(&encode_event(None, "{}")[..], b"data: {}\n\n");
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_over_the_limit() {
+        let mut d = SseDecoder::new();
+        d.push(b"data: ");
+        d.push(&[b'x'; 100]);
+        assert!(d.next_event().is_none());
+        assert!(d.is_over(64));
+        assert!(!d.is_over(1024));
+        d.push(b"\n\n");
+        assert_eq!(d.next_event().unwrap().data().len(), 100);
+        assert!(!d.is_over(0), "nothing left once the event ended");
     }
 
     #[test]

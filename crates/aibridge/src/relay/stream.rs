@@ -26,6 +26,12 @@ use crate::error::{GatewayError, describe_transport_error};
 use crate::intake::Payer;
 use crate::record::{Outcome, StreamRecording};
 
+/// The largest single event relayed (a Responses `response.completed` carries the whole
+/// response); a stream whose event grows past it without ending is cut rather than buffered.
+const MAX_EVENT_BYTES: usize = 64 * 1024 * 1024;
+
+const OVERSIZED: &str = "an upstream event grew past 64 MiB without ending";
+
 /// How long a stream may keep the client waiting, and what ends it early.
 #[derive(Debug, Clone)]
 pub struct StreamBounds {
@@ -155,6 +161,11 @@ impl Relay {
                 Read::Chunk(chunk) => {
                     self.decoder.push(&chunk);
                     self.take_events();
+                    if self.decoder.is_over(MAX_EVENT_BYTES) {
+                        // The complete events before it still go first.
+                        let frames = self.cut_short(OVERSIZED);
+                        self.ready.push_back(frames);
+                    }
                 }
                 Read::Failed(e) => {
                     let message =
@@ -210,7 +221,10 @@ pub async fn relay(
             Read::Chunk(chunk) => {
                 relay.decoder.push(&chunk);
                 relay.take_events();
-                continue;
+                if !relay.ready.is_empty() || !relay.decoder.is_over(MAX_EVENT_BYTES) {
+                    continue;
+                }
+                GatewayError::UpstreamStreamFailed(OVERSIZED.into())
             }
             Read::Failed(e) => GatewayError::UpstreamStreamFailed(describe_transport_error(&e)),
             Read::Ended => {
