@@ -2,7 +2,7 @@
 //! interface contract on top (the environment wins), then validation that names the field at
 //! fault. Keys are never echoed back: problems with a key name its position, not its value.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use aibridge_keypool::ApiKey;
 use serde::Deserialize;
 
-use crate::provider::ProviderKind;
+use crate::provider::{KeyScope, ProviderKind};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://aibridge.db";
@@ -83,6 +83,8 @@ pub struct ProviderConfig {
     pub base_url: String,
     /// Priority order: the first key serves while it is healthy.
     pub keys: Vec<ApiKey>,
+    /// What each key (same order) is scoped to; sent with it.
+    pub key_scopes: Vec<KeyScope>,
 }
 
 impl std::fmt::Debug for ProviderConfig {
@@ -95,6 +97,7 @@ impl std::fmt::Debug for ProviderConfig {
                 "keys",
                 &self.keys.iter().map(ApiKey::hint).collect::<Vec<_>>(),
             )
+            .field("key_scopes", &self.key_scopes)
             .finish()
     }
 }
@@ -183,13 +186,23 @@ struct FileProvider {
     keys_env: Option<String>,
 }
 
-/// A key written in the file, or a reference to an environment variable that holds it, so that
-/// secrets need not be written in the file.
+/// A key written in the file, or a table: `{ env = "VAR" }` (the key from the environment, so
+/// secrets need not be written in the file) or `{ key = "…" }`, either with the OpenAI
+/// `organization` / `project` the key belongs to (sent with it, never the client's).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum KeySource {
     Literal(String),
-    Env { env: String },
+    Table(KeyTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyTable {
+    key: Option<String>,
+    env: Option<String>,
+    organization: Option<String>,
+    project: Option<String>,
 }
 
 /// Reads environment variables; injectable so tests do not touch the process environment.
@@ -481,6 +494,8 @@ fn build_providers(
     p: &mut Checker<'_>,
 ) -> Vec<ProviderConfig> {
     let mut providers = Vec::new();
+    // Scopes by the key's field; keys that come from `AIBRIDGE_*_KEYS` have none.
+    let mut scopes: HashMap<String, KeyScope> = HashMap::new();
     let file_providers = file.unwrap_or_else(|| {
         // No providers section: one Anthropic and one OpenAI instance under their type's name.
         vec![
@@ -517,12 +532,37 @@ fn build_providers(
         let mut keys = Vec::new();
         for (k, source) in fp.keys.into_iter().enumerate() {
             let field = format!("{at}.keys[{k}]");
-            match source {
-                KeySource::Literal(v) => keys.push((field, v)),
-                KeySource::Env { env: var } => match env.var(&var) {
-                    Some(v) => keys.push((field, v)),
-                    None => p.push(&field, format!("environment variable {var} is not set")),
-                },
+            let table = match source {
+                KeySource::Literal(v) => {
+                    keys.push((field, v));
+                    continue;
+                }
+                KeySource::Table(table) => table,
+            };
+            let value = match (table.key, table.env) {
+                (Some(value), None) => Some(value),
+                (None, Some(var)) => {
+                    let value = env.var(&var);
+                    if value.is_none() {
+                        p.push(&field, format!("environment variable {var} is not set"));
+                    }
+                    value
+                }
+                _ => {
+                    p.push(&field, "give exactly one of `key` and `env`".to_string());
+                    None
+                }
+            };
+            let scope = KeyScope {
+                organization: table.organization,
+                project: table.project,
+            };
+            if scope != KeyScope::default() {
+                check_scope(&field, kind, &scope, p);
+                scopes.insert(field.clone(), scope);
+            }
+            if let Some(value) = value {
+                keys.push((field, value));
             }
         }
         if let Some(var) = fp.keys_env {
@@ -627,15 +667,43 @@ fn build_providers(
                 ),
             );
         }
+        let key_scopes = keys
+            .iter()
+            .map(|(field, _)| scopes.remove(field).unwrap_or_default())
+            .collect();
         let keys = validate_keys(keys, p);
         out.push(ProviderConfig {
             name,
             kind,
             base_url,
             keys,
+            key_scopes,
         });
     }
     out
+}
+
+/// Organization and project are OpenAI's, and travel as header values.
+fn check_scope(field: &str, kind: ProviderKind, scope: &KeyScope, p: &mut Checker<'_>) {
+    if kind != ProviderKind::OpenAi {
+        p.push(
+            field,
+            "`organization` and `project` are for openai providers only".to_string(),
+        );
+    }
+    for (name, value) in [
+        ("organization", &scope.organization),
+        ("project", &scope.project),
+    ] {
+        if let Some(value) = value
+            && (value.is_empty() || http::HeaderValue::from_str(value).is_err())
+        {
+            p.push(
+                &format!("{field}.{name}"),
+                "must be a non-empty header value".to_string(),
+            );
+        }
+    }
 }
 
 /// Splits a comma-separated key list, naming each entry `VAR[i]`.
@@ -817,6 +885,48 @@ mod tests {
                 message: "environment variable SECRET_ONE is not set".into()
             }]
         );
+    }
+
+    #[test]
+    fn openai_keys_can_carry_their_organization_and_project() {
+        let text = r#"
+            [[providers]]
+            type = "openai"
+            keys = [
+                { env = "KEY_A", organization = "org-a", project = "proj_a" },
+                "plain-key",
+                { key = "key-c", project = "proj_c" },
+            ]
+        "#;
+        let config = parse(text, &[("KEY_A", "key-a")]).unwrap();
+        let openai = &config.providers[0];
+        let keys: Vec<_> = openai.keys.iter().map(|k| k.expose()).collect();
+        assert_eq!(keys, ["key-a", "plain-key", "key-c"]);
+        assert_eq!(
+            openai.key_scopes,
+            [
+                KeyScope {
+                    organization: Some("org-a".into()),
+                    project: Some("proj_a".into())
+                },
+                KeyScope::default(),
+                KeyScope {
+                    organization: None,
+                    project: Some("proj_c".into())
+                },
+            ]
+        );
+
+        let wrong = r#"
+            [[providers]]
+            type = "anthropic"
+            keys = [{ key = "k", organization = "org" }, { key = "k2", env = "X" }]
+        "#;
+        let fields: Vec<_> = problems(parse(wrong, &[]))
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(fields, ["providers[0].keys[0]", "providers[0].keys[1]"]);
     }
 
     #[test]

@@ -23,3 +23,16 @@ pub mod telemetry;
 pub mod time;
 pub mod upstream;
 pub mod usage_report;
+
+#[cfg(test)]
+mod test_support {
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    /// A header map from literal pairs.
+    pub fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .collect()
+    }
+}

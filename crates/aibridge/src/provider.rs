@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aibridge_keypool::{ApiKey, KeyPool, ProbeOutcome};
+use aibridge_keypool::{ApiKey, KeyPool, PoolKey, ProbeOutcome};
 use aibridge_protocol::{Api, Dialect};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
@@ -158,6 +158,14 @@ impl ProviderKind {
     }
 }
 
+/// The OpenAI organization and project a pool key belongs to: sent with the key on every call,
+/// in place of whatever the client asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyScope {
+    pub organization: Option<String>,
+    pub project: Option<String>,
+}
+
 /// One configured upstream.
 #[derive(Debug)]
 pub struct Provider {
@@ -169,9 +177,30 @@ pub struct Provider {
     pub pool: Option<Arc<KeyPool>>,
     /// Confirmations of a 401/403 in flight, one per key (by its index in the pool).
     pub key_checks: SingleFlight<usize, ProbeOutcome>,
+    /// Each pool key's scope, by its index.
+    pub key_scopes: Vec<KeyScope>,
 }
 
 impl Provider {
+    /// Puts a pool key, and the scope it belongs to, where the provider expects them.
+    pub fn attach_key(&self, headers: &mut HeaderMap, key: &PoolKey) {
+        self.kind.attach_key(headers, &key.secret);
+        let Some(scope) = self.key_scopes.get(key.index) else {
+            return;
+        };
+        for (name, value) in [
+            ("openai-organization", &scope.organization),
+            ("openai-project", &scope.project),
+        ] {
+            // Checked at config load: a valid header value.
+            if let Some(value) = value
+                && let Ok(value) = HeaderValue::from_str(value)
+            {
+                headers.insert(name, value);
+            }
+        }
+    }
+
     /// Upstream URL for a path relative to the base URL, keeping the client's query string.
     pub fn upstream_url(&self, path: &str, query: Option<&str>) -> String {
         match query {

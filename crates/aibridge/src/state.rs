@@ -116,6 +116,7 @@ impl AppState {
                     base_url: pc.base_url.clone(),
                     pool,
                     key_checks: Default::default(),
+                    key_scopes: pc.key_scopes.clone(),
                 }),
             );
         }

@@ -220,13 +220,7 @@ mod tests {
         }
     }
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
+    use crate::test_support::headers;
 
     fn auth(mode: AuthMode) -> Authenticator {
         Authenticator::new(mode, Arc::new(TwoTokens))

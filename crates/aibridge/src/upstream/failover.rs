@@ -63,7 +63,7 @@ impl UpstreamCall<'_> {
     fn request(&self, key: Option<&PoolKey>) -> reqwest::RequestBuilder {
         let mut headers = self.headers.clone();
         if let Some(key) = key {
-            self.provider.kind.attach_key(&mut headers, &key.secret);
+            self.provider.attach_key(&mut headers, key);
         }
         let request = self
             .client

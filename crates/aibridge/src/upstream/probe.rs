@@ -80,7 +80,7 @@ pub fn check_key(
     timeout: Duration,
 ) -> futures_util::future::BoxFuture<'static, ProbeOutcome> {
     let mut headers = HeaderMap::new();
-    provider.kind.attach_key(&mut headers, &key.secret);
+    provider.attach_key(&mut headers, key);
     if provider.kind == ProviderKind::Anthropic {
         headers.insert(
             "anthropic-version",

@@ -139,3 +139,50 @@ async fn organization_and_project_headers_never_travel_with_a_pool_key() {
         "BYOK"
     );
 }
+
+/// A pool key may carry its own organization and project: they travel with it (and with its
+/// check), in place of the client's.
+#[tokio::test]
+async fn a_pool_key_sends_its_own_organization_and_project() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.script("k0", vec![Reply::status(401)]);
+    let config = format!(
+        "[[providers]]\ntype = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [{{ key = \"k0\", organization = \"org-pool\", project = \"proj_pool\" }}]\n",
+        mock.url()
+    );
+    let gw = Gateway::start_with_config(Some(&config), Gateway::NO_ENV).await;
+    let response = TestApi::Chat
+        .request(&gw, false)
+        .header("openai-organization", "org-client")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "the check accepted the key: relayed"
+    );
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 2, "the request and the key's check");
+    for request in &seen {
+        let header = |name: &str| {
+            request
+                .headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            header("openai-organization"),
+            Some("org-pool"),
+            "{}",
+            request.path
+        );
+        assert_eq!(
+            header("openai-project"),
+            Some("proj_pool"),
+            "{}",
+            request.path
+        );
+    }
+}
