@@ -136,9 +136,10 @@ elif [ -n "$AIBRIDGE_REV" ]; then
     log "building aibridge as committed at $SHA (in bench/.tools/src-$SHA)"
     rm -rf "$SRC" && mkdir -p "$SRC"
     git archive "$SHA" | tar -x -C "$SRC"
-    # The repo's target directory, so that the dependencies already built are reused.
-    (cd "$SRC" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release -p aibridge)
-    cp "$ROOT/target/release/aibridge" "$TOOLS/aibridge-$SHA"
+    # A target directory of its own: sharing the repo's let the older crates' artifacts look
+    # fresh to the next working-tree build (same package names, newer files).
+    (cd "$SRC" && CARGO_TARGET_DIR="$ROOT/target/bench-rev" cargo build --release -p aibridge)
+    cp "$ROOT/target/bench-rev/release/aibridge" "$TOOLS/aibridge-$SHA"
   fi
   AIBRIDGE_BIN=$TOOLS/aibridge-$SHA
   SOURCE="as committed at \`$SHA\` (\`--aibridge-rev $AIBRIDGE_REV\`)"
