@@ -41,6 +41,8 @@ pub struct Config {
     pub database_url: String,
     /// Whether requests are recorded (users and tokens live in the database either way).
     pub record_requests: bool,
+    /// Tell the upstream which user a pool-paid request is for (`X-AI-Bridge-Actor-*`).
+    pub send_actor_headers: bool,
     pub key_state: KeyStateBackend,
     pub auth: AuthMode,
     /// How long in-flight requests and streams may run on after SIGTERM / Ctrl-C.
@@ -144,6 +146,7 @@ struct FileConfig {
     listen: Option<String>,
     database_url: Option<String>,
     record_requests: Option<bool>,
+    send_actor_headers: Option<bool>,
     key_state_url: Option<String>,
     auth: Option<String>,
     shutdown_timeout: Option<String>,
@@ -423,6 +426,7 @@ impl Config {
                 listen,
                 database_url,
                 record_requests,
+                send_actor_headers: file.send_actor_headers.unwrap_or(false),
                 key_state,
                 auth,
                 shutdown_timeout,
@@ -795,6 +799,10 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.database_url, "sqlite://aibridge.db");
         assert!(config.record_requests);
+        assert!(
+            !config.send_actor_headers,
+            "actor headers are off by default"
+        );
         assert_eq!(config.auth, AuthMode::Tokens);
         assert_eq!(config.key_state, KeyStateBackend::Memory);
         assert_eq!(config.max_request_body_bytes, 32 * 1024 * 1024);

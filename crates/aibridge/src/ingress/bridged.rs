@@ -54,7 +54,11 @@ pub async fn handle(
         provider,
         method: Method::POST,
         url: provider.upstream_url(api.path(), meta.query.as_deref()),
-        headers: crate::intake::headers::forwardable(&meta.headers, caller.payer),
+        headers: crate::intake::headers::upstream_headers(
+            &meta.headers,
+            &caller,
+            state.config.send_actor_headers,
+        ),
         body,
         payer: caller.payer,
         deadline: if summary.stream {

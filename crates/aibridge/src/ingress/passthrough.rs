@@ -11,7 +11,7 @@ use http::Method;
 
 use super::in_request_span;
 use crate::error::GatewayError;
-use crate::intake::headers::{append_forwarded_for, forwardable};
+use crate::intake::headers::{append_forwarded_for, upstream_headers};
 use crate::intake::{Incoming, Intake};
 use crate::provider::Provider;
 use crate::record::{NewRequest, Outcome};
@@ -31,7 +31,7 @@ pub async fn handle(
     let is_key_check = method == Method::GET
         && upstream_path == provider.kind.models_path()
         && !meta.headers.contains_key("anthropic-beta");
-    let mut headers = forwardable(&meta.headers, caller.payer);
+    let mut headers = upstream_headers(&meta.headers, &caller, state.config.send_actor_headers);
     append_forwarded_for(&mut headers, client_addr);
     let span = tracing::info_span!(
         "passthrough",

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use super::auth::{GATEWAY_TOKEN_HEADER, Payer};
+use super::auth::{Caller, GATEWAY_TOKEN_HEADER, Payer};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), with `keep-alive` (see `is_hop_by_hop`): they describe
 /// one connection and never travel past a proxy, in either direction.
@@ -35,6 +35,25 @@ const NOT_FORWARDED: &[HeaderName] = &[
 /// client's organization would make the provider reject the key (and the gateway disable it).
 const CREDENTIAL_SCOPES: &[&str] = &["openai-organization", "openai-project"];
 
+/// Headers that tell the upstream who the request is for: only the gateway sets them, never a
+/// client.
+const ACTOR_PREFIX: &str = "x-ai-bridge-actor";
+
+/// The headers an upstream call carries: [`forwardable`], and with `actor_headers` on a
+/// pool-paid request, who it is for (spec §8.5): `X-AI-Bridge-Actor-ID` and the user name as
+/// metadata, so the provider's abuse and usage views can tell the gateway's users apart.
+pub fn upstream_headers(client: &HeaderMap, caller: &Caller, actor_headers: bool) -> HeaderMap {
+    let mut out = forwardable(client, caller.payer);
+    if actor_headers
+        && caller.payer == Payer::Pool
+        && let Ok(user) = HeaderValue::from_str(&caller.user)
+    {
+        out.insert("x-ai-bridge-actor-id", user.clone());
+        out.insert("x-ai-bridge-actor-metadata-username", user);
+    }
+    out
+}
+
 /// Headers some servers and proxies take as a different URL or method than the one requested:
 /// with a pool key attached they would reach what the passthrough allow-list keeps out.
 const REWRITING: &[&str] = &[
@@ -61,6 +80,7 @@ pub fn forwardable(client: &HeaderMap, payer: Payer) -> HeaderMap {
         let drop = is_hop_by_hop(name)
             || NOT_FORWARDED.contains(name)
             || REWRITING.contains(&name.as_str())
+            || name.as_str().starts_with(ACTOR_PREFIX)
             || name.as_str() == GATEWAY_TOKEN_HEADER
             || connection_listed
                 .iter()
@@ -116,6 +136,7 @@ mod tests {
             ("x-original-url", "/v1/files"),
             ("x-http-method-override", "DELETE"),
             ("openai-organization", "org-client"),
+            ("x-ai-bridge-actor-id", "spoofed"),
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
@@ -166,5 +187,31 @@ mod tests {
         );
         append_forwarded_for(&mut h, Some("[::1]:1".parse().unwrap()));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, ::1");
+    }
+
+    #[test]
+    fn actor_headers_come_from_the_gateway_only() {
+        let pool = Caller {
+            user: "alice".into(),
+            admin: false,
+            payer: Payer::Pool,
+        };
+        let out = upstream_headers(&client_headers(), &pool, true);
+        assert_eq!(out["x-ai-bridge-actor-id"], "alice");
+        assert_eq!(out["x-ai-bridge-actor-metadata-username"], "alice");
+        let off = upstream_headers(&client_headers(), &pool, false);
+        assert!(
+            off.get("x-ai-bridge-actor-id").is_none(),
+            "off: the client's is dropped too"
+        );
+        let byok = Caller {
+            payer: Payer::Byok,
+            ..pool
+        };
+        let out = upstream_headers(&client_headers(), &byok, true);
+        assert!(
+            out.get("x-ai-bridge-actor-id").is_none(),
+            "only pool-paid requests"
+        );
     }
 }

@@ -196,3 +196,40 @@ async fn no_key_or_token_appears_in_logs_or_responses() {
         gw.logs()
     );
 }
+
+/// Actor headers (spec §8.5), off by default: with `send_actor_headers = true` the upstream
+/// learns which user a pool-paid request is for; a client can never set them itself.
+#[tokio::test]
+async fn actor_headers_name_the_user_only_when_asked_and_never_from_the_client() {
+    for on in [false, true] {
+        let mock = MockUpstream::start().await.unwrap();
+        let env = pool_env(&mock.url(), "k0");
+        let config = format!("send_actor_headers = {on}\n");
+        let gw = Gateway::start_with_config(Some(&config), &env).await;
+        let response = API
+            .request(&gw, false)
+            .header("x-ai-bridge-actor-id", "someone-else")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let seen = &mock.requests()[0];
+        let actor: Vec<_> = seen
+            .headers
+            .iter()
+            .filter(|(n, _)| n.starts_with("x-ai-bridge-actor"))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        if on {
+            assert_eq!(
+                actor,
+                [
+                    ("x-ai-bridge-actor-id", "local"),
+                    ("x-ai-bridge-actor-metadata-username", "local")
+                ]
+            );
+        } else {
+            assert!(actor.is_empty(), "{actor:?}");
+        }
+    }
+}
