@@ -29,23 +29,19 @@ impl<K, V: Clone> Default for SingleFlight<K, V> {
 impl<K: Eq + Hash + Clone, V: Clone + Send + Sync + 'static> SingleFlight<K, V> {
     /// The answer of the call in flight for `key`, or of `call` started now.
     pub async fn run(&self, key: K, call: impl FnOnce() -> BoxFuture<'static, V>) -> V {
-        let (shared, started_here) = {
+        let shared = {
             let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-            match inflight.get(&key) {
-                Some(shared) => (shared.clone(), false),
-                None => {
-                    let shared = call().shared();
-                    inflight.insert(key.clone(), shared.clone());
-                    (shared, true)
-                }
-            }
+            inflight
+                .entry(key.clone())
+                .or_insert_with(|| call().shared())
+                .clone()
         };
-        let answer = shared.await;
-        if started_here {
-            self.inflight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&key);
+        let answer = shared.clone().await;
+        // Whoever sees the call finish takes it out (the caller that started it may have been
+        // dropped meanwhile), so a finished answer is never handed to a later question.
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        if inflight.get(&key).is_some_and(|f| f.ptr_eq(&shared)) {
+            inflight.remove(&key);
         }
         answer
     }
@@ -84,5 +80,40 @@ mod tests {
         // Once answered, the next question starts a new call.
         let again = flights.run(1, || async { 8 }.boxed()).await;
         assert_eq!(again, 8);
+    }
+
+    /// The caller that started a call goes away (its client left): a caller waiting on the same
+    /// call still gets its answer, and the question after that starts afresh instead of being
+    /// answered from the finished call forever.
+    #[tokio::test]
+    async fn a_dropped_starter_leaves_no_stale_answer() {
+        let flights = Arc::new(SingleFlight::<u8, u32>::default());
+        let starter = {
+            let flights = flights.clone();
+            tokio::spawn(async move {
+                flights
+                    .run(1, || {
+                        async {
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            7
+                        }
+                        .boxed()
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let waiter = {
+            let flights = flights.clone();
+            tokio::spawn(async move { flights.run(1, || async { 99 }.boxed()).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        starter.abort();
+        assert_eq!(
+            waiter.await.unwrap(),
+            7,
+            "the waiter shares the call in flight"
+        );
+        assert_eq!(flights.run(1, || async { 8 }.boxed()).await, 8);
     }
 }
