@@ -108,11 +108,7 @@ async fn relay(
                     recording.observation(api.observe_body(&body));
                 }
                 if answer.is_closed() {
-                    recording.end(
-                        Outcome::ClientDisconnected,
-                        Some(status),
-                        Some("the client went away before the answer".to_string()),
-                    );
+                    recording.client_left(Some(status));
                 } else {
                     recording.end(Outcome::Completed, Some(status), None);
                     let _ = answer.send(Ok(relayed));

@@ -92,6 +92,22 @@ pub struct AttemptRecord {
     pub duration: Duration,
 }
 
+impl AttemptRecord {
+    /// An attempt that took `duration` to get its answer (or its failure), which the caller
+    /// fills in.
+    pub fn sent(number: u32, key_hint: Option<String>, duration: Duration) -> Self {
+        Self {
+            number,
+            key_hint,
+            status: None,
+            verdict: None,
+            transport_error: None,
+            key_check: None,
+            duration,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Recording {
     recorder: Arc<Recorder>,
@@ -256,14 +272,22 @@ impl Recording {
     }
 }
 
+impl Recording {
+    /// The client went away before its answer; `status` is what the upstream had answered, if
+    /// anything yet.
+    pub fn client_left(&mut self, status: Option<u16>) {
+        self.end(
+            Outcome::ClientDisconnected,
+            status,
+            Some("the client went away before the answer".to_string()),
+        );
+    }
+}
+
 impl Drop for Recording {
     /// A request whose handler is dropped before it ended (the client went away while waiting for
     /// a blocking answer) still gets an end, with the attempts made so far.
     fn drop(&mut self) {
-        self.end(
-            Outcome::ClientDisconnected,
-            None,
-            Some("the client went away before the answer".to_string()),
-        );
+        self.client_left(None);
     }
 }

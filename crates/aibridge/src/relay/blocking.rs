@@ -9,7 +9,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 
-use super::answer_headers;
+use super::{answer, answer_headers};
 use crate::error::GatewayError;
 use crate::intake::Payer;
 
@@ -34,10 +34,7 @@ pub async fn relay_blocking(
         .bytes()
         .await
         .map_err(|e| GatewayError::from_transport(&e))?;
-    let mut out = Response::new(Body::from(body.clone()));
-    *out.status_mut() = status;
-    *out.headers_mut() = headers;
-    Ok((out, body))
+    Ok((answer(status, headers, Body::from(body.clone())), body))
 }
 
 /// Relays a non-success upstream answer. A BYOK answer is the client's own: status, headers and
@@ -81,10 +78,7 @@ pub async fn relay_error(
         };
         dialect.error_body(ErrorKind::for_status(status), &message)
     };
-    let mut out = Response::new(Body::from(body));
-    *out.status_mut() = status;
-    *out.headers_mut() = headers;
-    out
+    answer(status, headers, Body::from(body))
 }
 
 /// `retry-after-ms` (OpenAI's convention) as whole seconds, rounded up.

@@ -6,10 +6,20 @@ pub mod blocking;
 pub mod passthrough;
 pub mod stream;
 
-use http::HeaderMap;
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderMap, StatusCode};
 
 use crate::intake::Payer;
 use crate::intake::headers::is_hop_by_hop;
+
+/// The client's answer: status, headers, body.
+fn answer(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
+    let mut out = Response::new(body);
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    out
+}
 
 /// Headers of a pool-paid answer that reach the client: what the SDKs need to read it, the
 /// upstream's request id, and its retry advice. The rest (rate-limit counters of the pool's key,

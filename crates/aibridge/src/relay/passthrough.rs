@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::response::Response;
 use futures_util::StreamExt;
 
-use super::answer_headers;
+use super::{answer, answer_headers};
 use crate::intake::Payer;
 
 /// A body chunk did not come within the idle bound: the body ends with an error, so the client
@@ -32,8 +32,5 @@ pub fn relay(response: reqwest::Response, idle: Duration) -> Response {
             Err(_) => Some((Err(axum::Error::new(Silent(idle))), None)),
         }
     });
-    let mut out = Response::new(Body::from_stream(body));
-    *out.status_mut() = status;
-    *out.headers_mut() = headers;
-    out
+    answer(status, headers, Body::from_stream(body))
 }

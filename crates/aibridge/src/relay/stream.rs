@@ -21,7 +21,7 @@ use http::{HeaderValue, StatusCode, header};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::answer_headers;
+use super::{answer, answer_headers};
 use crate::error::{GatewayError, describe_transport_error};
 use crate::intake::Payer;
 use crate::record::{Outcome, StreamRecording};
@@ -240,8 +240,5 @@ pub async fn relay(
         let frame = relay.next_frame().await?;
         Some((Ok::<Bytes, std::convert::Infallible>(frame), relay))
     });
-    let mut out = Response::new(Body::from_stream(body));
-    *out.status_mut() = StatusCode::OK;
-    *out.headers_mut() = headers;
-    Ok(out)
+    Ok(answer(StatusCode::OK, headers, Body::from_stream(body)))
 }

@@ -114,15 +114,7 @@ impl UpstreamCall<'_> {
     async fn send_once(&self, recording: &mut Recording) -> Result<Served, GatewayError> {
         let started = Instant::now();
         let result = self.attempt(None).await;
-        let mut attempt = AttemptRecord {
-            number: 1,
-            key_hint: None,
-            status: None,
-            verdict: None,
-            transport_error: None,
-            key_check: None,
-            duration: started.elapsed(),
-        };
+        let mut attempt = AttemptRecord::sent(1, None, started.elapsed());
         let outcome = match result {
             Ok(response) => {
                 attempt.status = Some(response.status().as_u16());
@@ -166,15 +158,8 @@ impl UpstreamCall<'_> {
             };
             let started = Instant::now();
             let result = self.attempt(Some(&key)).await;
-            let mut attempt = AttemptRecord {
-                number: walker.attempts(),
-                key_hint: Some(key.hint()),
-                status: None,
-                verdict: None,
-                transport_error: None,
-                key_check: None,
-                duration: started.elapsed(),
-            };
+            let mut attempt =
+                AttemptRecord::sent(walker.attempts(), Some(key.hint()), started.elapsed());
             let response = match result {
                 Ok(response) => response,
                 Err(error) => {
