@@ -33,7 +33,7 @@ const PASSTHROUGH_METHODS: [Method; 5] = [
 ];
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/keys", get(admin::list_keys))
@@ -44,12 +44,18 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::post(admin::enable_key),
         )
         .method_not_allowed_fallback(admin::method_not_allowed)
-        .fallback(dispatch)
-        .layer(axum::middleware::from_fn_with_state(
+        .fallback(dispatch);
+    // Only without tokens: with them, a request proves who sends it, and the layer's cost
+    // stays off every request.
+    let router = if state.config.auth == AuthMode::None {
+        router.layer(axum::middleware::from_fn_with_state(
             state.clone(),
             same_origin_without_tokens,
         ))
-        .with_state(state)
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -172,16 +178,15 @@ async fn in_request_span(
     })
 }
 
-/// With `AIBRIDGE_AUTH=none`, a request a browser sent from another origin (or for a name that
-/// is not this loopback gateway's) is refused before any route sees it.
+/// Installed with `AIBRIDGE_AUTH=none` only: a request a browser sent from another origin (or
+/// for a name that is not this loopback gateway's) is refused before any route sees it.
 async fn same_origin_without_tokens(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if state.config.auth == AuthMode::None
-        && let Err(foreign) =
-            crate::intake::origin::check(request.headers(), state.config.listen.ip().is_loopback())
+    if let Err(foreign) =
+        crate::intake::origin::check(request.headers(), state.config.listen.ip().is_loopback())
     {
         let first_segment = request.uri().path().trim_start_matches('/');
         let first_segment = first_segment.split('/').next().unwrap_or("");
