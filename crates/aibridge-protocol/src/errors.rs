@@ -67,7 +67,8 @@ impl ErrorKind {
             Self::RequestTooLarge => ("invalid_request_error", "request_too_large"),
             Self::RateLimit => ("rate_limit_error", "rate_limit_exceeded"),
             Self::Api => ("api_error", "server_error"),
-            Self::Overloaded | Self::Unavailable => ("api_error", "service_unavailable"),
+            Self::Overloaded => ("server_error", "service_unavailable"),
+            Self::Unavailable => ("api_error", "service_unavailable"),
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use aibridge_keypool::ApiKey;
 use serde::Deserialize;
 
+use crate::breaker::BreakerSettings;
 use crate::provider::{KeyScope, ProviderKind};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -50,6 +51,8 @@ pub struct Config {
     pub max_request_body_bytes: usize,
     pub upstream: UpstreamSettings,
     pub key_pool: KeyPoolSettings,
+    /// `[circuit_breaker]`: off when absent.
+    pub circuit_breaker: Option<BreakerSettings>,
     pub providers: Vec<ProviderConfig>,
 }
 
@@ -155,7 +158,16 @@ struct FileConfig {
     upstream: FileUpstream,
     #[serde(default)]
     key_pool: FileKeyPool,
+    circuit_breaker: Option<FileCircuitBreaker>,
     providers: Option<Vec<FileProvider>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCircuitBreaker {
+    failure_threshold: Option<u32>,
+    open_for: Option<String>,
+    half_open_max_requests: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -419,6 +431,33 @@ impl Config {
             );
         }
 
+        let circuit_breaker = file.circuit_breaker.map(|breaker| {
+            let settings = BreakerSettings {
+                failure_threshold: breaker.failure_threshold.unwrap_or(5),
+                open_for: p.duration(
+                    "circuit_breaker.open_for",
+                    breaker.open_for.as_deref(),
+                    "30s",
+                ),
+                half_open_max_requests: breaker.half_open_max_requests.unwrap_or(1),
+            };
+            for (field, value) in [
+                (
+                    "circuit_breaker.failure_threshold",
+                    settings.failure_threshold,
+                ),
+                (
+                    "circuit_breaker.half_open_max_requests",
+                    settings.half_open_max_requests,
+                ),
+            ] {
+                if value == 0 {
+                    p.push(field, "must be at least 1".to_string());
+                }
+            }
+            settings
+        });
+
         let providers = build_providers(file.providers, env, &mut p);
 
         match (listen, key_state, auth) {
@@ -433,6 +472,7 @@ impl Config {
                 max_request_body_bytes,
                 upstream,
                 key_pool,
+                circuit_breaker,
                 providers,
             }),
             _ => Err(ConfigError::Invalid(problems)),

@@ -7,6 +7,8 @@ use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 
+use crate::outcome::Outcome;
+
 /// Why a request looks like a browser's from somewhere else.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Foreign {
@@ -66,6 +68,8 @@ pub enum GatewayError {
     ShuttingDown,
     #[error("{0}")]
     Foreign(#[from] Foreign),
+    #[error("circuit breaker is open")]
+    CircuitOpen { retry_after: std::time::Duration },
 }
 
 impl From<BodyRefused> for GatewayError {
@@ -103,7 +107,8 @@ impl GatewayError {
             | Self::TokenStore(_)
             | Self::RecordingUnavailable(_)
             | Self::Database(_)
-            | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::ShuttingDown
+            | Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadQuery(_) => StatusCode::BAD_REQUEST,
             Self::NotAdmin | Self::Foreign(_) => StatusCode::FORBIDDEN,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -135,6 +140,36 @@ impl GatewayError {
             | Self::ShuttingDown => ErrorKind::Unavailable,
             Self::BadQuery(_) => ErrorKind::InvalidRequest,
             Self::NotAdmin | Self::Foreign(_) => ErrorKind::Permission,
+            Self::CircuitOpen { .. } => ErrorKind::Overloaded,
+        }
+    }
+
+    /// How a request answered with this error ended: refused before any upstream call for a
+    /// client's mistake or an open breaker, exhausted, or the gateway's own failure.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::Exhausted(_) => Outcome::Exhausted,
+            Self::BadRequest(_)
+            | Self::BodyTooLarge { .. }
+            | Self::BodyRead(_)
+            | Self::RouteNotFound { .. }
+            | Self::MethodNotAllowed { .. }
+            | Self::MissingToken
+            | Self::InvalidToken
+            | Self::NotAdmin
+            | Self::BadQuery(_)
+            | Self::NoPool { .. }
+            | Self::NotImplemented(_)
+            | Self::Foreign(_)
+            | Self::CircuitOpen { .. } => Outcome::Rejected,
+            Self::TokenStore(_)
+            | Self::RecordingUnavailable(_)
+            | Self::Database(_)
+            | Self::KeyState(_)
+            | Self::UpstreamUnreachable(_)
+            | Self::UpstreamTimeout
+            | Self::UpstreamStreamFailed(_)
+            | Self::ShuttingDown => Outcome::GatewayError,
         }
     }
 
@@ -142,6 +177,7 @@ impl GatewayError {
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             Self::Exhausted(e) => e.retry_after_header_secs(),
+            Self::CircuitOpen { retry_after } => Some(ceil_secs(*retry_after)),
             _ => None,
         }
     }
@@ -160,6 +196,12 @@ impl GatewayError {
         }
         response
     }
+}
+
+/// Whole seconds, rounded up (at least 1: a `Retry-After: 0` would invite an immediate retry).
+fn ceil_secs(duration: std::time::Duration) -> u64 {
+    let secs = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    secs.max(1)
 }
 
 /// Describes a transport error for clients and logs: what failed and the innermost cause
@@ -241,6 +283,23 @@ mod tests {
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
         assert_eq!(body_json(response).await["error"]["type"], "api_error");
+    }
+
+    #[tokio::test]
+    async fn an_open_breaker_is_503_overloaded_in_each_dialect() {
+        let open = || GatewayError::CircuitOpen {
+            retry_after: Duration::from_millis(12_300),
+        };
+        let anthropic = open().into_response(Dialect::Anthropic);
+        assert_eq!(anthropic.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(anthropic.headers()[header::RETRY_AFTER], "13");
+        let body = body_json(anthropic).await;
+        assert_eq!(body["error"]["type"], "overloaded_error");
+        assert_eq!(body["error"]["message"], "circuit breaker is open");
+        let body = body_json(open().into_response(Dialect::OpenAi)).await;
+        assert_eq!(body["error"]["type"], "server_error");
+        assert_eq!(body["error"]["code"], "service_unavailable");
+        assert_eq!(body["error"]["message"], "circuit breaker is open");
     }
 
     #[test]

@@ -8,11 +8,13 @@
 //! commits it). `state` holds what every request shares; `serve` runs it; `cli` is the binary's
 //! edge.
 
+pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod ingress;
 pub mod intake;
+pub mod outcome;
 pub mod provider;
 pub mod record;
 pub mod relay;

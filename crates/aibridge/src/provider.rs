@@ -8,6 +8,7 @@ use aibridge_protocol::{Api, Dialect};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::single_flight::SingleFlight;
+use crate::telemetry::metrics::ProviderMetrics;
 
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -117,27 +118,54 @@ impl ProviderKind {
     /// Whether `upstream_path` may be reverse-proxied. An allow-list, because a central key may
     /// have privileges (files, batches, fine-tuning, admin) that users must not reach through it.
     pub fn passthrough_allowed(self, upstream_path: &str) -> bool {
-        let (exact, subtrees): (&[&str], &[&str]) = match self {
-            Self::Anthropic => (
-                &["/v1/models", "/v1/messages/count_tokens"],
-                &["/v1/models/"],
-            ),
-            Self::OpenAi => (
-                &["/models", "/conversations"],
-                &["/models/", "/responses/", "/conversations/"],
-            ),
-            Self::Copilot => (
-                &["/models"],
-                &["/models/", "/agents/", "/mcp/", "/.well-known/"],
-            ),
-        };
+        self.passthrough_route(upstream_path).is_some()
+    }
+
+    /// The allow-list entry that lets `upstream_path` through: an exact path, or a subtree
+    /// written `prefix/*`. It is the request's `route` in metrics, so that ids in paths do not
+    /// make a series each.
+    pub fn passthrough_route(self, upstream_path: &str) -> Option<&'static str> {
         if !is_plain_path(upstream_path) {
-            return false;
+            return None;
         }
-        exact.contains(&upstream_path)
-            || subtrees.iter().any(|prefix| {
-                upstream_path.len() > prefix.len() && upstream_path.starts_with(prefix)
+        self.passthrough_routes()
+            .iter()
+            .copied()
+            .find(|route| match route.strip_suffix('*') {
+                Some(prefix) => {
+                    upstream_path.len() > prefix.len() && upstream_path.starts_with(prefix)
+                }
+                None => upstream_path == *route,
             })
+    }
+
+    fn passthrough_routes(self) -> &'static [&'static str] {
+        match self {
+            Self::Anthropic => &["/v1/models", "/v1/messages/count_tokens", "/v1/models/*"],
+            Self::OpenAi => &[
+                "/models",
+                "/conversations",
+                "/models/*",
+                "/responses/*",
+                "/conversations/*",
+            ],
+            Self::Copilot => &[
+                "/models",
+                "/models/*",
+                "/agents/*",
+                "/mcp/*",
+                "/.well-known/*",
+            ],
+        }
+    }
+
+    /// Every route this type serves, bridged then passthrough: the `route` label's values.
+    pub fn routes(self) -> Vec<&'static str> {
+        self.apis()
+            .iter()
+            .map(|api| api.path())
+            .chain(self.passthrough_routes().iter().copied())
+            .collect()
     }
 
     /// Where the model list is (relative to the base URL): a pool request to it without
@@ -179,6 +207,8 @@ pub struct Provider {
     pub key_checks: SingleFlight<usize, ProbeOutcome>,
     /// Each pool key's scope, by its index.
     pub key_scopes: Vec<KeyScope>,
+    /// Its series in `/metrics`.
+    pub metrics: Arc<ProviderMetrics>,
 }
 
 impl Provider {
@@ -275,6 +305,18 @@ mod tests {
             assert!(!anthropic.passthrough_allowed(escape), "{escape}");
         }
         assert!(!ProviderKind::Copilot.passthrough_allowed("/chat"));
+        assert_eq!(
+            anthropic.passthrough_route("/v1/models/claude-x"),
+            Some("/v1/models/*")
+        );
+        assert_eq!(
+            anthropic.passthrough_route("/v1/models"),
+            Some("/v1/models")
+        );
+        assert_eq!(
+            openai.passthrough_route("/responses/resp_1/input_items"),
+            Some("/responses/*")
+        );
         assert!(
             !openai.passthrough_allowed("/responses/x%2F..%2F..%2Ffiles"),
             "review item 9"

@@ -10,12 +10,15 @@ use aibridge_keypool::{
 use aibridge_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
+use crate::breaker::CircuitBreakers;
 use crate::config::{Config, KeyStateBackend};
 use crate::error::GatewayError;
 use crate::intake::auth::{Authenticator, StoredTokens};
+use crate::intake::client::CLIENT_NAMES;
 use crate::intake::{Incoming, Intake};
 use crate::provider::Provider;
 use crate::record::Recorder;
+use crate::telemetry::metrics::Metrics;
 
 /// Why the gateway cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,9 @@ pub struct AppState {
     pub auth: Authenticator,
     pub key_store: Arc<dyn KeyStateStore>,
     pub recorder: Arc<Recorder>,
+    pub metrics: Arc<Metrics>,
+    /// `None` unless `[circuit_breaker]` is configured.
+    pub breakers: Option<CircuitBreakers>,
     /// Cancelled when the shutdown deadline passes: streams still open are cut (with the
     /// dialect's SSE error event) so that their records are written before the process exits.
     pub cut_streams: CancellationToken,
@@ -85,6 +91,7 @@ impl AppState {
             initial: config.key_pool.probe_initial_interval,
             max: config.key_pool.probe_max_interval,
         };
+        let metrics = Arc::new(Metrics::new(&CLIENT_NAMES));
         let mut providers = HashMap::new();
         for pc in &config.providers {
             let pool = if pc.keys.is_empty() {
@@ -108,6 +115,9 @@ impl AppState {
                 })?;
                 Some(Arc::new(pool))
             };
+            let key_hints: Vec<String> = pc.keys.iter().map(|key| key.hint()).collect();
+            let provider_metrics =
+                metrics.provider(&pc.name, &pc.kind.routes(), &key_hints, pool.is_some());
             providers.insert(
                 pc.name.clone(),
                 Arc::new(Provider {
@@ -117,6 +127,7 @@ impl AppState {
                     pool,
                     key_checks: Default::default(),
                     key_scopes: pc.key_scopes.clone(),
+                    metrics: Arc::new(provider_metrics),
                 }),
             );
         }
@@ -124,6 +135,9 @@ impl AppState {
             crate::upstream::client::build(&config.upstream).map_err(StartError::HttpClient)?;
         let auth = Authenticator::new(config.auth, Arc::new(StoredTokens(store.clone())));
         let recorder = Recorder::start(store, config.record_requests);
+        let breakers = config
+            .circuit_breaker
+            .map(|settings| CircuitBreakers::new(settings, clock.clone(), &metrics));
         Ok(Self {
             config,
             client,
@@ -131,6 +145,8 @@ impl AppState {
             auth,
             key_store,
             recorder,
+            metrics,
+            breakers,
             cut_streams: CancellationToken::new(),
         })
     }

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::error::GatewayError;
 use crate::state::AppState;
+use crate::telemetry::metrics::Transition;
 use crate::time::now_millis;
 use crate::usage_report::{Grouping, parse_point, usage_json};
 
@@ -175,9 +176,8 @@ pub async fn enable_key(
             .parse()
             .map_err(|_| bad_query(format!("index: `{index}` is not a key position (0, 1, …)")))?;
         let not_found = |path: String| GatewayError::RouteNotFound { method: "POST".into(), path };
-        let pool = state
-            .providers
-            .get(&provider)
+        let instance = state.providers.get(&provider);
+        let pool = instance
             .and_then(|p| p.pool.clone())
             .ok_or_else(|| not_found(format!("/api/v1/keys/{provider}")))?;
         if index >= pool.len() {
@@ -185,6 +185,9 @@ pub async fn enable_key(
         }
         let changed = pool.enable(index).await?;
         if changed {
+            if let Some(instance) = instance {
+                instance.metrics.transition(index, Transition::ReEnabled);
+            }
             tracing::info!(provider = %provider, key = %pool.keys()[index].hint(), "key re-enabled by an operator");
         }
         Ok((StatusCode::OK, Json(json!({ "enabled": true, "changed": changed }))).into_response())

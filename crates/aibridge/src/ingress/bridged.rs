@@ -1,34 +1,63 @@
 //! Bridged routes, the steps in order: intake, the body peeked at and adjusted by its API's
-//! rules, the record's start, the upstream call with failover, and the answer relayed — blocking
-//! bodies whole, streams event by event.
+//! rules, the circuit breaker, the record's start, the upstream call with failover, and the
+//! answer relayed — blocking bodies whole, streams event by event.
 
 use std::sync::Arc;
 
-use aibridge_protocol::{Api, summarize_request};
+use aibridge_protocol::{Api, RequestSummary, summarize_request};
 use aibridge_store::RequestKind;
 use axum::response::Response;
+use bytes::Bytes;
 use http::Method;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::in_request_span;
 use crate::error::GatewayError;
-use crate::intake::{Incoming, Intake};
+use crate::intake::{Caller, Incoming, Intake, Payer, RequestMeta};
 use crate::provider::Provider;
-use crate::record::{NewRequest, Outcome, Recording, StreamRecording};
+use crate::record::{NewRequest, Outcome, Recording, StreamRecording, Watch};
 use crate::relay::blocking::{is_event_stream, relay_blocking, relay_error};
 use crate::relay::stream::StreamBounds;
 use crate::state::AppState;
+use crate::telemetry::tally::RequestTally;
 use crate::upstream::{CallDeadline, UpstreamCall};
+
+/// A request that passed intake, its body ready for the upstream.
+struct Admitted {
+    caller: Caller,
+    meta: RequestMeta,
+    summary: RequestSummary,
+    body: Bytes,
+}
 
 pub async fn handle(
     state: &Arc<AppState>,
     provider: &Arc<Provider>,
     api: Api,
     incoming: Incoming,
+    tally: RequestTally,
 ) -> Result<Response, GatewayError> {
-    let Intake { caller, meta, body } = state.intake(provider, incoming).await?;
-    let summary = summarize_request(&body)?;
-    let body = api.prepare_body(&summary, body)?;
+    let request_id = incoming.meta.request_id.clone();
+    let mut watch = Watch {
+        tally,
+        permit: None,
+        model: None,
+        pool_paid: false,
+    };
+    let admitted = match admit(state, provider, api, incoming, &mut watch).await {
+        Ok(admitted) => admitted,
+        Err(error) => {
+            watch.refused(&request_id, &error);
+            return Err(error);
+        }
+    };
+    let Admitted {
+        caller,
+        meta,
+        summary,
+        body,
+    } = admitted;
     let span = tracing::info_span!(
         "bridge",
         request_id = %meta.request_id,
@@ -38,8 +67,8 @@ pub async fn handle(
         user = %caller.user,
         payer = ?caller.payer,
     );
-    let recording =
-        crate::record::begin(&state.recorder, provider, &meta, &caller, || NewRequest {
+    let recording = crate::record::begin(&state.recorder, provider, &meta, &caller, watch, || {
+        NewRequest {
             kind: RequestKind::Bridged,
             method: "POST",
             route: api.path(),
@@ -47,8 +76,9 @@ pub async fn handle(
             streaming: summary.stream,
             client: crate::intake::client::identify(&meta.headers, &body),
             prompt: api.prompt(&body),
-        })
-        .await?;
+        }
+    })
+    .await?;
     let call = UpstreamCall {
         client: &state.client,
         provider,
@@ -71,6 +101,36 @@ pub async fn handle(
     in_request_span(span, relay(state, call, api, recording)).await
 }
 
+/// Intake, the body's peek and adjustment, and the breaker: everything that may refuse the
+/// request before its record begins.
+async fn admit(
+    state: &AppState,
+    provider: &Provider,
+    api: Api,
+    incoming: Incoming,
+    watch: &mut Watch,
+) -> Result<Admitted, GatewayError> {
+    let Intake { caller, meta, body } = state.intake(provider, incoming).await?;
+    watch.pool_paid = caller.payer == Payer::Pool;
+    let summary = summarize_request(&body)?;
+    watch.model = Some(summary.model.clone());
+    let body = api.prepare_body(&summary, body)?;
+    if let Some(breakers) = &state.breakers {
+        let permit = breakers
+            .admit(&provider.name, api.path(), &summary.model)
+            .map_err(|refused| GatewayError::CircuitOpen {
+                retry_after: refused.retry_after,
+            })?;
+        watch.permit = Some(permit);
+    }
+    Ok(Admitted {
+        caller,
+        meta,
+        summary,
+        body,
+    })
+}
+
 /// Sends the call (failing over between pool keys), relays the upstream's answer, and records
 /// what the answer said and how the request ended.
 async fn relay(
@@ -84,7 +144,9 @@ async fn relay(
     let status = response.status().as_u16();
     let idle = state.config.upstream.stream_idle_timeout;
     if !response.status().is_success() {
+        let reading = Instant::now();
         let relayed = relay_error(response, api.dialect(), call.payer, idle).await;
+        recording.waited(reading.elapsed());
         recording.end(Outcome::UpstreamError, Some(status), None);
         return Ok(relayed);
     }
@@ -102,11 +164,12 @@ async fn relay(
     let payer = call.payer;
     let (answer, answered) = oneshot::channel();
     tokio::spawn(async move {
-        match relay_blocking(response, payer).await {
+        let reading = Instant::now();
+        let read = relay_blocking(response, payer).await;
+        recording.waited(reading.elapsed());
+        match read {
             Ok((relayed, body)) => {
-                if recording.is_active() {
-                    recording.observation(api.observe_body(&body));
-                }
+                recording.observation(api.observe_body(&body));
                 if answer.is_closed() {
                     recording.client_left(Some(status));
                 } else {

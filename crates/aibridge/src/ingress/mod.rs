@@ -19,8 +19,10 @@ use tracing::Instrument;
 
 use crate::config::AuthMode;
 use crate::error::GatewayError;
+use crate::intake::client::client_index;
 use crate::intake::{Incoming, REQUEST_ID_HEADER, RequestMeta};
 use crate::state::AppState;
+use crate::telemetry::tally::RequestTally;
 
 /// Methods a passthrough request may use; others (TRACE echoes headers on some servers,
 /// PUT/PATCH write) never reach the upstream with a pool key.
@@ -36,6 +38,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/keys", get(admin::list_keys))
         .route("/api/v1/usage", get(admin::usage))
         .route("/api/v1/interceptions", get(admin::interceptions))
@@ -84,6 +87,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let received = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let not_found = |dialect| {
@@ -114,9 +118,13 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         }
         .into_response(dialect);
     }
-    if bridged.is_none() && !provider.kind.passthrough_allowed(upstream_path) {
+    let route = match bridged {
+        Some(api) => Some(api.path()),
+        None => provider.kind.passthrough_route(upstream_path),
+    };
+    let Some(route_metrics) = route.and_then(|route| provider.metrics.route(route)) else {
         return not_found(dialect);
-    }
+    };
     if bridged.is_none() && !PASSTHROUGH_METHODS.contains(&method) {
         return GatewayError::MethodNotAllowed {
             method: method.to_string(),
@@ -129,16 +137,23 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
     let request_id = uuid::Uuid::now_v7().to_string();
+    let tally = RequestTally::start(
+        provider.metrics.clone(),
+        route_metrics.clone(),
+        client_index(&parts.headers),
+        received,
+    );
     let incoming = Incoming {
         meta: RequestMeta {
             request_id: request_id.clone(),
+            received,
             headers: parts.headers,
             query: parts.uri.query().map(str::to_string),
         },
         body,
     };
     let result = match bridged {
-        Some(api) => bridged::handle(&state, provider, api, incoming).await,
+        Some(api) => bridged::handle(&state, provider, api, incoming, tally).await,
         None => {
             passthrough::handle(
                 &state,
@@ -147,6 +162,7 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
                 upstream_path,
                 client_addr,
                 incoming,
+                tally,
             )
             .await
         }
@@ -168,14 +184,37 @@ fn guess_dialect(headers: &HeaderMap) -> Dialect {
     }
 }
 
-/// Runs a request's upstream work inside its span and logs how a failed one was answered.
+/// Runs a request's upstream work inside its span (its end is logged by the request's tally).
 async fn in_request_span(
     span: tracing::Span,
     work: impl Future<Output = Result<Response, GatewayError>>,
 ) -> Result<Response, GatewayError> {
-    work.instrument(span.clone()).await.inspect_err(|e| {
-        tracing::info!(parent: &span, status = e.status().as_u16(), error = %e, "request failed")
-    })
+    work.instrument(span).await
+}
+
+/// `GET /metrics`: the key gauges are read from the key-state store now (a cooldown ends
+/// without an event), then every family is rendered.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut store_up = true;
+    for provider in state.providers.values() {
+        let Some(pool) = &provider.pool else { continue };
+        match pool.snapshot().await {
+            Ok(snapshots) => provider.metrics.set_key_states(&snapshots),
+            Err(e) => {
+                store_up = false;
+                tracing::warn!(provider = %provider.name, error = %e, "cannot read key state for /metrics");
+            }
+        }
+    }
+    state.metrics.set_key_state_store_up(store_up);
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            crate::telemetry::metrics::CONTENT_TYPE,
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Installed with `AIBRIDGE_AUTH=none` only: a request a browser sent from another origin (or

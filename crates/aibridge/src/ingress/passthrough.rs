@@ -12,10 +12,11 @@ use http::Method;
 use super::in_request_span;
 use crate::error::GatewayError;
 use crate::intake::headers::{append_forwarded_for, upstream_headers};
-use crate::intake::{Incoming, Intake};
+use crate::intake::{Incoming, Intake, Payer};
 use crate::provider::Provider;
-use crate::record::{NewRequest, Outcome};
+use crate::record::{NewRequest, Outcome, Watch};
 use crate::state::AppState;
+use crate::telemetry::tally::RequestTally;
 use crate::upstream::{CallDeadline, UpstreamCall};
 
 pub async fn handle(
@@ -25,8 +26,23 @@ pub async fn handle(
     upstream_path: &str,
     client_addr: Option<SocketAddr>,
     incoming: Incoming,
+    tally: RequestTally,
 ) -> Result<Response, GatewayError> {
-    let Intake { caller, meta, body } = state.intake(provider, incoming).await?;
+    let request_id = incoming.meta.request_id.clone();
+    let mut watch = Watch {
+        tally,
+        permit: None,
+        model: None,
+        pool_paid: false,
+    };
+    let Intake { caller, meta, body } = match state.intake(provider, incoming).await {
+        Ok(intake) => intake,
+        Err(error) => {
+            watch.refused(&request_id, &error);
+            return Err(error);
+        }
+    };
+    watch.pool_paid = caller.payer == Payer::Pool;
     // The model list with nothing that scopes it is the very call that checks a key.
     let is_key_check = method == Method::GET
         && upstream_path == provider.kind.models_path()
@@ -56,14 +72,16 @@ pub async fn handle(
         is_key_check,
     };
     let mut recording =
-        crate::record::begin(&state.recorder, provider, &meta, &caller, || NewRequest {
-            kind: RequestKind::Passthrough,
-            method: call.method.as_str(),
-            route: upstream_path,
-            model: None,
-            streaming: false,
-            client: crate::intake::client::identify(&meta.headers, &call.body),
-            prompt: None,
+        crate::record::begin(&state.recorder, provider, &meta, &caller, watch, || {
+            NewRequest {
+                kind: RequestKind::Passthrough,
+                method: call.method.as_str(),
+                route: upstream_path,
+                model: None,
+                streaming: false,
+                client: crate::intake::client::identify(&meta.headers, &call.body),
+                prompt: None,
+            }
         })
         .await?;
     in_request_span(span, async {

@@ -36,25 +36,60 @@ const BY_USER_AGENT: &[(&str, &str, Option<&str>)] = &[
     ("charm crush/", "Crush", None),
 ];
 
-/// Guesses the client from `User-Agent`, `originator` and Cursor's version header; the session
-/// id comes from the client's own header, or for Claude Code from the body's
-/// `metadata.user_id` (a JSON object's `session_id`, or the legacy `…_session_<uuid>` suffix).
+/// Every client the gateway tells apart, `Unknown` first: the values of the metrics' `client`
+/// label, indexed by [`client_index`].
+pub const CLIENT_NAMES: [&str; 12] = [
+    "Unknown",
+    "Mux",
+    "Claude Code",
+    "Codex",
+    "Zed",
+    "Copilot VS Code",
+    "Copilot CLI",
+    "Kilo Code",
+    "Roo Code",
+    "Coder Agents",
+    "Crush",
+    "Cursor",
+];
+
+/// The client and the header that carries its session id, from `User-Agent`, `originator` and
+/// Cursor's version header. Compares without allocating: it runs for every request.
+fn classify(headers: &HeaderMap) -> (&'static str, Option<&'static str>) {
+    let agent = header(headers, "user-agent").unwrap_or("").as_bytes();
+    let known = BY_USER_AGENT.iter().find(|(prefix, ..)| {
+        agent.len() >= prefix.len() && agent[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    });
+    if let Some((_, client, session)) = known {
+        return (client, *session);
+    }
+    let originator = header(headers, "originator").unwrap_or("");
+    if originator.eq_ignore_ascii_case("kilo-code") {
+        ("Kilo Code", Some("x-kilocode-taskid"))
+    } else if originator.eq_ignore_ascii_case("roo-code") {
+        ("Roo Code", None)
+    } else if headers.contains_key("x-cursor-client-version") {
+        ("Cursor", None)
+    } else {
+        ("Unknown", None)
+    }
+}
+
+/// The client's position in [`CLIENT_NAMES`].
+pub fn client_index(headers: &HeaderMap) -> usize {
+    let (client, _) = classify(headers);
+    CLIENT_NAMES
+        .iter()
+        .position(|name| *name == client)
+        .unwrap_or(0)
+}
+
+/// Guesses the client (see `classify`); the session id comes from the client's own header, or
+/// for Claude Code from the body's `metadata.user_id` (a JSON object's `session_id`, or the
+/// legacy `…_session_<uuid>` suffix).
 pub fn identify(headers: &HeaderMap, body: &[u8]) -> ClientInfo {
     let user_agent = header(headers, "user-agent").map(str::to_string);
-    let agent = user_agent.as_deref().unwrap_or("").to_ascii_lowercase();
-    let originator = header(headers, "originator")
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let known = BY_USER_AGENT
-        .iter()
-        .find(|(prefix, ..)| agent.starts_with(prefix));
-    let (client, session_header) = match known {
-        Some((_, client, session)) => (*client, *session),
-        None if originator == "kilo-code" => ("Kilo Code", Some("x-kilocode-taskid")),
-        None if originator == "roo-code" => ("Roo Code", None),
-        None if headers.contains_key("x-cursor-client-version") => ("Cursor", None),
-        None => ("Unknown", None),
-    };
+    let (client, session_header) = classify(headers);
     let mut session_id = session_header
         .and_then(|h| header(headers, h))
         .map(str::to_string);
@@ -130,6 +165,19 @@ mod tests {
             identify(&headers(&[("originator", "roo-code")]), b"").client,
             "Roo Code"
         );
+        assert_eq!(
+            identify(&headers(&[("user-agent", "Claude-CLI/2.0")]), b"").client,
+            "Claude Code",
+            "case does not matter"
+        );
+        for (client, ua) in [
+            ("Zed", "zed/0.1"),
+            ("Crush", "Charm Crush/1"),
+            ("Unknown", "x"),
+        ] {
+            let index = client_index(&headers(&[("user-agent", ua)]));
+            assert_eq!(CLIENT_NAMES[index], client);
+        }
         let unknown = identify(&headers(&[("user-agent", "python-httpx/0.27")]), b"");
         assert_eq!((unknown.client, unknown.session_id), ("Unknown", None));
     }

@@ -31,6 +31,8 @@ pub struct Incoming {
 /// The incoming request without its body.
 pub struct RequestMeta {
     pub request_id: String,
+    /// When the gateway took the request: its duration and overhead count from here.
+    pub received: std::time::Instant,
     pub headers: HeaderMap,
     pub query: Option<String>,
 }

@@ -7,7 +7,7 @@ mod recording;
 mod stream;
 mod writer;
 
-pub use recording::{AttemptRecord, KeyCheck, Outcome, Recording};
+pub use recording::{AttemptRecord, KeyCheck, Outcome, Recording, Watch};
 pub use stream::StreamRecording;
 pub use writer::Recorder;
 
@@ -40,6 +40,7 @@ pub async fn begin<'a>(
     provider: &Provider,
     meta: &RequestMeta,
     caller: &Caller,
+    watch: Watch,
     describe: impl FnOnce() -> NewRequest<'a>,
 ) -> Result<Recording, GatewayError> {
     if !recorder.enabled() {
@@ -47,6 +48,7 @@ pub async fn begin<'a>(
             recorder.clone(),
             meta.request_id.clone(),
             None,
+            watch,
         ));
     }
     let request = describe();
@@ -70,9 +72,30 @@ pub async fn begin<'a>(
         started_at: now_millis(),
     };
     let id = record.id.clone();
-    recorder
-        .begin(record)
-        .await
-        .map_err(GatewayError::RecordingUnavailable)?;
-    Ok(Recording::new(recorder.clone(), id, request.prompt))
+    if let Err(e) = recorder.begin(record).await {
+        let error = GatewayError::RecordingUnavailable(e);
+        watch.refused(&id, &error);
+        return Err(error);
+    }
+    Ok(Recording::new(recorder.clone(), id, request.prompt, watch))
+}
+
+#[cfg(test)]
+pub(crate) fn test_watch() -> Watch {
+    use crate::telemetry::metrics::Metrics;
+    use crate::telemetry::tally::RequestTally;
+    let metrics = Metrics::new(&["Unknown"]);
+    let provider = Arc::new(metrics.provider("test", &["/v1/messages"], &[], true));
+    let route = provider.route("/v1/messages").cloned();
+    Watch {
+        tally: RequestTally::start(
+            provider,
+            route.unwrap_or_else(|| unreachable!("the route was just made")),
+            0,
+            std::time::Instant::now(),
+        ),
+        permit: None,
+        model: None,
+        pool_paid: true,
+    }
 }

@@ -4,53 +4,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aibridge_keypool::Verdict;
+use aibridge_keypool::{PoolKey, Verdict};
 use aibridge_protocol::Observation;
 use aibridge_store::{
     AttemptRow, InterceptionEnded, PromptRow, Record, ThoughtRow, TokenUsageRow, ToolCallRow,
 };
 
 use super::Recorder;
+use crate::breaker::Permit;
 use crate::error::GatewayError;
+pub use crate::outcome::Outcome;
+use crate::telemetry::tally::{Ending, RequestTally};
 use crate::time::{millis, now_millis};
-
-/// How a request ended. Stored as its string; the same words label the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// The upstream answered with success and the answer reached the client whole.
-    Completed,
-    /// The upstream answered with an error that is not the key's fault; relayed.
-    UpstreamError,
-    /// Every key of the pool was cooling or disabled.
-    Exhausted,
-    /// The gateway could not complete the call (unreachable upstream, timeout, store down).
-    GatewayError,
-    /// A stream broke off after its first event.
-    StreamFailed,
-    /// The client went away before the answer was complete.
-    ClientDisconnected,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::UpstreamError => "upstream_error",
-            Self::Exhausted => "exhausted",
-            Self::GatewayError => "gateway_error",
-            Self::StreamFailed => "stream_failed",
-            Self::ClientDisconnected => "client_disconnected",
-        }
-    }
-
-    /// The outcome of a request the gateway answered with `error` itself.
-    pub fn of_error(error: &GatewayError) -> Self {
-        match error {
-            GatewayError::Exhausted(_) => Self::Exhausted,
-            _ => Self::GatewayError,
-        }
-    }
-}
 
 /// After a 401/403 from a pool key, what the check of the key found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +48,8 @@ pub struct AttemptRecord {
     pub number: u32,
     /// Masked hint of the pool key; `None` for BYOK.
     pub key_hint: Option<String>,
+    /// The pool key's index; `None` for BYOK.
+    pub key_index: Option<usize>,
     pub status: Option<u16>,
     /// Set when the key was taken out of rotation for this answer.
     pub verdict: Option<Verdict>,
@@ -93,12 +60,13 @@ pub struct AttemptRecord {
 }
 
 impl AttemptRecord {
-    /// An attempt that took `duration` to get its answer (or its failure), which the caller
-    /// fills in.
-    pub fn sent(number: u32, key_hint: Option<String>, duration: Duration) -> Self {
+    /// An attempt with `key` (`None`: the client's own) that took `duration` to get its answer
+    /// (or its failure), which the caller fills in.
+    pub fn sent(number: u32, key: Option<&PoolKey>, duration: Duration) -> Self {
         Self {
             number,
-            key_hint,
+            key_hint: key.map(PoolKey::hint),
+            key_index: key.map(|key| key.index),
             status: None,
             verdict: None,
             transport_error: None,
@@ -108,12 +76,43 @@ impl AttemptRecord {
     }
 }
 
+/// What travels with a request beside its record: its metrics and log line, its breaker
+/// permit, and what they are labelled with.
+#[derive(Debug)]
+pub struct Watch {
+    pub tally: RequestTally,
+    /// Set when a circuit breaker let the request through; it is told the status the client got.
+    pub permit: Option<Permit>,
+    /// The client's model, for tokens and the log line.
+    pub model: Option<String>,
+    /// Whether pool keys pay (BYOK requests are not observed by the failover histogram).
+    pub pool_paid: bool,
+}
+
+impl Watch {
+    /// The request ended before its record could begin.
+    pub fn refused(mut self, request_id: &str, error: &GatewayError) {
+        let message = error.to_string();
+        self.tally.finish(
+            error.outcome(),
+            &Ending {
+                request_id,
+                model: self.model.as_deref(),
+                status: Some(error.status().as_u16()),
+                error: Some(&message),
+                ..Ending::default()
+            },
+        );
+    }
+}
+
 #[derive(Debug)]
 pub struct Recording {
     recorder: Arc<Recorder>,
     pub id: String,
     started: Instant,
     prompt: Option<String>,
+    watch: Watch,
     /// Attempts so far, and the key of the last one (the key that served, once one did).
     attempts: u32,
     key_hint: Option<String>,
@@ -124,12 +123,13 @@ pub struct Recording {
 }
 
 impl Recording {
-    pub fn new(recorder: Arc<Recorder>, id: String, prompt: Option<String>) -> Self {
+    pub fn new(recorder: Arc<Recorder>, id: String, prompt: Option<String>, watch: Watch) -> Self {
         Self {
             recorder,
             id,
             started: Instant::now(),
             prompt,
+            watch,
             attempts: 0,
             key_hint: None,
             next_seq: 0,
@@ -142,7 +142,12 @@ impl Recording {
     pub fn attempt(&mut self, attempt: &AttemptRecord) {
         self.attempts = attempt.number;
         self.key_hint.clone_from(&attempt.key_hint);
-        if !self.is_active() {
+        self.watch.tally.waited(attempt.duration);
+        self.watch
+            .tally
+            .provider()
+            .attempt(attempt.key_index, attempt.status);
+        if !self.recorder.enabled() {
             return;
         }
         let (failover_reason, cooldown_ms) = match attempt.verdict {
@@ -173,6 +178,13 @@ impl Recording {
 
     /// Usage, prompt, tool calls and thoughts of an upstream response.
     pub fn observation(&mut self, observation: Observation) {
+        if let Some(usage) = &observation.usage {
+            let model = self.watch.model.as_deref().unwrap_or("");
+            self.watch.tally.provider().tokens(model, usage);
+        }
+        if !self.recorder.enabled() {
+            return;
+        }
         let now = now_millis();
         let response_id = observation.response_id;
         if let Some(prompt) = self.prompt.take() {
@@ -224,12 +236,47 @@ impl Recording {
         }
     }
 
-    /// Ends the record; later calls do nothing.
+    /// Time spent waiting for the upstream beside the attempts' heads (a blocking body, a
+    /// stream's first event): not the gateway's own.
+    pub fn waited(&mut self, duration: Duration) {
+        self.watch.tally.waited(duration);
+    }
+
+    /// The client has its answer's status (a stream: its head and first event): the breaker
+    /// learns it, and the gateway's own time ends.
+    pub fn answered(&mut self, status: u16) {
+        if let Some(permit) = &mut self.watch.permit {
+            permit.answered(status);
+        }
+        self.watch.tally.answered();
+    }
+
+    /// Ends the record, the metrics and the log line; later calls do nothing.
     pub fn end(&mut self, outcome: Outcome, status: Option<u16>, error: Option<String>) {
         if self.ended {
             return;
         }
         self.ended = true;
+        if let Some(status) = status {
+            self.answered(status);
+        }
+        if self.watch.pool_paid && self.attempts > 0 {
+            self.watch.tally.provider().failover_attempts(self.attempts);
+        }
+        self.watch.tally.finish(
+            outcome,
+            &Ending {
+                request_id: &self.id,
+                model: self.watch.model.as_deref(),
+                status,
+                attempts: self.attempts,
+                key: self.key_hint.as_deref(),
+                error: error.as_deref(),
+            },
+        );
+        if !self.recorder.enabled() {
+            return;
+        }
         // A prompt is worth keeping even when no response came back.
         if let Some(prompt) = self.prompt.take() {
             let record = Record::Prompt(PromptRow {
@@ -256,7 +303,7 @@ impl Recording {
     /// The gateway answered the request with `error` itself (pool exhausted, transport error, …).
     pub fn failed(&mut self, error: &GatewayError) {
         self.end(
-            Outcome::of_error(error),
+            error.outcome(),
             Some(error.status().as_u16()),
             Some(error.to_string()),
         );
@@ -264,11 +311,6 @@ impl Recording {
 
     pub fn is_ended(&self) -> bool {
         self.ended
-    }
-
-    /// False when recording is off: bodies need not be observed for this request.
-    pub fn is_active(&self) -> bool {
-        self.recorder.enabled()
     }
 }
 

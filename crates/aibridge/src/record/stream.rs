@@ -16,7 +16,8 @@ pub struct StreamRecording {
 
 impl StreamRecording {
     pub fn new(recording: Recording, api: Api, status: u16) -> Self {
-        let observer = recording.is_active().then(|| api.stream_observer());
+        // Observed with recording off too: the usage counts in the metrics.
+        let observer = Some(api.stream_observer());
         Self {
             recording,
             observer,
@@ -28,6 +29,13 @@ impl StreamRecording {
         if let Some(observer) = &mut self.observer {
             observer.observe(event);
         }
+    }
+
+    /// The first event is on its way to the client after `waited` for it: the request is
+    /// answered (200) as far as the breaker and the gateway's own time go.
+    pub fn committed(&mut self, waited: std::time::Duration) {
+        self.recording.waited(waited);
+        self.recording.answered(self.status);
     }
 
     /// Ends the record with what was observed; `status` overrides the stream's own when the

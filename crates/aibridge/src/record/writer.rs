@@ -364,7 +364,12 @@ mod tests {
             .execute(&mut admin)
             .await
             .unwrap();
-        let mut recording = Recording::new(recorder.clone(), "kept".into(), Some("hi".into()));
+        let mut recording = Recording::new(
+            recorder.clone(),
+            "kept".into(),
+            Some("hi".into()),
+            crate::record::test_watch(),
+        );
         recording.end(Outcome::Completed, Some(200), None);
         // Past the records' linger: their transaction fails and they wait for a retry.
         tokio::time::sleep(RECORDS_LINGER * 5).await;

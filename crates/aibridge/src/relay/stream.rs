@@ -204,6 +204,7 @@ pub async fn relay(
     // Tells nginx-style proxies in front of the gateway not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
 
+    let waiting = Instant::now();
     let mut relay = Relay {
         upstream: response.bytes_stream().boxed(),
         decoder: SseDecoder::new(),
@@ -235,6 +236,7 @@ pub async fn relay(
         };
         return Err(relay.fail_before_first_event(error));
     }
+    relay.recording.committed(waiting.elapsed());
 
     let body = futures_util::stream::unfold(relay, |mut relay| async move {
         let frame = relay.next_frame().await?;

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use aibridge_keypool::{MarkOutcome, PoolKey, ProbeOutcome, Verdict, WalkError};
+use aibridge_keypool::{Exhausted, MarkOutcome, PoolKey, ProbeOutcome, Verdict, WalkError};
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use tokio::time::Instant;
@@ -17,6 +17,7 @@ use crate::error::GatewayError;
 use crate::intake::Payer;
 use crate::provider::Provider;
 use crate::record::{AttemptRecord, KeyCheck, Recording};
+use crate::telemetry::metrics::{Exhaustion, Transition};
 use crate::upstream::probe::check_key;
 
 /// One upstream request, ready to be sent with whichever key the pool hands out.
@@ -95,18 +96,8 @@ impl UpstreamCall<'_> {
             Payer::Byok => self.send_once(recording).await,
             Payer::Pool => self.send_with_failover(recording).await,
         };
-        match &result {
-            Ok(served) => tracing::info!(
-                status = served.response.status().as_u16(),
-                attempts = served.attempts,
-                key = served
-                    .key
-                    .as_ref()
-                    .map(PoolKey::hint)
-                    .unwrap_or_else(|| "byok".into()),
-                "upstream answered"
-            ),
-            Err(error) => recording.failed(error),
+        if let Err(error) = &result {
+            recording.failed(error);
         }
         result
     }
@@ -146,6 +137,10 @@ impl UpstreamCall<'_> {
             let key = match walker.next().await {
                 Ok(key) => key,
                 Err(WalkError::Exhausted(exhausted)) => {
+                    provider.metrics.exhausted(match exhausted {
+                        Exhausted::RateLimited { .. } => Exhaustion::RateLimited,
+                        Exhausted::AllDisabled => Exhaustion::AuthFailed,
+                    });
                     tracing::warn!(
                         provider = %provider.name,
                         attempts = walker.attempts(),
@@ -158,8 +153,7 @@ impl UpstreamCall<'_> {
             };
             let started = Instant::now();
             let result = self.attempt(Some(&key)).await;
-            let mut attempt =
-                AttemptRecord::sent(walker.attempts(), Some(key.hint()), started.elapsed());
+            let mut attempt = AttemptRecord::sent(walker.attempts(), Some(&key), started.elapsed());
             let response = match result {
                 Ok(response) => response,
                 Err(error) => {
@@ -209,6 +203,21 @@ impl UpstreamCall<'_> {
                 verdict,
                 transitioned,
             };
+            if outcome.transitioned {
+                match outcome.verdict {
+                    Verdict::RateLimited { .. } => {
+                        provider
+                            .metrics
+                            .transition(key.index, Transition::RateLimited);
+                    }
+                    Verdict::Rejected { reason } => {
+                        provider
+                            .metrics
+                            .transition(key.index, Transition::disabled(reason));
+                    }
+                    Verdict::NotKeySpecific => {}
+                }
+            }
             let fails_over = outcome.verdict.is_failover();
             pool.note_answer(&key, status, !fails_over);
             if !fails_over {

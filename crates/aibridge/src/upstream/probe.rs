@@ -10,6 +10,7 @@ use http::HeaderMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::provider::{Provider, ProviderKind};
+use crate::telemetry::metrics::Transition;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -42,6 +43,11 @@ pub async fn run(
                 if let Err(e) = pool.record_probe(&key, outcome).await {
                     tracing::warn!(provider = %provider.name, error = %e, "cannot record probe result");
                     continue;
+                }
+                if outcome == ProbeOutcome::Healthy {
+                    provider
+                        .metrics
+                        .transition(key.index, Transition::ReEnabled);
                 }
                 match outcome {
                     ProbeOutcome::Healthy => tracing::info!(

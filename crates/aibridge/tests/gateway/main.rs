@@ -5,12 +5,14 @@
 mod common;
 
 mod bad_input;
+mod breaker;
 mod cli;
 mod failover;
 mod faults;
 mod key_checks;
 mod key_lifecycle;
 mod messages;
+mod metrics;
 mod openai;
 mod passthrough;
 mod recording;

@@ -1,5 +1,10 @@
-//! Structured logs on stderr, as text or JSON. Keys and tokens never reach a log line: only
-//! masked hints are ever passed to `tracing`.
+//! What operators see of the gateway: structured logs on stderr (text or JSON), the Prometheus
+//! metrics (`metrics`, with `histogram`), and each request's tally of both (`tally`). Keys and
+//! tokens never reach a log line or a metric: only masked hints are ever passed on.
+
+pub mod histogram;
+pub mod metrics;
+pub mod tally;
 
 use std::io::IsTerminal as _;
 
