@@ -40,6 +40,7 @@ impl WireRules for Rules {
     fn observe_body(&self, response: &Value) -> Observation {
         let mut observation = Observation {
             response_id: string(&response["id"]),
+            model: string(&response["model"]),
             usage: response.get("usage").map(usage),
             ..Observation::default()
         };
@@ -130,6 +131,7 @@ impl ObserveStream for StreamWatch {
             Some("message_start") => {
                 let message = &data["message"];
                 self.observation.response_id = string(&message["id"]);
+                self.observation.model = string(&message["model"]);
                 self.observation.usage = message.get("usage").map(usage);
             }
             Some("content_block_start") => {

@@ -45,6 +45,8 @@ pub struct Thought {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observation {
     pub response_id: Option<String>,
+    /// The model that answered, as the upstream names it.
+    pub model: Option<String>,
     pub usage: Option<Usage>,
     pub tool_calls: Vec<ToolCall>,
     pub thoughts: Vec<Thought>,

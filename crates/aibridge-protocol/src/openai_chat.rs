@@ -49,6 +49,7 @@ impl WireRules for Rules {
     fn observe_body(&self, response: &Value) -> Observation {
         let mut observation = Observation {
             response_id: string(&response["id"]),
+            model: string(&response["model"]),
             usage: response.get("usage").filter(|u| u.is_object()).map(usage),
             ..Observation::default()
         };
@@ -146,6 +147,7 @@ impl ObserveStream for StreamWatch {
         };
         if first {
             self.observation.response_id = string(&chunk["id"]);
+            self.observation.model = string(&chunk["model"]);
         }
         if chunk["usage"].is_object() {
             self.observation.usage = Some(usage(&chunk["usage"]));

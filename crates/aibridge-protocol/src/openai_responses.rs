@@ -152,6 +152,7 @@ impl ObserveStream for StreamWatch {
         let response = &data["response"];
         if kind == Some("response.created") {
             self.observation.response_id = string(&response["id"]);
+            self.observation.model = string(&response["model"]);
         } else {
             self.observation = observe_response_object(response);
         }

@@ -41,6 +41,15 @@ impl ProviderKind {
         }
     }
 
+    /// `gen_ai.provider.name` in traces (OpenTelemetry's well-known values where one exists).
+    pub fn gen_ai_name(self) -> &'static str {
+        match self {
+            Self::Anthropic => "anthropic",
+            Self::OpenAi => "openai",
+            Self::Copilot => "github.copilot",
+        }
+    }
+
     pub fn default_base_url(self) -> &'static str {
         match self {
             Self::Anthropic => DEFAULT_ANTHROPIC_BASE_URL,

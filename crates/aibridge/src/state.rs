@@ -32,8 +32,6 @@ pub enum StartError {
         provider: String,
         source: PoolConfigError,
     },
-    #[error("building the upstream HTTP client: {0}")]
-    HttpClient(reqwest::Error),
 }
 
 /// Shared by every request.
@@ -70,15 +68,17 @@ impl AppState {
     }
 
     /// Opens (and migrates) the recording database and builds the pools.
-    pub async fn build(config: Config) -> Result<Self, StartError> {
+    /// `client` is the gateway's one HTTP client (`upstream::client::build`).
+    pub async fn build(config: Config, client: reqwest::Client) -> Result<Self, StartError> {
         let store = open_store(&config.database_url).await?;
-        Self::build_with(config, store, Arc::new(SystemClock))
+        Self::build_with(config, store, Arc::new(SystemClock), client)
     }
 
     pub fn build_with(
         config: Config,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
+        client: reqwest::Client,
     ) -> Result<Self, StartError> {
         let key_store: Arc<dyn KeyStateStore> = match config.key_state {
             KeyStateBackend::Memory => Arc::new(MemoryStore::new()),
@@ -131,8 +131,6 @@ impl AppState {
                 }),
             );
         }
-        let client =
-            crate::upstream::client::build(&config.upstream).map_err(StartError::HttpClient)?;
         let auth = Authenticator::new(config.auth, Arc::new(StoredTokens(store.clone())));
         let recorder = Recorder::start(store, config.record_requests);
         let breakers = config

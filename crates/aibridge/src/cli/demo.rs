@@ -46,7 +46,8 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let config = Config::load(None, &env)?;
-    let gateway = Gateway::bind(AppState::build(config).await?).await?;
+    let client = crate::upstream::client::build(&config.upstream)?;
+    let gateway = Gateway::bind(AppState::build(config, client).await?).await?;
     let addr = gateway.local_addr()?;
     let state = gateway.state().clone();
     let server = tokio::spawn(gateway.run(shutdown_signal()));

@@ -137,9 +137,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let load = || Config::load(cli.config.as_deref(), &ProcessEnv);
     match cli.command {
         Command::Serve => {
-            telemetry::init(cli.log_format);
-            let gateway = Gateway::bind(AppState::build(load()?).await?).await?;
-            gateway.run(shutdown_signal()).await?;
+            let config = load()?;
+            let client = crate::upstream::client::build(&config.upstream)
+                .context("building the HTTP client")?;
+            let traces = telemetry::init(cli.log_format, Some(client.clone()))?;
+            let served = async {
+                let gateway = Gateway::bind(AppState::build(config, client).await?).await?;
+                gateway.run(shutdown_signal()).await?;
+                anyhow::Ok(())
+            }
+            .await;
+            if let Some(traces) = traces {
+                traces.shutdown().await;
+            }
+            served?;
         }
         Command::CheckConfig => match load() {
             Ok(config) => print!("{}", summary(&config)),
@@ -149,7 +160,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Demo { listen } => {
-            telemetry::init(cli.log_format);
+            telemetry::init(cli.log_format, None)?;
             demo::run(listen).await.context("demo")?;
         }
         Command::Migrate => {

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::Method;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::field::Empty;
 
 use super::in_request_span;
 use crate::error::GatewayError;
@@ -39,12 +40,7 @@ pub async fn handle(
     tally: RequestTally,
 ) -> Result<Response, GatewayError> {
     let request_id = incoming.meta.request_id.clone();
-    let mut watch = Watch {
-        tally,
-        permit: None,
-        model: None,
-        pool_paid: false,
-    };
+    let mut watch = Watch::new(tally);
     let admitted = match admit(state, provider, api, incoming, &mut watch).await {
         Ok(admitted) => admitted,
         Err(error) => {
@@ -60,13 +56,30 @@ pub async fn handle(
     } = admitted;
     let span = tracing::info_span!(
         "bridge",
+        otel.name = %format_args!("chat {}", summary.model),
+        otel.kind = "server",
+        otel.status_code = Empty,
         request_id = %meta.request_id,
         provider = %provider.name,
         model = %summary.model,
         stream = summary.stream,
         user = %caller.user,
         payer = ?caller.payer,
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = provider.kind.gen_ai_name(),
+        gen_ai.request.model = %summary.model,
+        gen_ai.response.model = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        gen_ai.usage.cache_read.input_tokens = Empty,
+        gen_ai.usage.cache_creation.input_tokens = Empty,
+        http.response.status_code = Empty,
+        aibridge.outcome = Empty,
+        aibridge.attempts = Empty,
+        aibridge.key = Empty,
     );
+    crate::telemetry::otlp::set_parent_from(&span, &meta.headers);
+    watch.span = span.clone();
     let recording = crate::record::begin(&state.recorder, provider, &meta, &caller, watch, || {
         NewRequest {
             kind: RequestKind::Bridged,

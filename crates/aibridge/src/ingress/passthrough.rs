@@ -29,12 +29,7 @@ pub async fn handle(
     tally: RequestTally,
 ) -> Result<Response, GatewayError> {
     let request_id = incoming.meta.request_id.clone();
-    let mut watch = Watch {
-        tally,
-        permit: None,
-        model: None,
-        pool_paid: false,
-    };
+    let mut watch = Watch::new(tally);
     let Intake { caller, meta, body } = match state.intake(provider, incoming).await {
         Ok(intake) => intake,
         Err(error) => {
@@ -51,13 +46,22 @@ pub async fn handle(
     append_forwarded_for(&mut headers, client_addr);
     let span = tracing::info_span!(
         "passthrough",
+        otel.name = %format_args!("{method} {}", watch.tally.route()),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         request_id = %meta.request_id,
         provider = %provider.name,
         method = %method,
         path = %upstream_path,
         user = %caller.user,
         payer = ?caller.payer,
+        http.response.status_code = tracing::field::Empty,
+        aibridge.outcome = tracing::field::Empty,
+        aibridge.attempts = tracing::field::Empty,
+        aibridge.key = tracing::field::Empty,
     );
+    crate::telemetry::otlp::set_parent_from(&span, &meta.headers);
+    watch.span = span.clone();
     let call = UpstreamCall {
         client: &state.client,
         provider,

@@ -87,15 +87,10 @@ pub(crate) fn test_watch() -> Watch {
     let metrics = Metrics::new(&["Unknown"]);
     let provider = Arc::new(metrics.provider("test", &["/v1/messages"], &[], true));
     let route = provider.route("/v1/messages").cloned();
-    Watch {
-        tally: RequestTally::start(
-            provider,
-            route.unwrap_or_else(|| unreachable!("the route was just made")),
-            0,
-            std::time::Instant::now(),
-        ),
-        permit: None,
-        model: None,
-        pool_paid: true,
-    }
+    Watch::new(RequestTally::start(
+        provider,
+        route.unwrap_or_else(|| unreachable!("the route was just made")),
+        0,
+        std::time::Instant::now(),
+    ))
 }

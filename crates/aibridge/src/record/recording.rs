@@ -87,9 +87,22 @@ pub struct Watch {
     pub model: Option<String>,
     /// Whether pool keys pay (BYOK requests are not observed by the failover histogram).
     pub pool_paid: bool,
+    /// The request's span (exported as its trace's server span): what the request ended with
+    /// is recorded on it.
+    pub span: tracing::Span,
 }
 
 impl Watch {
+    pub fn new(tally: RequestTally) -> Self {
+        Self {
+            tally,
+            permit: None,
+            model: None,
+            pool_paid: false,
+            span: tracing::Span::none(),
+        }
+    }
+
     /// The request ended before its record could begin.
     pub fn refused(mut self, request_id: &str, error: &GatewayError) {
         let message = error.to_string();
@@ -178,9 +191,20 @@ impl Recording {
 
     /// Usage, prompt, tool calls and thoughts of an upstream response.
     pub fn observation(&mut self, observation: Observation) {
+        let span = &self.watch.span;
         if let Some(usage) = &observation.usage {
             let model = self.watch.model.as_deref().unwrap_or("");
             self.watch.tally.provider().tokens(model, usage);
+            span.record("gen_ai.usage.input_tokens", usage.input);
+            span.record("gen_ai.usage.output_tokens", usage.output);
+            span.record("gen_ai.usage.cache_read.input_tokens", usage.cache_read);
+            span.record(
+                "gen_ai.usage.cache_creation.input_tokens",
+                usage.cache_write,
+            );
+        }
+        if let Some(model) = &observation.model {
+            span.record("gen_ai.response.model", model.as_str());
         }
         if !self.recorder.enabled() {
             return;
@@ -262,6 +286,19 @@ impl Recording {
         }
         if self.watch.pool_paid && self.attempts > 0 {
             self.watch.tally.provider().failover_attempts(self.attempts);
+        }
+        let span = &self.watch.span;
+        if let Some(status) = status {
+            // As i64: tracing-opentelemetry exports unsigned integers as text.
+            span.record("http.response.status_code", i64::from(status));
+        }
+        span.record("aibridge.outcome", outcome.as_str());
+        span.record("aibridge.attempts", i64::from(self.attempts));
+        if let Some(key) = &self.key_hint {
+            span.record("aibridge.key", key.as_str());
+        }
+        if outcome != Outcome::Completed {
+            span.record("otel.status_code", "error");
         }
         self.watch.tally.finish(
             outcome,

@@ -1,14 +1,17 @@
 //! What operators see of the gateway: structured logs on stderr (text or JSON), the Prometheus
-//! metrics (`metrics`, with `histogram`), and each request's tally of both (`tally`). Keys and
+//! metrics (`metrics`, with `histogram`), each request's tally of both (`tally`), and OpenTelemetry traces over OTLP (`otlp`). Keys and
 //! tokens never reach a log line or a metric: only masked hints are ever passed on.
 
 pub mod histogram;
 pub mod metrics;
+pub mod otlp;
 pub mod tally;
 
 use std::io::IsTerminal as _;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -16,8 +19,26 @@ pub enum LogFormat {
     Json,
 }
 
-/// Level filter from `AIBRIDGE_LOG` (or `RUST_LOG`), default `info`.
-pub fn init(format: LogFormat) {
+/// Logs on stderr with the level filter from `AIBRIDGE_LOG` (or `RUST_LOG`), default `info`;
+/// and, when the standard `OTEL_EXPORTER_OTLP_*ENDPOINT` is set, traces exported through
+/// `client` (the gateway's one HTTP client). Call inside the runtime; the guard flushes the
+/// traces at exit.
+pub fn init(
+    format: LogFormat,
+    client: Option<reqwest::Client>,
+) -> Result<Option<otlp::OtlpGuard>, otlp::OtlpError> {
+    let settings = match client {
+        Some(_) => otlp::OtlpSettings::from_env(&|name| std::env::var(name).ok())?,
+        None => None,
+    };
+    let provider = match (&settings, client) {
+        (Some(settings), Some(client)) => Some(otlp::build_provider(
+            settings,
+            client,
+            tokio::runtime::Handle::current(),
+        )?),
+        _ => None,
+    };
     let filter = std::env::var("AIBRIDGE_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
@@ -25,16 +46,30 @@ pub fn init(format: LogFormat) {
         .unwrap_or_else(|| EnvFilter::new("info"));
     // Colours only for a person at a terminal; files, pipes and NO_COLOR get plain text.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    let logs = match format {
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
+            .boxed(),
     };
+    // Each layer filters for itself: the log level does not decide which spans are exported.
+    let _ = tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(provider.as_ref().map(otlp::layer))
+        .try_init();
+    let (Some(provider), Some(settings)) = (provider, settings) else {
+        return Ok(None);
+    };
+    otlp::set_exporting();
+    tracing::info!(
+        endpoint = %settings.endpoint,
+        service = %settings.service_name,
+        "exporting traces over OTLP/HTTP"
+    );
+    Ok(Some(otlp::OtlpGuard::new(provider, settings.timeout)))
 }

@@ -12,6 +12,8 @@ use aibridge_keypool::{Exhausted, MarkOutcome, PoolKey, ProbeOutcome, Verdict, W
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use tokio::time::Instant;
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use crate::error::GatewayError;
 use crate::intake::Payer;
@@ -61,11 +63,14 @@ pub struct Served {
 }
 
 impl UpstreamCall<'_> {
-    fn request(&self, key: Option<&PoolKey>) -> reqwest::RequestBuilder {
+    fn request(&self, key: Option<&PoolKey>, span: &tracing::Span) -> reqwest::RequestBuilder {
         let mut headers = self.headers.clone();
         if let Some(key) = key {
             self.provider.attach_key(&mut headers, key);
         }
+        // The upstream continues the trace from this attempt (the client's own `traceparent`
+        // passes as it came when traces are not exported).
+        crate::telemetry::otlp::inject(span, &mut headers);
         let request = self
             .client
             .request(self.method.clone(), &self.url)
@@ -77,9 +82,30 @@ impl UpstreamCall<'_> {
         }
     }
 
+    /// A trace span for one attempt: a child of the request's, exported but not logged (DEBUG).
+    fn attempt_span(&self, number: u32, key: Option<&PoolKey>) -> tracing::Span {
+        tracing::debug_span!(
+            "upstream_attempt",
+            otel.name = %format_args!("{} upstream", self.method),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            http.request.method = %self.method,
+            aibridge.attempt = i64::from(number),
+            aibridge.key = %key.map_or_else(|| "byok".to_string(), PoolKey::hint),
+            http.response.status_code = Empty,
+            aibridge.verdict = Empty,
+            aibridge.key_check = Empty,
+            error.type = Empty,
+        )
+    }
+
     /// One attempt: the response head, within the call's deadline.
-    async fn attempt(&self, key: Option<&PoolKey>) -> Result<reqwest::Response, GatewayError> {
-        let sending = self.request(key).send();
+    async fn attempt(
+        &self,
+        key: Option<&PoolKey>,
+        span: &tracing::Span,
+    ) -> Result<reqwest::Response, GatewayError> {
+        let sending = self.request(key, span).send().instrument(span.clone());
         let sent = match self.deadline {
             CallDeadline::Whole(_) => sending.await,
             CallDeadline::Head(limit) => tokio::time::timeout(limit, sending)
@@ -104,7 +130,8 @@ impl UpstreamCall<'_> {
 
     async fn send_once(&self, recording: &mut Recording) -> Result<Served, GatewayError> {
         let started = Instant::now();
-        let result = self.attempt(None).await;
+        let span = self.attempt_span(1, None);
+        let result = self.attempt(None, &span).await;
         let mut attempt = AttemptRecord::sent(1, None, started.elapsed());
         let outcome = match result {
             Ok(response) => {
@@ -121,7 +148,7 @@ impl UpstreamCall<'_> {
                 Err(error)
             }
         };
-        recording.attempt(&attempt);
+        attempt_ended(recording, &span, &attempt);
         outcome
     }
 
@@ -152,14 +179,15 @@ impl UpstreamCall<'_> {
                 Err(WalkError::Store(e)) => return Err(e.into()),
             };
             let started = Instant::now();
-            let result = self.attempt(Some(&key)).await;
+            let span = self.attempt_span(walker.attempts(), Some(&key));
+            let result = self.attempt(Some(&key), &span).await;
             let mut attempt = AttemptRecord::sent(walker.attempts(), Some(&key), started.elapsed());
             let response = match result {
                 Ok(response) => response,
                 Err(error) => {
                     // Not the key's fault: a connection problem would hit every key alike.
                     attempt.transport_error = Some(error.to_string());
-                    recording.attempt(&attempt);
+                    attempt_ended(recording, &span, &attempt);
                     return Err(error);
                 }
             };
@@ -173,7 +201,7 @@ impl UpstreamCall<'_> {
             };
             if status.is_success() {
                 pool.note_answer(&key, status, true);
-                recording.attempt(&attempt);
+                attempt_ended(recording, &span, &attempt);
                 return Ok(served(response));
             }
             let mut verdict = pool.judge(status, response.headers());
@@ -195,7 +223,7 @@ impl UpstreamCall<'_> {
             let transitioned = match pool.apply(&key, verdict, status).await {
                 Ok(transitioned) => transitioned,
                 Err(e) => {
-                    recording.attempt(&attempt);
+                    attempt_ended(recording, &span, &attempt);
                     return Err(e.into());
                 }
             };
@@ -221,7 +249,7 @@ impl UpstreamCall<'_> {
             let fails_over = outcome.verdict.is_failover();
             pool.note_answer(&key, status, !fails_over);
             if !fails_over {
-                recording.attempt(&attempt);
+                attempt_ended(recording, &span, &attempt);
                 return Ok(served(response));
             }
             log_failover(
@@ -232,7 +260,7 @@ impl UpstreamCall<'_> {
                 outcome.transitioned,
             );
             attempt.verdict = Some(outcome.verdict);
-            recording.attempt(&attempt);
+            attempt_ended(recording, &span, &attempt);
             discard(response).await;
         }
     }
@@ -260,6 +288,32 @@ impl UpstreamCall<'_> {
             ProbeOutcome::Inconclusive => KeyCheck::Inconclusive,
         }
     }
+}
+
+/// An attempt has ended: on the record, in the metrics, and on its trace span.
+fn attempt_ended(recording: &mut Recording, span: &tracing::Span, attempt: &AttemptRecord) {
+    if let Some(status) = attempt.status {
+        // As i64: tracing-opentelemetry exports unsigned integers as text.
+        span.record("http.response.status_code", i64::from(status));
+    }
+    if let Some(verdict) = attempt.verdict {
+        span.record(
+            "aibridge.verdict",
+            match verdict {
+                Verdict::RateLimited { .. } => "rate_limited",
+                Verdict::Rejected { reason } => reason.as_str(),
+                Verdict::NotKeySpecific => "relayed",
+            },
+        );
+    }
+    if let Some(check) = attempt.key_check {
+        span.record("aibridge.key_check", check.as_str());
+    }
+    if attempt.transport_error.is_some() {
+        span.record("error.type", "transport_error");
+        span.record("otel.status_code", "error");
+    }
+    recording.attempt(attempt);
 }
 
 /// How long a 401/403 waits for the key's check; no answer by then counts as the key's fault.
