@@ -53,6 +53,8 @@ pub struct Config {
     pub key_pool: KeyPoolSettings,
     /// `[circuit_breaker]`: off when absent.
     pub circuit_breaker: Option<BreakerSettings>,
+    /// `AIBRIDGE_APIDUMP_DIR`: every upstream attempt is dumped there.
+    pub apidump_dir: Option<PathBuf>,
     pub providers: Vec<ProviderConfig>,
 }
 
@@ -159,6 +161,7 @@ struct FileConfig {
     #[serde(default)]
     key_pool: FileKeyPool,
     circuit_breaker: Option<FileCircuitBreaker>,
+    apidump_dir: Option<PathBuf>,
     providers: Option<Vec<FileProvider>>,
 }
 
@@ -458,6 +461,13 @@ impl Config {
             settings
         });
 
+        let apidump_dir = env
+            .var("AIBRIDGE_APIDUMP_DIR")
+            .map(|dir| dir.trim().to_string())
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from)
+            .or(file.apidump_dir);
+
         let providers = build_providers(file.providers, env, &mut p);
 
         match (listen, key_state, auth) {
@@ -473,6 +483,7 @@ impl Config {
                 upstream,
                 key_pool,
                 circuit_breaker,
+                apidump_dir,
                 providers,
             }),
             _ => Err(ConfigError::Invalid(problems)),

@@ -19,6 +19,7 @@ use crate::intake::{Incoming, Intake};
 use crate::provider::Provider;
 use crate::record::Recorder;
 use crate::telemetry::metrics::Metrics;
+use crate::upstream::apidump::ApiDump;
 
 /// Why the gateway cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,11 @@ pub enum StartError {
     OpenDatabase { url: String, source: StoreError },
     #[error("applying database migrations: {0}")]
     Migrate(StoreError),
+    #[error("apidump directory {dir}: {source}")]
+    ApiDump {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("provider `{provider}`: {source}")]
     Pool {
         provider: String,
@@ -46,6 +52,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `None` unless `[circuit_breaker]` is configured.
     pub breakers: Option<CircuitBreakers>,
+    /// `None` unless `AIBRIDGE_APIDUMP_DIR` is set.
+    pub apidump: Option<ApiDump>,
     /// Cancelled when the shutdown deadline passes: streams still open are cut (with the
     /// dialect's SSE error event) so that their records are written before the process exits.
     pub cut_streams: CancellationToken,
@@ -133,6 +141,19 @@ impl AppState {
         }
         let auth = Authenticator::new(config.auth, Arc::new(StoredTokens(store.clone())));
         let recorder = Recorder::start(store, config.record_requests);
+        let apidump = config
+            .apidump_dir
+            .clone()
+            .map(|dir| {
+                ApiDump::start(dir.clone()).map_err(|source| StartError::ApiDump { dir, source })
+            })
+            .transpose()?;
+        if let Some(dump) = &apidump {
+            tracing::warn!(
+                dir = %dump.dir().display(),
+                "apidump is on: every upstream request and response is written to disk (secrets masked, prompts not)"
+            );
+        }
         let breakers = config
             .circuit_breaker
             .map(|settings| CircuitBreakers::new(settings, clock.clone(), &metrics));
@@ -145,6 +166,7 @@ impl AppState {
             recorder,
             metrics,
             breakers,
+            apidump,
             cut_streams: CancellationToken::new(),
         })
     }

@@ -22,7 +22,8 @@ use crate::relay::blocking::{is_event_stream, relay_blocking, relay_error};
 use crate::relay::stream::StreamBounds;
 use crate::state::AppState;
 use crate::telemetry::tally::RequestTally;
-use crate::upstream::{CallDeadline, UpstreamCall};
+use crate::upstream::apidump::DumpSubject;
+use crate::upstream::{CallDeadline, CallDump, UpstreamCall};
 
 /// A request that passed intake, its body ready for the upstream.
 struct Admitted {
@@ -110,6 +111,11 @@ pub async fn handle(
             CallDeadline::Whole(state.config.upstream.request_timeout)
         },
         is_key_check: false,
+        dump: state.apidump.as_ref().map(|dump| CallDump {
+            dump,
+            subject: DumpSubject::Model(&summary.model),
+            request_id: &meta.request_id,
+        }),
     };
     in_request_span(span, relay(state, call, api, recording)).await
 }

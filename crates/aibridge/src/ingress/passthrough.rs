@@ -17,7 +17,8 @@ use crate::provider::Provider;
 use crate::record::{NewRequest, Outcome, Watch};
 use crate::state::AppState;
 use crate::telemetry::tally::RequestTally;
-use crate::upstream::{CallDeadline, UpstreamCall};
+use crate::upstream::apidump::DumpSubject;
+use crate::upstream::{CallDeadline, CallDump, UpstreamCall};
 
 pub async fn handle(
     state: &Arc<AppState>,
@@ -74,6 +75,11 @@ pub async fn handle(
         // is bounded here, the body chunk by chunk by the relay.
         deadline: CallDeadline::Head(state.config.upstream.first_byte_timeout),
         is_key_check,
+        dump: state.apidump.as_ref().map(|dump| CallDump {
+            dump,
+            subject: DumpSubject::Passthrough(upstream_path),
+            request_id: &meta.request_id,
+        }),
     };
     let mut recording =
         crate::record::begin(&state.recorder, provider, &meta, &caller, watch, || {

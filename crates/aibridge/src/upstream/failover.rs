@@ -20,6 +20,7 @@ use crate::intake::Payer;
 use crate::provider::Provider;
 use crate::record::{AttemptRecord, KeyCheck, Recording};
 use crate::telemetry::metrics::{Exhaustion, Transition};
+use crate::upstream::apidump::{ApiDump, DumpSubject};
 use crate::upstream::probe::check_key;
 
 /// One upstream request, ready to be sent with whichever key the pool hands out.
@@ -37,6 +38,16 @@ pub struct UpstreamCall<'a> {
     /// The request is itself the key's check (a passthrough model list without request-scoped
     /// headers): its 401/403 needs no confirmation.
     pub is_key_check: bool,
+    /// Set when `AIBRIDGE_APIDUMP_DIR` is: each attempt is dumped.
+    pub dump: Option<CallDump<'a>>,
+}
+
+/// What names the dump files of a call's attempts.
+#[derive(Debug, Clone, Copy)]
+pub struct CallDump<'a> {
+    pub dump: &'a ApiDump,
+    pub subject: DumpSubject<'a>,
+    pub request_id: &'a str,
 }
 
 /// How long one attempt may take.
@@ -63,14 +74,7 @@ pub struct Served {
 }
 
 impl UpstreamCall<'_> {
-    fn request(&self, key: Option<&PoolKey>, span: &tracing::Span) -> reqwest::RequestBuilder {
-        let mut headers = self.headers.clone();
-        if let Some(key) = key {
-            self.provider.attach_key(&mut headers, key);
-        }
-        // The upstream continues the trace from this attempt (the client's own `traceparent`
-        // passes as it came when traces are not exported).
-        crate::telemetry::otlp::inject(span, &mut headers);
+    fn request(&self, headers: HeaderMap) -> reqwest::RequestBuilder {
         let request = self
             .client
             .request(self.method.clone(), &self.url)
@@ -99,20 +103,43 @@ impl UpstreamCall<'_> {
         )
     }
 
-    /// One attempt: the response head, within the call's deadline.
+    /// One attempt (`number`, 1-based): the response head, within the call's deadline.
     async fn attempt(
         &self,
+        number: u32,
         key: Option<&PoolKey>,
         span: &tracing::Span,
     ) -> Result<reqwest::Response, GatewayError> {
-        let sending = self.request(key, span).send().instrument(span.clone());
+        let mut headers = self.headers.clone();
+        if let Some(key) = key {
+            self.provider.attach_key(&mut headers, key);
+        }
+        // The upstream continues the trace from this attempt (the client's own `traceparent`
+        // passes as it came when traces are not exported).
+        crate::telemetry::otlp::inject(span, &mut headers);
+        let dump = self.dump.map(|call| {
+            let dump =
+                call.dump
+                    .attempt(&self.provider.name, call.subject, call.request_id, number);
+            dump.request(&self.method, &self.url, &headers, &self.body);
+            dump
+        });
+        let sending = self.request(headers).send().instrument(span.clone());
         let sent = match self.deadline {
-            CallDeadline::Whole(_) => sending.await,
-            CallDeadline::Head(limit) => tokio::time::timeout(limit, sending)
-                .await
-                .map_err(|_| GatewayError::UpstreamTimeout)?,
+            CallDeadline::Whole(_) => sending.await.map_err(|e| GatewayError::from_transport(&e)),
+            CallDeadline::Head(limit) => match tokio::time::timeout(limit, sending).await {
+                Ok(sent) => sent.map_err(|e| GatewayError::from_transport(&e)),
+                Err(_) => Err(GatewayError::UpstreamTimeout),
+            },
         };
-        sent.map_err(|e| GatewayError::from_transport(&e))
+        match (sent, dump) {
+            (Ok(response), Some(dump)) => Ok(dump.response(response)),
+            (Err(error), Some(dump)) => {
+                dump.transport_error(&error.to_string());
+                Err(error)
+            }
+            (sent, None) => sent,
+        }
     }
 
     /// Sends the call, failing over between pool keys when the payer is the pool. Each attempt
@@ -131,7 +158,7 @@ impl UpstreamCall<'_> {
     async fn send_once(&self, recording: &mut Recording) -> Result<Served, GatewayError> {
         let started = Instant::now();
         let span = self.attempt_span(1, None);
-        let result = self.attempt(None, &span).await;
+        let result = self.attempt(1, None, &span).await;
         let mut attempt = AttemptRecord::sent(1, None, started.elapsed());
         let outcome = match result {
             Ok(response) => {
@@ -180,7 +207,7 @@ impl UpstreamCall<'_> {
             };
             let started = Instant::now();
             let span = self.attempt_span(walker.attempts(), Some(&key));
-            let result = self.attempt(Some(&key), &span).await;
+            let result = self.attempt(walker.attempts(), Some(&key), &span).await;
             let mut attempt = AttemptRecord::sent(walker.attempts(), Some(&key), started.elapsed());
             let response = match result {
                 Ok(response) => response,

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod apidump;
 mod bad_input;
 mod breaker;
 mod cli;
