@@ -867,6 +867,53 @@ mod tests {
     }
 
     #[test]
+    fn circuit_breaker_is_off_unless_configured_and_checked_when_it_is() {
+        assert_eq!(parse("", &[]).unwrap().circuit_breaker, None);
+        let on = parse("[circuit_breaker]\n", &[]).unwrap().circuit_breaker;
+        assert_eq!(
+            on,
+            Some(BreakerSettings {
+                failure_threshold: 5,
+                open_for: Duration::from_secs(30),
+                half_open_max_requests: 1,
+            }),
+            "the contract's defaults"
+        );
+        let fields: Vec<String> = problems(parse(
+            "[circuit_breaker]\nfailure_threshold = 0\nopen_for = \"soon\"\nhalf_open_max_requests = 0\n",
+            &[],
+        ))
+        .into_iter()
+        .map(|p| p.field)
+        .collect();
+        assert_eq!(
+            fields,
+            [
+                "circuit_breaker.open_for",
+                "circuit_breaker.failure_threshold",
+                "circuit_breaker.half_open_max_requests"
+            ]
+        );
+        assert!(
+            parse("[circuit_breaker]\ntreshold = 1\n", &[]).is_err(),
+            "unknown fields"
+        );
+    }
+
+    #[test]
+    fn apidump_dir_from_the_environment_or_the_file() {
+        assert_eq!(parse("", &[]).unwrap().apidump_dir, None);
+        let from_file = parse("apidump_dir = \"/tmp/a\"\n", &[]).unwrap();
+        assert_eq!(from_file.apidump_dir, Some(PathBuf::from("/tmp/a")));
+        let from_env = parse(
+            "apidump_dir = \"/tmp/a\"\n",
+            &[("AIBRIDGE_APIDUMP_DIR", "/tmp/b")],
+        )
+        .unwrap();
+        assert_eq!(from_env.apidump_dir, Some(PathBuf::from("/tmp/b")));
+    }
+
+    #[test]
     fn environment_wins_over_file() {
         let text = r#"
             listen = "127.0.0.1:9000"

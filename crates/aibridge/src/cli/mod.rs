@@ -297,6 +297,18 @@ pub fn summary(config: &Config) -> String {
             crate::config::AuthMode::None => "none",
         }
     );
+    if let Some(breaker) = &config.circuit_breaker {
+        let _ = writeln!(
+            out,
+            "circuit breaker: opens after {} failures for {}, {} request(s) let through half-open",
+            breaker.failure_threshold,
+            humantime::format_duration(breaker.open_for),
+            breaker.half_open_max_requests
+        );
+    }
+    if let Some(dir) = &config.apidump_dir {
+        let _ = writeln!(out, "apidump: {}", dir.display());
+    }
     let _ = writeln!(out, "providers:");
     for p in &config.providers {
         let keys: Vec<String> = p.keys.iter().map(|k| k.hint()).collect();
