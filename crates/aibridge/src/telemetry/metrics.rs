@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
-use aibridge_keypool::{KeySnapshot, KeyState};
+use aibridge_keypool::{DisableReason, KeySnapshot, KeyState, Verdict};
 use aibridge_protocol::Usage;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -127,11 +127,17 @@ pub enum Transition {
 }
 
 impl Transition {
-    /// A key disabled for `reason`.
-    pub fn disabled(reason: aibridge_keypool::DisableReason) -> Self {
-        match reason {
-            aibridge_keypool::DisableReason::Unauthorized => Self::Unauthorized,
-            aibridge_keypool::DisableReason::Forbidden => Self::Forbidden,
+    /// The transition a key makes when `verdict` is applied to it (if it was not already out).
+    pub fn entering(verdict: Verdict) -> Option<Self> {
+        match verdict {
+            Verdict::RateLimited { .. } => Some(Self::RateLimited),
+            Verdict::Rejected {
+                reason: DisableReason::Unauthorized,
+            } => Some(Self::Unauthorized),
+            Verdict::Rejected {
+                reason: DisableReason::Forbidden,
+            } => Some(Self::Forbidden),
+            Verdict::NotKeySpecific => None,
         }
     }
 

@@ -233,7 +233,10 @@ impl UpstreamCall<'_> {
             }
             let mut verdict = pool.judge(status, response.headers());
             if matches!(verdict, Verdict::Rejected { .. }) {
+                let checking = Instant::now();
                 let check = self.check_key(&key).await;
+                // The key's check is a wait for the upstream too, not the gateway's own time.
+                recording.waited(checking.elapsed());
                 attempt.key_check = Some(check);
                 if check == KeyCheck::Accepted {
                     // The provider takes the key: this request was at fault (a model its
@@ -258,20 +261,10 @@ impl UpstreamCall<'_> {
                 verdict,
                 transitioned,
             };
-            if outcome.transitioned {
-                match outcome.verdict {
-                    Verdict::RateLimited { .. } => {
-                        provider
-                            .metrics
-                            .transition(key.index, Transition::RateLimited);
-                    }
-                    Verdict::Rejected { reason } => {
-                        provider
-                            .metrics
-                            .transition(key.index, Transition::disabled(reason));
-                    }
-                    Verdict::NotKeySpecific => {}
-                }
+            if outcome.transitioned
+                && let Some(transition) = Transition::entering(outcome.verdict)
+            {
+                provider.metrics.transition(key.index, transition);
             }
             let fails_over = outcome.verdict.is_failover();
             pool.note_answer(&key, status, !fails_over);
