@@ -59,6 +59,18 @@ impl CooldownSource {
             Self::Default => "default",
         }
     }
+
+    /// The source named by [`Self::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::RetryAfterMs,
+            Self::RetryAfter,
+            Self::RateLimitReset,
+            Self::Default,
+        ]
+        .into_iter()
+        .find(|source| source.as_str() == text)
+    }
 }
 
 /// Reads the provider's hint, in this order (first usable wins; a value <= 0 or unparsable is

@@ -13,7 +13,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::cooldown::CooldownPolicy;
 use crate::probe::{ProbeOutcome, ProbePolicy};
 use crate::secret::ApiKey;
-use crate::store::{Disabled, KeyId, KeyRecord, KeyState, KeyStateStore, StoreError};
+use crate::store::{CheckClaim, Disabled, KeyId, KeyRecord, KeyState, KeyStateStore, StoreError};
 
 /// One key of a pool as handed out by a walker.
 #[derive(Debug, Clone)]
@@ -417,6 +417,28 @@ impl KeyPool {
         self.store
             .reschedule_probe(&self.name, &key.id, next_probe_at, interval)
             .await
+    }
+
+    /// Whether this replica re-validates `key` now (one replica at a time, for `ttl`).
+    pub async fn claim_probe(&self, key: &PoolKey, ttl: Duration) -> bool {
+        self.store.claim_probe(&self.name, &key.id, ttl).await
+    }
+
+    /// Whether this replica confirms a 401/403 of `key`, or another one already does.
+    pub async fn claim_check(&self, key: &PoolKey, ttl: Duration) -> CheckClaim {
+        self.store.claim_check(&self.name, &key.id, ttl).await
+    }
+
+    /// Shares what this replica's check of `key` found, for `ttl`.
+    pub async fn publish_check(&self, key: &PoolKey, outcome: ProbeOutcome, ttl: Duration) {
+        self.store
+            .publish_check(&self.name, &key.id, outcome, ttl)
+            .await;
+    }
+
+    /// What another replica's check of `key` found, if it has yet.
+    pub async fn checked(&self, key: &PoolKey) -> Option<ProbeOutcome> {
+        self.store.checked(&self.name, &key.id).await
     }
 
     /// Records of all keys in pool order; a store answering with the wrong count is an error

@@ -60,6 +60,23 @@ pub enum ProbeOutcome {
     Inconclusive,
 }
 
+impl ProbeOutcome {
+    /// Stable name, for a check's result shared between replicas.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::StillRejected => "still_rejected",
+            Self::Inconclusive => "inconclusive",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Healthy, Self::StillRejected, Self::Inconclusive]
+            .into_iter()
+            .find(|outcome| outcome.as_str() == text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::classify::DisableReason;
 use crate::clock::Timestamp;
 use crate::cooldown::CooldownSource;
+use crate::probe::ProbeOutcome;
 use crate::secret::ApiKey;
 
 /// Hex characters of the SHA-256 digest kept in a [`KeyId`]: enough to never collide within a
@@ -115,6 +116,23 @@ impl KeyRecord {
     }
 }
 
+/// Whether the store serves the state every replica shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    Up,
+    /// Serving on this replica's own state while the shared store does not answer (why).
+    Degraded(String),
+}
+
+/// Who confirms a key's 401/403 when several replicas saw one at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckClaim {
+    /// This replica runs the check and publishes its result.
+    Leader,
+    /// Another replica runs it: wait for its published result.
+    Follower,
+}
+
 /// The state store could not be reached or answered nonsense.
 #[derive(Debug, thiserror::Error)]
 #[error("key state store unavailable: {0}")]
@@ -164,8 +182,31 @@ pub trait KeyStateStore: Send + Sync + std::fmt::Debug + 'static {
         next_probe_at: Timestamp,
         probe_interval: Duration,
     ) -> Result<(), StoreError>;
-    /// Health check for /readyz.
-    async fn ping(&self) -> Result<(), StoreError>;
+    /// For /readyz and the `aibridge_key_state_store_up` gauge.
+    async fn health(&self) -> StoreHealth {
+        StoreHealth::Up
+    }
+    /// Whether this replica may re-validate `key` now (one replica at a time, for `ttl`).
+    async fn claim_probe(&self, _pool: &str, _key: &KeyId, _ttl: Duration) -> bool {
+        true
+    }
+    /// Whether this replica confirms a 401/403 of `key` or waits for another's result.
+    async fn claim_check(&self, _pool: &str, _key: &KeyId, _ttl: Duration) -> CheckClaim {
+        CheckClaim::Leader
+    }
+    /// Shares the result of a check this replica led, for `ttl`.
+    async fn publish_check(
+        &self,
+        _pool: &str,
+        _key: &KeyId,
+        _outcome: ProbeOutcome,
+        _ttl: Duration,
+    ) {
+    }
+    /// The result another replica published, if any yet.
+    async fn checked(&self, _pool: &str, _key: &KeyId) -> Option<ProbeOutcome> {
+        None
+    }
 }
 
 /// Process-local store: one mutex over all records (critical sections are tiny and never held
@@ -185,6 +226,31 @@ impl MemoryStore {
     /// assignment), so a poisoned lock is still safe to use.
     fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<KeyId, KeyRecord>>> {
         self.pools.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every record with its pool and key: what a shared store merges back after an outage.
+    pub fn records(&self) -> Vec<(String, KeyId, KeyRecord)> {
+        self.lock()
+            .iter()
+            .flat_map(|(pool, records)| {
+                records
+                    .iter()
+                    .map(|(key, record)| (pool.clone(), key.clone(), record.clone()))
+            })
+            .collect()
+    }
+
+    /// Sets the records of `keys` (what a shared store read), replacing what was there.
+    pub fn replace(&self, pool: &str, keys: &[KeyId], records: &[KeyRecord]) {
+        let mut pools = self.lock();
+        let stored = pools.entry(pool.to_owned()).or_default();
+        for (key, record) in keys.iter().zip(records) {
+            if *record == KeyRecord::default() {
+                stored.remove(key);
+            } else {
+                stored.insert(key.clone(), record.clone());
+            }
+        }
     }
 
     /// Runs `update` on the record of (pool, key), creating a default one first if needed.
@@ -284,10 +350,6 @@ impl KeyStateStore for MemoryStore {
                 disabled.probe_interval = probe_interval;
             }
         });
-        Ok(())
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
 }

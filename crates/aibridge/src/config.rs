@@ -34,6 +34,12 @@ pub enum AuthMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyStateBackend {
     Memory,
+    /// Shared by every replica given the same URL.
+    Redis {
+        url: String,
+        /// Bound of every Redis call.
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -153,6 +159,7 @@ struct FileConfig {
     record_requests: Option<bool>,
     send_actor_headers: Option<bool>,
     key_state_url: Option<String>,
+    key_state_timeout: Option<String>,
     auth: Option<String>,
     shutdown_timeout: Option<String>,
     max_request_body_bytes: Option<usize>,
@@ -333,12 +340,27 @@ impl Config {
             "key_state_url",
             "memory",
         );
+        let key_state_timeout = p.duration(
+            "key_state_timeout",
+            file.key_state_timeout.as_deref(),
+            "500ms",
+        );
         let key_state = match key_state_url.as_str() {
             "memory" => Some(KeyStateBackend::Memory),
-            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            url if url.starts_with("redis://") => match redis_url_problem(url) {
+                None => Some(KeyStateBackend::Redis {
+                    url: url.to_string(),
+                    timeout: key_state_timeout,
+                }),
+                Some(problem) => {
+                    p.push(&key_state_field, problem);
+                    None
+                }
+            },
+            url if url.starts_with("rediss://") => {
                 p.push(
                     &key_state_field,
-                    "Redis-shared key state is not available in this version yet; use `memory`"
+                    "TLS to Redis (rediss://) is not supported; use redis:// on a private network"
                         .to_string(),
                 );
                 None
@@ -488,6 +510,26 @@ impl Config {
             }),
             _ => Err(ConfigError::Invalid(problems)),
         }
+    }
+}
+
+/// What is wrong with a `redis://HOST:PORT[/DB]` URL, if anything (the password never shown).
+fn redis_url_problem(url: &str) -> Option<String> {
+    let mut parsed = match reqwest::Url::parse(url) {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(format!("not a redis://HOST:PORT[/DB] URL ({e})")),
+    };
+    let no_host = parsed.host_str().is_none_or(str::is_empty);
+    let db = parsed.path().trim_start_matches('/').to_string();
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if no_host {
+        Some(format!("`{parsed}` has no host"))
+    } else if !db.is_empty() && db.parse::<u32>().is_err() {
+        Some(format!("`{parsed}`: the path must be a database number"))
+    } else {
+        None
     }
 }
 
@@ -1124,12 +1166,44 @@ mod tests {
     }
 
     #[test]
-    fn redis_key_state_is_refused_until_it_exists() {
-        let got = problems(parse(
-            "",
-            &[("AIBRIDGE_KEY_STATE_URL", "redis://127.0.0.1:6379")],
-        ));
-        assert_eq!(got[0].field, "AIBRIDGE_KEY_STATE_URL");
+    fn redis_key_state_urls() {
+        let config = parse(
+            "key_state_timeout = \"250ms\"\n",
+            &[("AIBRIDGE_KEY_STATE_URL", "redis://:pw@127.0.0.1:6379/2")],
+        )
+        .unwrap();
+        assert_eq!(
+            config.key_state,
+            KeyStateBackend::Redis {
+                url: "redis://:pw@127.0.0.1:6379/2".into(),
+                timeout: Duration::from_millis(250),
+            }
+        );
+        assert_eq!(
+            parse("", &[("AIBRIDGE_KEY_STATE_URL", "redis://localhost")])
+                .unwrap()
+                .key_state,
+            KeyStateBackend::Redis {
+                url: "redis://localhost".into(),
+                timeout: Duration::from_millis(500),
+            },
+            "500 ms by default"
+        );
+        for (bad, says) in [
+            ("redis://:pw@127.0.0.1:6379/x", "database number"),
+            ("rediss://host:6380", "TLS"),
+            ("redis:///0", "no host"),
+            ("memcached://host", "neither"),
+        ] {
+            let got = problems(parse("", &[("AIBRIDGE_KEY_STATE_URL", bad)]));
+            assert_eq!(got[0].field, "AIBRIDGE_KEY_STATE_URL", "{bad}");
+            assert!(got[0].message.contains(says), "{bad}: {}", got[0].message);
+            assert!(
+                !got[0].message.contains(":pw@"),
+                "no password: {}",
+                got[0].message
+            );
+        }
     }
 
     #[test]

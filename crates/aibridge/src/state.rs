@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use aibridge_keypool::PoolConfigError;
 use aibridge_keypool::{
-    Clock, CooldownPolicy, KeyPool, KeyStateStore, MemoryStore, ProbePolicy, SystemClock,
+    Clock, CooldownPolicy, KeyPool, KeyStateStore, MemoryStore, ProbePolicy, RedisSettings,
+    RedisStore, RedisTime, SystemClock,
 };
 use aibridge_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -28,6 +29,8 @@ pub enum StartError {
     OpenDatabase { url: String, source: StoreError },
     #[error("applying database migrations: {0}")]
     Migrate(StoreError),
+    #[error("key state: {0}")]
+    KeyState(aibridge_keypool::StoreError),
     #[error("apidump directory {dir}: {source}")]
     ApiDump {
         dir: std::path::PathBuf,
@@ -79,18 +82,18 @@ impl AppState {
     /// `client` is the gateway's one HTTP client (`upstream::client::build`).
     pub async fn build(config: Config, client: reqwest::Client) -> Result<Self, StartError> {
         let store = open_store(&config.database_url).await?;
-        Self::build_with(config, store, Arc::new(SystemClock), client)
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let key_store = open_key_state(&config.key_state, clock.clone()).await?;
+        Self::build_with(config, store, key_store, clock, client)
     }
 
     pub fn build_with(
         config: Config,
         store: Arc<dyn Store>,
+        key_store: Arc<dyn KeyStateStore>,
         clock: Arc<dyn Clock>,
         client: reqwest::Client,
     ) -> Result<Self, StartError> {
-        let key_store: Arc<dyn KeyStateStore> = match config.key_state {
-            KeyStateBackend::Memory => Arc::new(MemoryStore::new()),
-        };
         let cooldown = CooldownPolicy {
             default: config.key_pool.default_cooldown,
             max: config.key_pool.max_cooldown,
@@ -170,6 +173,29 @@ impl AppState {
             cut_streams: CancellationToken::new(),
         })
     }
+}
+
+/// The key-state store the configuration names. Redis is asked once whether it answers; if it
+/// does not, the gateway starts anyway, on its own key state, and says so.
+pub async fn open_key_state(
+    backend: &KeyStateBackend,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn KeyStateStore>, StartError> {
+    Ok(match backend {
+        KeyStateBackend::Memory => Arc::new(MemoryStore::new()),
+        KeyStateBackend::Redis { url, timeout } => {
+            let settings = RedisSettings {
+                timeout: *timeout,
+                time: RedisTime::Server,
+                ..RedisSettings::default()
+            };
+            let store = RedisStore::connect(url, settings, clock)
+                .await
+                .map_err(StartError::KeyState)?;
+            tracing::info!(url = %store.url(), "key state shared in Redis");
+            store
+        }
+    })
 }
 
 /// Opens the recording database named by the URL and applies the embedded migrations.

@@ -1,12 +1,18 @@
-//! Shared fixtures: a pool of `key-N` keys over a MemoryStore, driven by a ManualClock.
+//! Shared fixtures: a pool of `key-N` keys driven by a ManualClock, over the store the suite
+//! runs against: a MemoryStore, or with `AIBRIDGE_KEYPOOL_STORE=redis` a RedisStore on the Redis
+//! of `AIBRIDGE_TEST_REDIS_URL` (each fixture a pool of its own, deadlines on the manual clock),
+//! so that every rule is checked on both stores.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use aibridge_keypool::{
     ApiKey, CooldownPolicy, KeyPool, KeyRecord, KeySnapshot, KeyState, KeyStateStore, ManualClock,
-    MarkOutcome, MemoryStore, PoolKey, ProbePolicy, Timestamp,
+    MarkOutcome, MemoryStore, PoolKey, ProbePolicy, RedisSettings, RedisStore, RedisTime,
+    Timestamp,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
@@ -23,8 +29,43 @@ pub fn secs(s: u64) -> Duration {
 
 pub struct Fixture {
     pub clock: ManualClock,
-    pub store: Arc<MemoryStore>,
+    pub store: Arc<dyn KeyStateStore>,
     pub pool: Arc<KeyPool>,
+}
+
+/// Whether this run of the suite is on Redis (`AIBRIDGE_KEYPOOL_STORE=redis`).
+pub fn on_redis() -> bool {
+    std::env::var("AIBRIDGE_KEYPOOL_STORE").is_ok_and(|v| v == "redis")
+}
+
+/// A pool name no other fixture uses: on a shared Redis, tests must not see each other's keys.
+pub fn unique_pool(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The suite's store, on `clock`. Must be called inside a Tokio runtime.
+pub fn new_store(clock: &ManualClock) -> Arc<dyn KeyStateStore> {
+    if !on_redis() {
+        return Arc::new(MemoryStore::new());
+    }
+    let url = std::env::var("AIBRIDGE_TEST_REDIS_URL")
+        .expect("AIBRIDGE_KEYPOOL_STORE=redis needs AIBRIDGE_TEST_REDIS_URL");
+    let settings = RedisSettings {
+        timeout: Duration::from_secs(2),
+        time: RedisTime::Clock,
+        // Tests leave nothing behind for long.
+        retention: Duration::from_secs(600),
+    };
+    RedisStore::open(&url, settings, Arc::new(clock.clone())).unwrap()
 }
 
 pub fn key_names(count: usize) -> Vec<String> {
@@ -37,10 +78,10 @@ pub fn fixture(count: usize) -> Fixture {
 
 pub fn fixture_with(count: usize, cooldown: CooldownPolicy, probe: ProbePolicy) -> Fixture {
     let clock = ManualClock::new(start());
-    let store = Arc::new(MemoryStore::new());
+    let store = new_store(&clock);
     let keys = key_names(count).into_iter().map(ApiKey::new).collect();
     let pool = KeyPool::new(
-        "test-pool",
+        unique_pool("test-pool"),
         keys,
         store.clone(),
         Arc::new(clock.clone()),

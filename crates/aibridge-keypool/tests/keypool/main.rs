@@ -6,3 +6,4 @@ mod common;
 mod cooldown_hints;
 mod hint_parsers;
 mod pool;
+mod redis;

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{exhausted, fixture, fixture_with, key_names, secs, start};
+use crate::common::{
+    exhausted, fixture, fixture_with, key_names, new_store, secs, start, unique_pool,
+};
 use aibridge_keypool::{
     ApiKey, CooldownPolicy, CooldownSource, DisableReason, Exhausted, KeyId, KeyPool, KeyRecord,
     KeyState, KeyStateStore, ManualClock, MemoryStore, PoolConfigError, ProbeOutcome, ProbePolicy,
@@ -756,14 +758,18 @@ fn debug_output_of_pool_and_keys_never_shows_values() {
 
 // ---- Store ----
 
+/// The store's own rules, on the store this run of the suite is on (memory or Redis).
 #[tokio::test]
-async fn memory_store_rules() {
-    let store = MemoryStore::new();
+async fn store_rules() {
+    let clock = ManualClock::new(start());
+    let store = new_store(&clock);
+    let (p, other_pool) = (unique_pool("p"), unique_pool("other"));
+    let (p, other_pool) = (p.as_str(), other_pool.as_str());
     let id = KeyId::of(&ApiKey::new("k"));
     let now = start();
-    store.ping().await.unwrap();
+    assert_eq!(store.health().await, aibridge_keypool::StoreHealth::Up);
     assert_eq!(
-        store.load("p", std::slice::from_ref(&id)).await.unwrap(),
+        store.load(p, std::slice::from_ref(&id)).await.unwrap(),
         [KeyRecord::default()]
     );
 
@@ -772,24 +778,24 @@ async fn memory_store_rules() {
     let source = CooldownSource::RetryAfter;
     assert!(
         store
-            .extend_cooldown("p", &id, now, sooner, source, 429)
+            .extend_cooldown(p, &id, now, sooner, source, 429)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .extend_cooldown("p", &id, now, later, CooldownSource::Default, 429)
+            .extend_cooldown(p, &id, now, later, CooldownSource::Default, 429)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .extend_cooldown("p", &id, now, sooner, source, 429)
+            .extend_cooldown(p, &id, now, sooner, source, 429)
             .await
             .unwrap()
     );
     let record = store
-        .load("p", std::slice::from_ref(&id))
+        .load(p, std::slice::from_ref(&id))
         .await
         .unwrap()
         .remove(0);
@@ -802,19 +808,19 @@ async fn memory_store_rules() {
 
     // Pools are separate namespaces.
     let other = store
-        .load("other", std::slice::from_ref(&id))
+        .load(other_pool, std::slice::from_ref(&id))
         .await
         .unwrap();
     assert_eq!(other, [KeyRecord::default()]);
 
-    assert!(store.enable("p", &id).await.unwrap());
-    assert!(!store.enable("p", &id).await.unwrap());
+    assert!(store.enable(p, &id).await.unwrap());
+    assert!(!store.enable(p, &id).await.unwrap());
     store
-        .reschedule_probe("p", &id, later, secs(5))
+        .reschedule_probe(p, &id, later, secs(5))
         .await
         .unwrap();
     let record = store
-        .load("p", std::slice::from_ref(&id))
+        .load(p, std::slice::from_ref(&id))
         .await
         .unwrap()
         .remove(0);
@@ -869,9 +875,6 @@ impl KeyStateStore for BrokenStore {
         _next_probe_at: Timestamp,
         _probe_interval: Duration,
     ) -> Result<(), StoreError> {
-        Err(StoreError("connection refused".into()))
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
         Err(StoreError("connection refused".into()))
     }
 }

@@ -3,12 +3,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use aibridge_keypool::{RedisSettings, RedisStore, RedisTime, SystemClock};
 use aibridge_store::{NewToken, Store, UsageFilter};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, ProcessEnv};
+use crate::config::{Config, KeyStateBackend, ProcessEnv};
 use crate::serve::{Gateway, shutdown_signal};
 use crate::state::{AppState, open_store, redact_url};
 use crate::telemetry::{self, LogFormat};
@@ -153,7 +155,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             served?;
         }
         Command::CheckConfig => match load() {
-            Ok(config) => print!("{}", summary(&config)),
+            Ok(config) => {
+                print!("{}", summary(&config));
+                if let KeyStateBackend::Redis { url, timeout } = &config.key_state {
+                    println!("{}", redis_answers(url, *timeout).await);
+                }
+            }
             Err(e) => {
                 eprintln!("{e}");
                 return Ok(ExitCode::from(2));
@@ -284,10 +291,41 @@ fn format_time(millis: i64) -> String {
 }
 
 /// Human-readable summary of a valid configuration.
+/// Whether the Redis of the key state answers, as `check-config` says it.
+async fn redis_answers(url: &str, timeout: std::time::Duration) -> String {
+    let settings = RedisSettings {
+        timeout,
+        time: RedisTime::Server,
+        ..RedisSettings::default()
+    };
+    let answer = match RedisStore::open(url, settings, Arc::new(SystemClock)) {
+        Ok(store) => store.answers().await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(()) => "key state: Redis answers".to_string(),
+        Err(e) => format!(
+            "key state: WARNING: {e}; the gateway would start anyway and serve on each replica's own key state until Redis answers"
+        ),
+    }
+}
+
 pub fn summary(config: &Config) -> String {
     use std::fmt::Write as _;
     let mut out = String::from("configuration is valid\n");
     let _ = writeln!(out, "listen: {}", config.listen);
+    let _ = writeln!(
+        out,
+        "key state: {}",
+        match &config.key_state {
+            KeyStateBackend::Memory => "memory (this process only)".to_string(),
+            KeyStateBackend::Redis { url, timeout } => format!(
+                "{} (shared; every call bounded by {})",
+                redact_url(url),
+                humantime::format_duration(*timeout)
+            ),
+        }
+    );
     let _ = writeln!(out, "database: {}", redact_url(&config.database_url));
     let _ = writeln!(
         out,

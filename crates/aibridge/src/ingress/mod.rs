@@ -9,6 +9,7 @@ mod passthrough;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use aibridge_keypool::StoreHealth;
 use aibridge_protocol::Dialect;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
@@ -65,9 +66,14 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready when the key state store and the recording database both answer.
+/// Ready when the recording database answers. The key-state store is reported too, but a
+/// degraded one (Redis unreachable: each replica serves on its own state) does not make the
+/// gateway unready.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let key_state = state.key_store.ping().await.err().map(|e| e.to_string());
+    let key_state = match state.key_store.health().await {
+        StoreHealth::Up => "ok".to_string(),
+        StoreHealth::Degraded(_) => "degraded".to_string(),
+    };
     let database = state
         .recorder
         .store()
@@ -75,15 +81,18 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .await
         .err()
         .map(|e| e.to_string());
-    if key_state.is_none() && database.is_none() {
-        return axum::Json(serde_json::json!({ "status": "ready" })).into_response();
-    }
+    let ready = database.is_none();
     let body = serde_json::json!({
-        "status": "unavailable",
-        "key_state": key_state.unwrap_or_else(|| "ok".into()),
+        "status": if ready { "ready" } else { "unavailable" },
         "database": database.unwrap_or_else(|| "ok".into()),
+        "key_state": key_state,
     });
-    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Response {
@@ -195,18 +204,17 @@ async fn in_request_span(
 /// `GET /metrics`: the key gauges are read from the key-state store now (a cooldown ends
 /// without an event), then every family is rendered.
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let mut store_up = true;
     for provider in state.providers.values() {
         let Some(pool) = &provider.pool else { continue };
         match pool.snapshot().await {
             Ok(snapshots) => provider.metrics.set_key_states(&snapshots),
             Err(e) => {
-                store_up = false;
                 tracing::warn!(provider = %provider.name, error = %e, "cannot read key state for /metrics");
             }
         }
     }
-    state.metrics.set_key_state_store_up(store_up);
+    let up = state.key_store.health().await == StoreHealth::Up;
+    state.metrics.set_key_state_store_up(up);
     (
         [(
             http::header::CONTENT_TYPE,

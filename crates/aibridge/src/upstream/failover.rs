@@ -21,7 +21,7 @@ use crate::provider::Provider;
 use crate::record::{AttemptRecord, KeyCheck, Recording};
 use crate::telemetry::metrics::{Exhaustion, Transition};
 use crate::upstream::apidump::{ApiDump, DumpSubject};
-use crate::upstream::probe::check_key;
+use crate::upstream::probe::confirm_key;
 
 /// One upstream request, ready to be sent with whichever key the pool hands out.
 pub struct UpstreamCall<'a> {
@@ -299,7 +299,7 @@ impl UpstreamCall<'_> {
         let outcome = provider
             .key_checks
             .run(key.index, || {
-                check_key(client, provider, key, KEY_CHECK_TIMEOUT)
+                confirm_key(client, provider, key, KEY_CHECK_TIMEOUT)
             })
             .await;
         match outcome {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aibridge_keypool::{PoolKey, ProbeOutcome};
+use aibridge_keypool::{CheckClaim, PoolKey, ProbeOutcome};
 use http::HeaderMap;
 use tokio_util::sync::CancellationToken;
 
@@ -13,6 +13,10 @@ use crate::provider::{Provider, ProviderKind};
 use crate::telemetry::metrics::Transition;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a replica holds the right to probe a key: past the probe's own timeout, shorter
+/// than any probe interval.
+const PROBE_LEASE: Duration = Duration::from_secs(15);
 
 /// Probes due keys of every provider's pool until `stop`; `initial_interval` is the shortest
 /// configured probe interval.
@@ -39,6 +43,10 @@ pub async fn run(
                 }
             };
             for key in due {
+                // With shared key state, one replica at a time re-validates a key.
+                if !pool.claim_probe(&key, PROBE_LEASE).await {
+                    continue;
+                }
                 let outcome = probe(&client, provider, &key).await;
                 if let Err(e) = pool.record_probe(&key, outcome).await {
                     tracing::warn!(provider = %provider.name, error = %e, "cannot record probe result");
@@ -73,6 +81,50 @@ pub async fn run(
 
 async fn probe(client: &reqwest::Client, provider: &Provider, key: &PoolKey) -> ProbeOutcome {
     check_key(client.clone(), provider, key, PROBE_TIMEOUT).await
+}
+
+/// How long one replica holds the confirmation of a key's 401/403 (past the check's bound).
+const CHECK_LEASE: Duration = Duration::from_secs(6);
+
+/// How long a confirmation's result answers the same question for the other replicas.
+const CHECK_RESULT_TTL: Duration = Duration::from_secs(10);
+
+/// How often a replica waiting for another's confirmation looks for its result.
+const CHECK_POLL: Duration = Duration::from_millis(50);
+
+/// Confirms a 401/403 of `key` (see [`check_key`]) once for every replica that shares the key
+/// state: the first to claim the confirmation runs it and publishes the result; the others wait
+/// for that result (at most `timeout`, then check for themselves).
+pub fn confirm_key(
+    client: reqwest::Client,
+    provider: &Provider,
+    key: &PoolKey,
+    timeout: Duration,
+) -> futures_util::future::BoxFuture<'static, ProbeOutcome> {
+    let check = check_key(client, provider, key, timeout);
+    let Some(pool) = provider.pool.clone() else {
+        return check;
+    };
+    let key = key.clone();
+    Box::pin(async move {
+        match pool.claim_check(&key, CHECK_LEASE).await {
+            CheckClaim::Leader => {
+                let outcome = check.await;
+                pool.publish_check(&key, outcome, CHECK_RESULT_TTL).await;
+                outcome
+            }
+            CheckClaim::Follower => {
+                let deadline = tokio::time::Instant::now() + timeout;
+                while tokio::time::Instant::now() < deadline {
+                    if let Some(outcome) = pool.checked(&key).await {
+                        return outcome;
+                    }
+                    tokio::time::sleep(CHECK_POLL).await;
+                }
+                check.await
+            }
+        }
+    })
 }
 
 /// The key's cheap authenticated call (the provider's model list) with nothing of any request:

@@ -538,3 +538,62 @@ pub fn checked_keys(mock: &aibridge_mock::MockUpstream) -> Vec<String> {
         .map(|seen| seen.key)
         .collect()
 }
+
+/// A PostgreSQL schema created for one test (on `AIBRIDGE_TEST_POSTGRES_URL`) and dropped after
+/// it. Outside CI, `create` skips with a printed reason when the variable is unset.
+pub struct PgSchema {
+    pub admin_url: String,
+    pub name: String,
+}
+
+impl PgSchema {
+    pub fn create() -> Option<PgSchema> {
+        let admin_url = match std::env::var("AIBRIDGE_TEST_POSTGRES_URL") {
+            Ok(url) => url,
+            Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI=true but AIBRIDGE_TEST_POSTGRES_URL is not set")
+            }
+            Err(_) => {
+                eprintln!("SKIPPED: AIBRIDGE_TEST_POSTGRES_URL is not set");
+                return None;
+            }
+        };
+        let name = format!("gw_{}", uuid::Uuid::new_v4().simple());
+        psql(&admin_url, &format!("CREATE SCHEMA {name}"));
+        Some(PgSchema { admin_url, name })
+    }
+
+    /// The database URL that puts everything in this schema.
+    pub fn url(&self) -> String {
+        let sep = if self.admin_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!(
+            "{}{sep}options=-csearch_path%3D{}",
+            self.admin_url, self.name
+        )
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        psql(
+            &self.admin_url,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+        );
+    }
+}
+
+pub fn psql(url: &str, sql: &str) {
+    let output = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .output()
+        .expect("psql must be installed to run the PostgreSQL tests");
+    assert!(
+        output.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

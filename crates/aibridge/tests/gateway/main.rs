@@ -19,5 +19,6 @@ mod otlp_receiver;
 mod passthrough;
 mod recording;
 mod recording_postgres;
+mod replicas;
 mod streaming;
 mod traces;

@@ -2,72 +2,13 @@
 //! Outside CI the tests skip with a printed reason when the variable is unset; in CI (CI=true)
 //! a missing variable or server fails them. Each test works in a schema of its own.
 
-use std::process::Command;
 use std::time::Duration;
 
 use crate::common::*;
 use aibridge_mock::{MockUpstream, Reply};
 use serde_json::Value;
 
-/// A schema created for one test and dropped after it.
-struct Schema {
-    admin_url: String,
-    name: String,
-}
-
-impl Schema {
-    fn create() -> Option<Schema> {
-        let admin_url = match std::env::var("AIBRIDGE_TEST_POSTGRES_URL") {
-            Ok(url) => url,
-            Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("CI=true but AIBRIDGE_TEST_POSTGRES_URL is not set")
-            }
-            Err(_) => {
-                eprintln!("SKIPPED: AIBRIDGE_TEST_POSTGRES_URL is not set");
-                return None;
-            }
-        };
-        let name = format!("gw_{}", uuid::Uuid::new_v4().simple());
-        psql(&admin_url, &format!("CREATE SCHEMA {name}"));
-        Some(Schema { admin_url, name })
-    }
-
-    /// The database URL that puts everything in this schema.
-    fn url(&self) -> String {
-        let sep = if self.admin_url.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        format!(
-            "{}{sep}options=-csearch_path%3D{}",
-            self.admin_url, self.name
-        )
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        psql(
-            &self.admin_url,
-            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
-        );
-    }
-}
-
-fn psql(url: &str, sql: &str) {
-    let output = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-        .output()
-        .expect("psql must be installed to run the PostgreSQL tests");
-    assert!(
-        output.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-async fn gateway_on(schema: &Schema, mock: &MockUpstream, auth: &str) -> Gateway {
+async fn gateway_on(schema: &PgSchema, mock: &MockUpstream, auth: &str) -> Gateway {
     let url = schema.url();
     let mock_url = mock.url();
     Gateway::start(&[
@@ -84,7 +25,7 @@ async fn gateway_on(schema: &Schema, mock: &MockUpstream, auth: &str) -> Gateway
 
 #[tokio::test]
 async fn users_tokens_and_usage_live_in_postgres_and_survive_a_restart() {
-    let Some(schema) = Schema::create() else {
+    let Some(schema) = PgSchema::create() else {
         return;
     };
     let mock = MockUpstream::start().await.unwrap();
@@ -141,7 +82,7 @@ async fn users_tokens_and_usage_live_in_postgres_and_survive_a_restart() {
 
 #[tokio::test]
 async fn a_request_that_cannot_be_recorded_is_refused_with_503() {
-    let Some(schema) = Schema::create() else {
+    let Some(schema) = PgSchema::create() else {
         return;
     };
     let mock = MockUpstream::start().await.unwrap();
