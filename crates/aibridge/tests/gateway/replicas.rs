@@ -458,3 +458,32 @@ async fn check_config_says_whether_redis_answers() {
     assert!(out.contains("WARNING"), "{out}");
     assert!(!out.contains("hunter2"), "no password shown: {out}");
 }
+
+#[tokio::test]
+async fn a_401_seen_by_several_replicas_at_once_costs_one_confirmation() {
+    let Some(redis) = redis_url() else { return };
+    let mock = MockUpstream::start().await.unwrap();
+    let [k0, k1] = keys();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(replica(&mock, &redis, &[k0.clone(), k1.clone()], &[]).await);
+    }
+    // Every answer of k0 (requests and the check of the key) takes 300 ms: the 401s arrive
+    // together on every replica, and the check is in flight when the others need it.
+    mock.then(&k0, Reply::status(401).delay_ms(300));
+    let body = messages_body(false);
+    let calls = replicas
+        .iter()
+        .flat_map(|gw| (0..3).map(|_| post_messages(gw, &body)));
+    for response in futures_util::future::join_all(calls).await {
+        assert_eq!(response.status(), 200, "failed over to k1");
+    }
+    let checks = checked_keys(&mock).len();
+    assert_eq!(
+        checks, 1,
+        "9 concurrent 401s on 3 replicas cost {checks} checks"
+    );
+    for gw in &replicas {
+        assert_eq!(state_of(gw, 0).await.0, "disabled");
+    }
+}
