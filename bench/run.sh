@@ -136,6 +136,10 @@ elif [ -n "$AIBRIDGE_REV" ]; then
     log "building aibridge as committed at $SHA (in bench/.tools/src-$SHA)"
     rm -rf "$SRC" && mkdir -p "$SRC"
     git archive "$SHA" | tar -x -C "$SRC"
+    # git archive dates every file at its commit: an artifact of another revision built later in
+    # the same target directory would look fresh (a build of db582f1 after f7fa81c linked
+    # f7fa81c's protocol crate). Files dated now are newer than any artifact.
+    find "$SRC" -type f -exec touch {} +
     # A target directory of its own: sharing the repo's let the older crates' artifacts look
     # fresh to the next working-tree build (same package names, newer files).
     (cd "$SRC" && CARGO_TARGET_DIR="$ROOT/target/bench-rev" cargo build --release -p aibridge)

@@ -19,6 +19,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// Log lines on stderr, as text or JSON.
+fn log_layer<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    // Colours only for a person at a terminal; files, pipes and NO_COLOR get plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .boxed(),
+    }
+}
+
 /// Logs on stderr with the level filter from `AIBRIDGE_LOG` (or `RUST_LOG`), default `info`;
 /// and, when the standard `OTEL_EXPORTER_OTLP_*ENDPOINT` is set, traces exported through
 /// `client` (the gateway's one HTTP client). Call inside the runtime; the guard flushes the
@@ -44,25 +64,22 @@ pub fn init(
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|spec| EnvFilter::try_new(spec).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    // Colours only for a person at a terminal; files, pipes and NO_COLOR get plain text.
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    let logs = match format {
-        LogFormat::Text => logs.boxed(),
-        LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .boxed(),
+    let Some(provider) = provider else {
+        // Without traces the log filter is the whole subscriber's: spans and events it leaves
+        // out are never built (a per-layer filter would still build them for the registry).
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(log_layer(format))
+            .try_init();
+        return Ok(None);
     };
-    // Each layer filters for itself: the log level does not decide which spans are exported.
+    // With traces each layer filters for itself: the log level does not decide which spans are
+    // exported.
     let _ = tracing_subscriber::registry()
-        .with(logs.with_filter(filter))
-        .with(provider.as_ref().map(otlp::layer))
+        .with(log_layer(format).with_filter(filter))
+        .with(otlp::layer(&provider))
         .try_init();
-    let (Some(provider), Some(settings)) = (provider, settings) else {
+    let Some(settings) = settings else {
         return Ok(None);
     };
     otlp::set_exporting();
