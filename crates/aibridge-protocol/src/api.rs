@@ -76,6 +76,29 @@ impl Api {
         }
     }
 
+    /// Only the response's id, model and usage, for the metrics and traces when nothing else is
+    /// recorded: the rest of the body is skipped without being built.
+    pub fn observe_usage(self, body: &[u8]) -> Observation {
+        #[derive(serde::Deserialize)]
+        struct Peek {
+            id: Option<String>,
+            model: Option<String>,
+            usage: Option<Value>,
+        }
+        match serde_json::from_slice::<Peek>(body) {
+            Ok(peek) => Observation {
+                response_id: peek.id,
+                model: peek.model,
+                usage: peek
+                    .usage
+                    .filter(Value::is_object)
+                    .map(|usage| self.rules().usage(&usage)),
+                ..Observation::default()
+            },
+            Err(_) => Observation::default(),
+        }
+    }
+
     /// A watcher for a stream of this API, fed each relayed event.
     pub fn stream_observer(self) -> StreamObserver {
         StreamObserver::new(self.rules().stream_observer())
@@ -99,5 +122,43 @@ impl Api {
     /// What still closes a stream whose last relayed event was the upstream's own error report.
     pub fn close_after_error_report(self) -> Option<Bytes> {
         self.rules().close_after_error_report()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Api;
+
+    #[test]
+    fn the_usage_peek_agrees_with_the_whole_observation() {
+        let bodies = [
+            (
+                Api::AnthropicMessages,
+                r#"{"id":"msg_1","model":"claude-x","content":[{"type":"text","text":"hi \"usage\""}],"usage":{"input_tokens":3,"output_tokens":4,"cache_read_input_tokens":1,"cache_creation_input_tokens":2}}"#,
+            ),
+            (
+                Api::OpenAiChat,
+                r#"{"id":"c1","model":"gpt-x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":5,"completion_tokens":6,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":1}}}"#,
+            ),
+            (
+                Api::OpenAiResponses,
+                r#"{"id":"r1","model":"gpt-x","output":[],"usage":{"input_tokens":7,"output_tokens":8,"input_tokens_details":{"cached_tokens":1},"output_tokens_details":{"reasoning_tokens":3}}}"#,
+            ),
+            (
+                Api::OpenAiChat,
+                r#"{"id":"c2","model":"gpt-x","usage":null}"#,
+            ),
+        ];
+        for (api, body) in bodies {
+            let whole = api.observe_body(body.as_bytes());
+            let peek = api.observe_usage(body.as_bytes());
+            assert_eq!(peek.response_id, whole.response_id, "{api:?}");
+            assert_eq!(peek.model, whole.model, "{api:?}");
+            assert_eq!(peek.usage, whole.usage, "{api:?}: {body}");
+        }
+        assert_eq!(
+            Api::OpenAiChat.observe_usage(b"not json"),
+            Default::default()
+        );
     }
 }

@@ -46,6 +46,10 @@ impl WireRules for Rules {
         last_user_text(&request["messages"])
     }
 
+    fn usage(&self, value: &Value) -> Usage {
+        usage(value)
+    }
+
     fn observe_body(&self, response: &Value) -> Observation {
         let mut observation = Observation {
             response_id: string(&response["id"]),

@@ -46,6 +46,10 @@ impl WireRules for Rules {
         }
     }
 
+    fn usage(&self, value: &Value) -> Usage {
+        usage(value)
+    }
+
     fn observe_body(&self, response: &Value) -> Observation {
         observe_response_object(response)
     }
@@ -99,6 +103,7 @@ fn usage(usage: &Value) -> Usage {
 fn observe_response_object(response: &Value) -> Observation {
     let mut observation = Observation {
         response_id: string(&response["id"]),
+        model: string(&response["model"]),
         usage: response.get("usage").filter(|u| u.is_object()).map(usage),
         ..Observation::default()
     };

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::errors::Dialect;
-use crate::observe::{Observation, ObserveStream};
+use crate::observe::{Observation, ObserveStream, Usage};
 use crate::request::{BodyRefused, RequestSummary};
 use crate::sse::SseEvent;
 
@@ -19,6 +19,8 @@ pub(crate) trait WireRules: Sync {
     fn prompt(&self, request: &Value) -> Option<String>;
     /// What a parsed blocking response body says.
     fn observe_body(&self, response: &Value) -> Observation;
+    /// The token counts of a response's `usage` object.
+    fn usage(&self, usage: &Value) -> Usage;
     fn stream_observer(&self) -> Box<dyn ObserveStream>;
     /// Whether this event ends the stream (nothing after it matters).
     fn is_terminal(&self, event: &SseEvent) -> bool;

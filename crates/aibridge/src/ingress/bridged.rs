@@ -188,7 +188,13 @@ async fn relay(
         recording.waited(reading.elapsed());
         match read {
             Ok((relayed, body)) => {
-                recording.observation(api.observe_body(&body));
+                // Without recording only the usage is needed (for the metrics and the trace).
+                let observation = if recording.is_recorded() {
+                    api.observe_body(&body)
+                } else {
+                    api.observe_usage(&body)
+                };
+                recording.observation(observation);
                 if answer.is_closed() {
                     recording.client_left(Some(status));
                 } else {

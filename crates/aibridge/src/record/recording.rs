@@ -349,6 +349,11 @@ impl Recording {
     pub fn is_ended(&self) -> bool {
         self.ended
     }
+
+    /// Whether this request's record is written (recording on): bodies are then observed whole.
+    pub fn is_recorded(&self) -> bool {
+        self.recorder.enabled()
+    }
 }
 
 impl Recording {

@@ -154,6 +154,12 @@ impl Gateway {
         run_cli(&self.database_url, args)
     }
 
+    /// SIGKILL: the process ends at once, with no chance to write anything more.
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        let _ = self.child.wait().await;
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().unwrap();

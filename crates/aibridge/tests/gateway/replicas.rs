@@ -487,3 +487,63 @@ async fn a_401_seen_by_several_replicas_at_once_costs_one_confirmation() {
         assert_eq!(state_of(gw, 0).await.0, "disabled");
     }
 }
+
+#[tokio::test]
+async fn a_killed_replica_leaves_what_it_committed_and_its_in_flight_requests_unfinished() {
+    let Some(schema) = PgSchema::create() else {
+        return;
+    };
+    let mock = MockUpstream::start().await.unwrap();
+    let [k0, k1] = keys();
+    let env = [("AIBRIDGE_DATABASE_URL", schema.url())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let gw = Gateway::start(&{
+        let mut all = pool_env(&mock.url(), &format!("{k0},{k1}"));
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        all
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            post_messages(&gw, &messages_body(false)).await.status(),
+            200
+        );
+    }
+    let finished = wait_for_ended(&gw, None, 3).await;
+    assert_eq!(finished.len(), 3);
+    // A stream in flight when the replica is killed.
+    mock.script(&k0, vec![Reply::ok().stream_deltas(50).event_delay_ms(100)]);
+    let stream = post_messages(&gw, &messages_body(true)).await;
+    assert_eq!(stream.status(), 200);
+    let base = gw.base.clone();
+    gw.kill().await;
+    drop(stream);
+    let (ok, out, err) = run_cli(&schema.url(), &["usage", "--by", "user", "--json"]);
+    assert!(ok, "{err}");
+    let usage: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        usage["totals"]["requests"], 4,
+        "committed starts stay: {usage}"
+    );
+    // A new replica on the same database reads them back: three ended, one never finished.
+    let next = Gateway::start(&{
+        let mut all = pool_env(&mock.url(), &format!("{k0},{k1}"));
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        all
+    })
+    .await;
+    assert_ne!(next.base, base);
+    let page: Value = client()
+        .get(next.url("/api/v1/interceptions?limit=10"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    let unfinished: Vec<&Value> = items.iter().filter(|i| i["outcome"].is_null()).collect();
+    assert_eq!(unfinished.len(), 1, "{page:#}");
+    assert_eq!(unfinished[0]["streaming"], true);
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Instructions per request of the gateway (valgrind's callgrind): a count that does not depend
+# on how fast or how busy the machine is, for comparing two builds where timings are too noisy.
+#
+#   bench/instructions.sh BIN [BIN...]     (release binaries of aibridge; default target/release)
+#
+# For each binary and recording off/on: the gateway under callgrind in front of aibridge-mock,
+# 200 warm-up requests, counters zeroed, then N (default 2000) blocking Anthropic Messages
+# requests from oha with 4 connections; prints instructions per request (every thread of the
+# gateway, the kernel's part excluded). Needs valgrind and the bench's oha (bench/run.sh
+# installs it). KEEP=DIR keeps each measured dump there for callgrind_annotate. Loopback only;
+# every process is stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+N=${N:-2000}
+OHA=${OHA:-$ROOT/bench/.tools/bin/oha}
+MOCK=$ROOT/target/release/aibridge-mock
+OUT=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+[ -x "$OHA" ] || { echo "oha not found at $OHA (bench/run.sh installs it)" >&2; exit 1; }
+command -v valgrind >/dev/null || { echo "valgrind is needed" >&2; exit 1; }
+[ -x "$MOCK" ] || cargo build --release -p aibridge-mock >&2
+BINS=("$@")
+[ ${#BINS[@]} -gt 0 ] || { cargo build --release -p aibridge >&2; BINS=("$ROOT/target/release/aibridge"); }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() { # url
+  for _ in $(seq 1 600); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "no answer from $1" >&2
+  return 1
+}
+
+MOCK_PORT=$(free_port)
+"$MOCK" --listen "127.0.0.1:$MOCK_PORT" --no-record > "$OUT/mock.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$MOCK_PORT/_mock/stats"
+
+BODY='{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Say hello"}]}'
+printf '%-60s %-10s %s\n' binary recording instructions/request
+for bin in "${BINS[@]}"; do
+  for recording in off on; do
+    port=$(free_port)
+    out=$OUT/cg-$recording.out
+    AIBRIDGE_LISTEN=127.0.0.1:$port AIBRIDGE_AUTH=none AIBRIDGE_LOG=warn \
+      AIBRIDGE_ANTHROPIC_KEYS=sk-bench-key-0 AIBRIDGE_ANTHROPIC_BASE_URL=http://127.0.0.1:$MOCK_PORT \
+      AIBRIDGE_RECORDING=$recording AIBRIDGE_DATABASE_URL=sqlite://$OUT/aibridge-$recording.db \
+      valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve > "$OUT/gw.log" 2>&1 &
+    gw=$!
+    PIDS+=($gw)
+    wait_http "http://127.0.0.1:$port/healthz"
+    url=http://127.0.0.1:$port/anthropic/v1/messages
+    load() {
+      "$OHA" --no-tui -n "$1" -c 4 -m POST -H 'anthropic-version: 2023-06-01' \
+        -H 'x-api-key: abk_bench' -T application/json -d "$BODY" "$url" > "$OUT/oha.log"
+    }
+    load 200
+    callgrind_control -z "$gw" > /dev/null 2>&1
+    load "$N"
+    callgrind_control -d "$gw" > /dev/null 2>&1
+    kill "$gw"; wait "$gw" 2>/dev/null || true
+    # The dump after the zeroing holds the measured requests (the last file written).
+    dump=$(ls -t "$out".* 2>/dev/null | head -1)
+    total=$(grep -m1 '^summary:' "$dump" | awk '{print $2}')
+    printf '%-60s %-10s %s\n' "$bin" "$recording" "$((total / N))"
+    if [ -n "${KEEP:-}" ]; then
+      mkdir -p "$KEEP" && cp "$dump" "$KEEP/$(basename "$bin")-$recording.callgrind"
+    fi
+    rm -f "$out" "$out".*
+  done
+done
