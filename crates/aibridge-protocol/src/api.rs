@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::errors::Dialect;
-use crate::observe::{Observation, StreamObserver};
+use crate::observe::{Observation, StreamObserver, Usage};
 use crate::request::{BodyRefused, RequestSummary};
 use crate::rules::WireRules;
 use crate::sse::SseEvent;
@@ -99,6 +99,24 @@ impl Api {
         }
     }
 
+    /// Only the usage of a blocking response, as cheaply as it can be had: the object after the
+    /// body's last `"usage":` key when that is one (it comes last, or nearly, in every API's
+    /// body), else the peek of [`Self::observe_usage`]. For the metrics when nothing else of the
+    /// body is needed.
+    pub fn usage_of_body(self, body: &[u8]) -> Option<Usage> {
+        let tail = last_usage_object(body).and_then(|object| {
+            serde_json::Deserializer::from_slice(object)
+                .into_iter::<Value>()
+                .next()?
+                .ok()
+                .filter(Value::is_object)
+        });
+        match tail {
+            Some(usage) => Some(self.rules().usage(&usage)),
+            None => self.observe_usage(body).usage,
+        }
+    }
+
     /// A watcher for a stream of this API, fed each relayed event.
     pub fn stream_observer(self) -> StreamObserver {
         StreamObserver::new(self.rules().stream_observer())
@@ -123,6 +141,20 @@ impl Api {
     pub fn close_after_error_report(self) -> Option<Bytes> {
         self.rules().close_after_error_report()
     }
+}
+
+/// The bytes from the `{` of the value of the last `"usage":` key. Inside a JSON string the
+/// quotes would be escaped, so this is a key (of the body, or of an object nested in it: the
+/// caller checks the value is an object and falls back otherwise).
+fn last_usage_object(body: &[u8]) -> Option<&[u8]> {
+    const KEY: &[u8] = b"\"usage\"";
+    let at = body.windows(KEY.len()).rposition(|w| w == KEY)?;
+    let rest = &body[at + KEY.len()..];
+    let rest = rest
+        .trim_ascii_start()
+        .strip_prefix(b":")?
+        .trim_ascii_start();
+    rest.starts_with(b"{").then_some(rest)
 }
 
 #[cfg(test)]
@@ -160,5 +192,35 @@ mod tests {
             Api::OpenAiChat.observe_usage(b"not json"),
             Default::default()
         );
+    }
+
+    #[test]
+    fn the_usage_scan_finds_the_body_usage_and_falls_back_when_unsure() {
+        let cases = [
+            // A tool's input with a `usage` key comes before the body's own.
+            (
+                Api::AnthropicMessages,
+                r#"{"id":"m","content":[{"type":"tool_use","input":{"usage":{"input_tokens":99}}}],"usage" : {"input_tokens":3,"output_tokens":4}}"#,
+            ),
+            // Metadata after the usage, with a `usage` key of its own (a string): the peek.
+            (
+                Api::OpenAiResponses,
+                r#"{"id":"r","output":[],"usage":{"input_tokens":7,"output_tokens":8},"metadata":{"usage":"mine"}}"#,
+            ),
+            // The text mentions it, quoted: escaped, so not a key.
+            (
+                Api::OpenAiChat,
+                r#"{"id":"c","choices":[{"message":{"content":"the \"usage\": {} field"}}],"usage":{"prompt_tokens":5,"completion_tokens":6}}"#,
+            ),
+            (Api::OpenAiChat, r#"{"id":"c","usage":null}"#),
+            (Api::OpenAiChat, r#"not json"#),
+        ];
+        for (api, body) in cases {
+            assert_eq!(
+                api.usage_of_body(body.as_bytes()),
+                api.observe_body(body.as_bytes()).usage,
+                "{api:?}: {body}"
+            );
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use aibridge_protocol::{Api, RequestSummary, summarize_request};
+use aibridge_protocol::{Api, Observation, RequestSummary, summarize_request};
 use aibridge_store::RequestKind;
 use axum::response::Response;
 use bytes::Bytes;
@@ -191,8 +191,13 @@ async fn relay(
                 // Without recording only the usage is needed (for the metrics and the trace).
                 let observation = if recording.is_recorded() {
                     api.observe_body(&body)
-                } else {
+                } else if crate::telemetry::otlp::is_exporting() {
                     api.observe_usage(&body)
+                } else {
+                    Observation {
+                        usage: api.usage_of_body(&body),
+                        ..Observation::default()
+                    }
                 };
                 recording.observation(observation);
                 if answer.is_closed() {

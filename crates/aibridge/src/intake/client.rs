@@ -1,7 +1,8 @@
 //! Which AI client sent a request, and its session, guessed from headers (spec §8.6) for the
 //! request record.
 
-use http::HeaderMap;
+use http::header::{AsHeaderName, USER_AGENT};
+use http::{HeaderMap, HeaderName};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
@@ -10,7 +11,10 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+const ORIGINATOR: HeaderName = HeaderName::from_static("originator");
+const CURSOR_VERSION: HeaderName = HeaderName::from_static("x-cursor-client-version");
+
+fn header(headers: &HeaderMap, name: impl AsHeaderName) -> Option<&str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -56,19 +60,19 @@ pub const CLIENT_NAMES: [&str; 12] = [
 /// The client and the header that carries its session id, from `User-Agent`, `originator` and
 /// Cursor's version header. Compares without allocating: it runs for every request.
 fn classify(headers: &HeaderMap) -> (&'static str, Option<&'static str>) {
-    let agent = header(headers, "user-agent").unwrap_or("").as_bytes();
+    let agent = header(headers, USER_AGENT).unwrap_or("").as_bytes();
     let known = BY_USER_AGENT.iter().find(|(prefix, ..)| {
         agent.len() >= prefix.len() && agent[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
     });
     if let Some((_, client, session)) = known {
         return (client, *session);
     }
-    let originator = header(headers, "originator").unwrap_or("");
+    let originator = header(headers, ORIGINATOR).unwrap_or("");
     if originator.eq_ignore_ascii_case("kilo-code") {
         ("Kilo Code", Some("x-kilocode-taskid"))
     } else if originator.eq_ignore_ascii_case("roo-code") {
         ("Roo Code", None)
-    } else if headers.contains_key("x-cursor-client-version") {
+    } else if headers.contains_key(CURSOR_VERSION) {
         ("Cursor", None)
     } else {
         ("Unknown", None)
@@ -88,7 +92,7 @@ pub fn client_index(headers: &HeaderMap) -> usize {
 /// for Claude Code from the body's `metadata.user_id` (a JSON object's `session_id`, or the
 /// legacy `…_session_<uuid>` suffix).
 pub fn identify(headers: &HeaderMap, body: &[u8]) -> ClientInfo {
-    let user_agent = header(headers, "user-agent").map(str::to_string);
+    let user_agent = header(headers, USER_AGENT).map(str::to_string);
     let (client, session_header) = classify(headers);
     let mut session_id = session_header
         .and_then(|h| header(headers, h))
