@@ -82,7 +82,13 @@ async fn each_attempt_of_a_failed_over_request_a_stream_and_a_passthrough_call_a
         .unwrap()
         .to_string();
     let answer = blocking.text().await.unwrap();
-    let files = wait_for_files(&dir, 4, |texts| texts.iter().all(|t| !t.is_empty())).await;
+    // The writer is a thread of its own: wait for both response bodies to be in.
+    let files = wait_for_files(&dir, 4, |texts| {
+        texts.iter().all(|t| !t.is_empty())
+            && texts.iter().any(|t| t.ends_with(&answer))
+            && texts.iter().any(|t| t.ends_with("slow down\"}}"))
+    })
+    .await;
     let model_dir = dir.join("anthropic").join("claude-sonnet-4-5");
     let names: Vec<String> = files.iter().map(|(p, _)| name(p)).collect();
     for (attempt, suffix) in [(1, "req"), (1, "resp"), (2, "req"), (2, "resp")] {
@@ -147,10 +153,7 @@ async fn each_attempt_of_a_failed_over_request_a_stream_and_a_passthrough_call_a
     std::fs::remove_dir_all(&dir).unwrap();
     let streamed = post_messages(&gw, &messages_body(true)).await;
     let events = streamed.text().await.unwrap();
-    let files = wait_for_files(&dir, 2, |texts| {
-        texts.iter().any(|t| t.contains("message_stop"))
-    })
-    .await;
+    let files = wait_for_files(&dir, 2, |texts| texts.iter().any(|t| t.ends_with(&events))).await;
     let (_, response) = files
         .iter()
         .find(|(p, _)| name(p).ends_with(".resp.txt"))
@@ -174,7 +177,10 @@ async fn each_attempt_of_a_failed_over_request_a_stream_and_a_passthrough_call_a
         .unwrap();
     assert_eq!(models.status(), 200);
     let listed = models.text().await.unwrap();
-    let files = wait_for_files(&dir, 2, |texts| texts.iter().all(|t| !t.is_empty())).await;
+    let files = wait_for_files(&dir, 2, |texts| {
+        texts.iter().all(|t| !t.is_empty()) && texts.iter().any(|t| t.ends_with(&listed))
+    })
+    .await;
     for (path, text) in &files {
         assert_eq!(
             path.parent(),
