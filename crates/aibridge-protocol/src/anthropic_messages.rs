@@ -3,16 +3,18 @@
 //! cumulative `message_delta`, tool calls and thinking are content blocks.
 
 use bytes::Bytes;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::errors::{Dialect, ErrorKind};
 use crate::observe::{
     Observation, ObserveStream, OpenBlock, OpenBlocks, ToolCall, Usage, extra_counts, int,
     last_user_text, push_thought, string,
 };
-use crate::request::{BodyRefused, RequestSummary};
+use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
+use crate::splice::{append_to_array, members, set_in_member};
 use crate::sse::SseEvent;
+use crate::tools::{ToolSpec, rendered};
 
 pub(crate) struct Rules;
 
@@ -31,6 +33,32 @@ impl WireRules for Rules {
 
     fn prepare_body(&self, _: &RequestSummary, body: Bytes) -> Result<Bytes, BodyRefused> {
         Ok(body)
+    }
+
+    fn inject_tools(&self, body: &[u8], tools: &[ToolSpec]) -> Result<Vec<u8>, BadRequest> {
+        let items = rendered(tools, |tool| {
+            json!({
+                "name": tool.name,
+                "description": tool.description_text(),
+                "input_schema": tool.object_schema(),
+            })
+        });
+        let body = append_to_array(body, "tools", &items)?;
+        // `none` forbids tools altogether: nothing to make serial.
+        let choice_is_none = members(&body)?
+            .get("tool_choice")
+            .and_then(|choice| serde_json::from_str::<Value>(choice.get()).ok())
+            .is_some_and(|choice| choice["type"] == "none");
+        if choice_is_none {
+            return Ok(body);
+        }
+        set_in_member(
+            &body,
+            "tool_choice",
+            "disable_parallel_tool_use",
+            b"true",
+            br#"{"type":"auto","disable_parallel_tool_use":true}"#,
+        )
     }
 
     fn prompt(&self, request: &Value) -> Option<String> {

@@ -8,9 +8,10 @@ use serde_json::Value;
 
 use crate::errors::Dialect;
 use crate::observe::{Observation, StreamObserver, Usage};
-use crate::request::{BodyRefused, RequestSummary};
+use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
 use crate::sse::SseEvent;
+use crate::tools::ToolSpec;
 use crate::{anthropic_messages, openai_chat, openai_responses};
 
 /// An API the gateway bridges: parses enough of, observes for the record, and relays event by
@@ -60,6 +61,15 @@ impl Api {
     /// The body to send upstream, or why the request cannot be bridged.
     pub fn prepare_body(self, summary: &RequestSummary, body: Bytes) -> Result<Bytes, BodyRefused> {
         self.rules().prepare_body(summary, body)
+    }
+
+    /// The body with `tools` added after the client's own (kept byte for byte) and parallel
+    /// tool calls turned off.
+    pub fn inject_tools(self, body: &[u8], tools: &[ToolSpec]) -> Result<Bytes, BadRequest> {
+        if tools.is_empty() {
+            return Ok(Bytes::copy_from_slice(body));
+        }
+        self.rules().inject_tools(body, tools).map(Bytes::from)
     }
 
     /// The user's prompt: the text of the last user message (or input) of a request body.
@@ -191,6 +201,68 @@ mod tests {
         assert_eq!(
             Api::OpenAiChat.observe_usage(b"not json"),
             Default::default()
+        );
+    }
+
+    fn spec() -> crate::ToolSpec {
+        crate::ToolSpec {
+            name: "bmcp_tools_add".into(),
+            description: Some("Adds".into()),
+            input_schema: serde_json::json!({"properties": {"a": {"type": "number"}}}),
+        }
+    }
+
+    #[test]
+    fn injected_tools_follow_the_clients_own_in_each_apis_shape() {
+        let anthropic = Api::AnthropicMessages
+            .inject_tools(
+                br#"{"model":"m","tools":[{"name":"client_tool","input_schema":{"type":"object"}}],"messages":[]}"#,
+                &[spec()],
+            )
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&anthropic).unwrap();
+        assert_eq!(body["tools"][0]["name"], "client_tool");
+        assert_eq!(body["tools"][1]["name"], "bmcp_tools_add");
+        assert_eq!(body["tools"][1]["input_schema"]["type"], "object", "added");
+        assert_eq!(body["tool_choice"]["type"], "auto");
+        assert_eq!(body["tool_choice"]["disable_parallel_tool_use"], true);
+        let kept = br#"[{"name":"client_tool","input_schema":{"type":"object"}},"#;
+        assert!(
+            anthropic.windows(kept.len()).any(|w| w == kept),
+            "the client's tool is kept byte for byte: {}",
+            String::from_utf8_lossy(&anthropic)
+        );
+        let none = Api::AnthropicMessages
+            .inject_tools(br#"{"tool_choice":{"type":"none"}}"#, &[spec()])
+            .unwrap();
+        let none: serde_json::Value = serde_json::from_slice(&none).unwrap();
+        assert_eq!(none["tool_choice"], serde_json::json!({"type": "none"}));
+
+        let chat = Api::OpenAiChat
+            .inject_tools(br#"{"model":"g","parallel_tool_calls":true}"#, &[spec()])
+            .unwrap();
+        let chat: serde_json::Value = serde_json::from_slice(&chat).unwrap();
+        assert_eq!(chat["tools"][0]["type"], "function");
+        assert_eq!(chat["tools"][0]["function"]["name"], "bmcp_tools_add");
+        assert_eq!(chat["tools"][0]["function"]["strict"], false);
+        assert_eq!(chat["parallel_tool_calls"], false);
+
+        let responses = Api::OpenAiResponses
+            .inject_tools(
+                br#"{"model":"g","tools":[{"type":"web_search"}]}"#,
+                &[spec()],
+            )
+            .unwrap();
+        let responses: serde_json::Value = serde_json::from_slice(&responses).unwrap();
+        assert_eq!(responses["tools"][0]["type"], "web_search");
+        assert_eq!(responses["tools"][1]["name"], "bmcp_tools_add");
+        assert_eq!(responses["tools"][1]["parameters"]["type"], "object");
+        assert_eq!(responses["parallel_tool_calls"], false);
+
+        assert!(
+            Api::OpenAiChat
+                .inject_tools(br#"{"tools":"nope"}"#, &[spec()])
+                .is_err()
         );
     }
 

@@ -15,7 +15,9 @@ mod openai_chat;
 mod openai_responses;
 mod request;
 mod rules;
+mod splice;
 mod sse;
+mod tools;
 
 pub use api::Api;
 pub use errors::{Dialect, ErrorKind};
@@ -23,6 +25,7 @@ pub use observe::{Observation, StreamObserver, Thought, ToolCall, Usage};
 pub use openai_chat::ensure_stream_usage;
 pub use request::{BadRequest, BodyRefused, RequestSummary, summarize_request};
 pub use sse::{SseDecoder, SseEvent, encode_event};
+pub use tools::ToolSpec;
 
 #[cfg(test)]
 mod test_support {

@@ -2,12 +2,8 @@
 //! `data: [DONE]`, an error mid-stream is a `data: {"error":…}` chunk (then `[DONE]`), usage only
 //! comes when asked for (`stream_options.include_usage`), tool calls arrive as indexed deltas.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
-use serde_json::Value;
-use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use crate::errors::{Dialect, ErrorKind};
 use crate::observe::{
@@ -16,7 +12,9 @@ use crate::observe::{
 };
 use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
+use crate::splice::{Members, append_to_array, insert_first, offset_in, set_member, splice};
 use crate::sse::SseEvent;
+use crate::tools::{ToolSpec, rendered};
 
 pub(crate) struct Rules;
 
@@ -40,6 +38,22 @@ impl WireRules for Rules {
         } else {
             Ok(body)
         }
+    }
+
+    fn inject_tools(&self, body: &[u8], tools: &[ToolSpec]) -> Result<Vec<u8>, BadRequest> {
+        let items = rendered(tools, |tool| {
+            json!({
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description_text(),
+                    "parameters": tool.object_schema(),
+                    "strict": false,
+                },
+            })
+        });
+        let body = append_to_array(body, "tools", &items)?;
+        set_member(&body, "parallel_tool_calls", b"false")
     }
 
     fn prompt(&self, request: &Value) -> Option<String> {
@@ -183,37 +197,6 @@ impl ObserveStream for StreamWatch {
         self.open.close_all(&mut self.observation);
         self.observation
     }
-}
-
-/// The top-level members of a JSON object, each as the exact bytes the client wrote.
-type Members<'a> = BTreeMap<Cow<'a, str>, &'a RawValue>;
-
-/// Where `part` (a slice of `whole`) starts inside it.
-fn offset_in(whole: &[u8], part: &RawValue) -> usize {
-    part.get().as_ptr() as usize - whole.as_ptr() as usize
-}
-
-/// `body` with `range` replaced by `with`.
-fn splice(body: &[u8], range: std::ops::Range<usize>, with: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + with.len());
-    out.extend_from_slice(&body[..range.start]);
-    out.extend_from_slice(with);
-    out.extend_from_slice(&body[range.end..]);
-    out
-}
-
-/// `member` (`"name":value`) inserted as the first member of the object that starts at `open`.
-fn insert_first(body: &[u8], open: usize, member: &[u8]) -> Vec<u8> {
-    let rest = &body[open + 1..];
-    let empty = rest
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| *b == b'}');
-    let mut with = member.to_vec();
-    if !empty {
-        with.push(b',');
-    }
-    splice(body, open + 1..open + 1, &with)
 }
 
 /// Makes a streaming request ask for usage (`stream_options.include_usage = true`) so the

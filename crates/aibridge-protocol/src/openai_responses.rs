@@ -4,16 +4,18 @@
 //! must continue; the finished response object carries the usage and output items.
 
 use bytes::Bytes;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::errors::Dialect;
 use crate::observe::{
     Observation, ObserveStream, ToolCall, Usage, extra_counts, int, last_user_text, push_thought,
     string,
 };
-use crate::request::{BodyRefused, RequestSummary};
+use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
+use crate::splice::{append_to_array, set_member};
 use crate::sse::{SseEvent, encode_event};
+use crate::tools::{ToolSpec, rendered};
 
 pub(crate) struct Rules;
 
@@ -37,6 +39,20 @@ impl WireRules for Rules {
             ));
         }
         Ok(body)
+    }
+
+    fn inject_tools(&self, body: &[u8], tools: &[ToolSpec]) -> Result<Vec<u8>, BadRequest> {
+        let items = rendered(tools, |tool| {
+            json!({
+                "type": "function",
+                "name": tool.name,
+                "description": tool.description_text(),
+                "parameters": tool.object_schema(),
+                "strict": false,
+            })
+        });
+        let body = append_to_array(body, "tools", &items)?;
+        set_member(&body, "parallel_tool_calls", b"false")
     }
 
     fn prompt(&self, request: &Value) -> Option<String> {

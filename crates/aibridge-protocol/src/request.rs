@@ -30,6 +30,8 @@ pub enum BadRequest {
     InvalidBackground,
     #[error("`stream_options` must be an object")]
     InvalidStreamOptions,
+    #[error("`{0}` must be an array")]
+    NotAnArray(String),
 }
 
 /// Why a request body cannot be bridged: a client mistake, or something the gateway does not do.

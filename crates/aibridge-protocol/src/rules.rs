@@ -5,8 +5,9 @@ use serde_json::Value;
 
 use crate::errors::Dialect;
 use crate::observe::{Observation, ObserveStream, Usage};
-use crate::request::{BodyRefused, RequestSummary};
+use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::sse::SseEvent;
+use crate::tools::ToolSpec;
 
 /// What one API's module answers. Implemented once per API by a unit struct.
 pub(crate) trait WireRules: Sync {
@@ -15,6 +16,9 @@ pub(crate) trait WireRules: Sync {
     fn dialect(&self) -> Dialect;
     /// The body to send upstream: the client's bytes, adjusted only where the API requires.
     fn prepare_body(&self, summary: &RequestSummary, body: Bytes) -> Result<Bytes, BodyRefused>;
+    /// The body with `tools` added after the client's own (kept byte for byte) and parallel
+    /// tool calls turned off, so each answer calls at most one tool.
+    fn inject_tools(&self, body: &[u8], tools: &[ToolSpec]) -> Result<Vec<u8>, BadRequest>;
     /// The user's prompt in a parsed request body.
     fn prompt(&self, request: &Value) -> Option<String>;
     /// What a parsed blocking response body says.
