@@ -61,6 +61,8 @@ pub struct Config {
     pub circuit_breaker: Option<BreakerSettings>,
     /// `AIBRIDGE_APIDUMP_DIR`: every upstream attempt is dumped there.
     pub apidump_dir: Option<PathBuf>,
+    /// `[[mcp_servers]]` and `[mcp]`: tools injected into bridged requests.
+    pub mcp: McpSettings,
     pub providers: Vec<ProviderConfig>,
 }
 
@@ -112,6 +114,66 @@ impl std::fmt::Debug for ProviderConfig {
             )
             .field("key_scopes", &self.key_scopes)
             .finish()
+    }
+}
+
+/// The MCP servers whose tools are injected, and the inner loop's bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpSettings {
+    /// Upstream calls per client request (initial call included); past it, an error.
+    pub max_iterations: u32,
+    pub servers: Vec<McpServerConfig>,
+}
+
+/// One `[[mcp_servers]]` entry.
+#[derive(Clone, PartialEq)]
+pub struct McpServerConfig {
+    /// `[a-z0-9-]+`: the model sees `bmcp_<name>_<tool>`.
+    pub name: String,
+    /// Streamable HTTP endpoint.
+    pub url: String,
+    /// Whole header values sent on every MCP request (secrets: never shown).
+    pub headers: Vec<(String, String)>,
+    pub tools: ToolFilter,
+}
+
+impl std::fmt::Debug for McpServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpServerConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(name, _)| name)
+                    .collect::<Vec<_>>(),
+            )
+            .field("tools", &self.tools)
+            .finish()
+    }
+}
+
+/// Which of a server's tools are injected: a tool's own name must match `allow` (when given)
+/// and must not match `deny` (deny wins).
+#[derive(Debug, Clone, Default)]
+pub struct ToolFilter {
+    pub allow: Option<regex::Regex>,
+    pub deny: Option<regex::Regex>,
+}
+
+impl ToolFilter {
+    pub fn admits(&self, tool: &str) -> bool {
+        self.allow.as_ref().is_none_or(|allow| allow.is_match(tool))
+            && !self.deny.as_ref().is_some_and(|deny| deny.is_match(tool))
+    }
+}
+
+impl PartialEq for ToolFilter {
+    fn eq(&self, other: &Self) -> bool {
+        let pattern = |r: &Option<regex::Regex>| r.as_ref().map(|r| r.as_str().to_string());
+        pattern(&self.allow) == pattern(&other.allow) && pattern(&self.deny) == pattern(&other.deny)
     }
 }
 
@@ -169,7 +231,36 @@ struct FileConfig {
     key_pool: FileKeyPool,
     circuit_breaker: Option<FileCircuitBreaker>,
     apidump_dir: Option<PathBuf>,
+    #[serde(default)]
+    mcp_servers: Vec<FileMcpServer>,
+    #[serde(default)]
+    mcp: FileMcp,
     providers: Option<Vec<FileProvider>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMcpServer {
+    name: String,
+    url: String,
+    #[serde(default)]
+    headers: BTreeMap<String, SecretSource>,
+    tool_allow: Option<String>,
+    tool_deny: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMcp {
+    max_iterations: Option<u32>,
+}
+
+/// A secret written in the file, or `{ env = "VAR" }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SecretSource {
+    Literal(String),
+    Env { env: String },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -490,6 +581,8 @@ impl Config {
             .map(PathBuf::from)
             .or(file.apidump_dir);
 
+        let mcp = build_mcp(file.mcp_servers, file.mcp, env, &mut p);
+
         let providers = build_providers(file.providers, env, &mut p);
 
         match (listen, key_state, auth) {
@@ -506,6 +599,7 @@ impl Config {
                 key_pool,
                 circuit_breaker,
                 apidump_dir,
+                mcp,
                 providers,
             }),
             _ => Err(ConfigError::Invalid(problems)),
@@ -583,6 +677,100 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+fn build_mcp(
+    servers: Vec<FileMcpServer>,
+    mcp: FileMcp,
+    env: &dyn Environment,
+    p: &mut Checker<'_>,
+) -> McpSettings {
+    let max_iterations = mcp.max_iterations.unwrap_or(16);
+    if max_iterations == 0 {
+        p.push("mcp.max_iterations", "must be at least 1".to_string());
+    }
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, server) in servers.into_iter().enumerate() {
+        let at = format!("mcp_servers[{i}]");
+        if !valid_mcp_name(&server.name) {
+            p.push(
+                &format!("{at}.name"),
+                format!(
+                    "`{}` must be lowercase letters, digits and `-`",
+                    server.name
+                ),
+            );
+        } else if !names.insert(server.name.clone()) {
+            p.push(
+                &format!("{at}.name"),
+                format!("`{}` is used by another MCP server", server.name),
+            );
+        }
+        match reqwest::Url::parse(&server.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            _ => p.push(
+                &format!("{at}.url"),
+                format!("`{}` is not an http:// or https:// URL", server.url),
+            ),
+        }
+        let mut headers = Vec::new();
+        for (name, source) in server.headers {
+            let field = format!("{at}.headers.{name}");
+            let value = match source {
+                SecretSource::Literal(value) => Some(value),
+                SecretSource::Env { env: var } => {
+                    let value = env.var(&var);
+                    if value.is_none() {
+                        p.push(&field, format!("environment variable {var} is not set"));
+                    }
+                    value
+                }
+            };
+            let Some(value) = value else { continue };
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                p.push(&field, "not a valid header name".to_string());
+            } else if http::HeaderValue::from_str(&value).is_err() {
+                // The value is a secret: say what is wrong, never what it is.
+                p.push(&field, "the value is not a valid header value".to_string());
+            } else {
+                headers.push((name, value));
+            }
+        }
+        let mut pattern = |field: &str, text: Option<String>| {
+            text.and_then(|text| match regex::Regex::new(&text) {
+                Ok(regex) => Some(regex),
+                Err(e) => {
+                    p.push(
+                        &format!("{at}.{field}"),
+                        format!("not a regular expression: {e}"),
+                    );
+                    None
+                }
+            })
+        };
+        let tools = ToolFilter {
+            allow: pattern("tool_allow", server.tool_allow),
+            deny: pattern("tool_deny", server.tool_deny),
+        };
+        out.push(McpServerConfig {
+            name: server.name,
+            url: server.url,
+            headers,
+            tools,
+        });
+    }
+    McpSettings {
+        max_iterations,
+        servers: out,
+    }
+}
+
+fn valid_mcp_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn build_providers(
@@ -939,6 +1127,69 @@ mod tests {
         assert!(
             parse("[circuit_breaker]\ntreshold = 1\n", &[]).is_err(),
             "unknown fields"
+        );
+    }
+
+    #[test]
+    fn mcp_servers_with_secrets_by_reference_and_tool_filters() {
+        let text = r#"
+[[mcp_servers]]
+name = "tools"
+url = "http://127.0.0.1:9000/mcp"
+headers = { Authorization = { env = "TOOLS_TOKEN" }, "X-Team" = "platform" }
+tool_allow = "^(add|echo)$"
+tool_deny = "^secret"
+
+[mcp]
+max_iterations = 4
+"#;
+        let config = parse(text, &[("TOOLS_TOKEN", "Bearer t0ps3cret")]).unwrap();
+        assert_eq!(config.mcp.max_iterations, 4);
+        let server = &config.mcp.servers[0];
+        assert_eq!(server.name, "tools");
+        assert!(
+            server
+                .headers
+                .contains(&("Authorization".into(), "Bearer t0ps3cret".into()))
+        );
+        assert!(server.tools.admits("add") && server.tools.admits("echo"));
+        assert!(!server.tools.admits("fail"));
+        assert!(
+            !format!("{config:?}").contains("t0ps3cret"),
+            "no secret in Debug"
+        );
+        assert_eq!(parse("", &[]).unwrap().mcp.max_iterations, 16);
+        let deny_wins = ToolFilter {
+            allow: Some(regex::Regex::new("^secret").unwrap()),
+            deny: Some(regex::Regex::new("^secret").unwrap()),
+        };
+        assert!(!deny_wins.admits("secret_lookup"));
+
+        let bad = r#"
+[[mcp_servers]]
+name = "Tools"
+url = "ftp://x"
+headers = { Authorization = { env = "MISSING" } }
+tool_allow = "("
+[[mcp_servers]]
+name = "ok"
+url = "http://h/mcp"
+unknown = 1
+"#;
+        assert!(parse(bad, &[]).is_err(), "unknown fields are errors");
+        let bad = bad.replace("unknown = 1\n", "");
+        let fields: Vec<String> = problems(parse(&bad, &[]))
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "mcp_servers[0].name",
+                "mcp_servers[0].url",
+                "mcp_servers[0].headers.Authorization",
+                "mcp_servers[0].tool_allow"
+            ]
         );
     }
 
