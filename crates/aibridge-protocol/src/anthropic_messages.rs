@@ -14,7 +14,7 @@ use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
 use crate::splice::{append_to_array, members, set_in_member};
 use crate::sse::SseEvent;
-use crate::tools::{ToolSpec, rendered};
+use crate::tools::{ToolOutcome, ToolSpec, rendered, rendered_values, summed_usage};
 
 pub(crate) struct Rules;
 
@@ -59,6 +59,42 @@ impl WireRules for Rules {
             b"true",
             br#"{"type":"auto","disable_parallel_tool_use":true}"#,
         )
+    }
+
+    fn continue_with(
+        &self,
+        request: &[u8],
+        response: &Value,
+        outcomes: &[ToolOutcome],
+    ) -> Result<Vec<u8>, BadRequest> {
+        let assistant = json!({"role": "assistant", "content": response["content"]});
+        let results: Vec<Value> = outcomes
+            .iter()
+            .map(|outcome| {
+                json!({
+                    "type": "tool_result",
+                    "tool_use_id": outcome.call_id,
+                    "content": outcome.text,
+                    "is_error": outcome.is_error,
+                })
+            })
+            .collect();
+        let user = json!({"role": "user", "content": results});
+        append_to_array(request, "messages", &rendered_values(&[assistant, user]))
+    }
+
+    fn combine_answers(&self, earlier: &[Value], mut last: Value) -> Value {
+        let mut content: Vec<Value> = earlier
+            .iter()
+            .flat_map(|answer| answer["content"].as_array().into_iter().flatten())
+            .filter(|block| block["type"] == "text")
+            .cloned()
+            .collect();
+        content.extend(last["content"].as_array().cloned().unwrap_or_default());
+        let usage = summed_usage(earlier, &last);
+        last["content"] = Value::Array(content);
+        last["usage"] = usage;
+        last
     }
 
     fn prompt(&self, request: &Value) -> Option<String> {

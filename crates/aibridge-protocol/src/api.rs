@@ -11,7 +11,7 @@ use crate::observe::{Observation, StreamObserver, Usage};
 use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
 use crate::sse::SseEvent;
-use crate::tools::ToolSpec;
+use crate::tools::{ToolOutcome, ToolSpec};
 use crate::{anthropic_messages, openai_chat, openai_responses};
 
 /// An API the gateway bridges: parses enough of, observes for the record, and relays event by
@@ -70,6 +70,25 @@ impl Api {
             return Ok(Bytes::copy_from_slice(body));
         }
         self.rules().inject_tools(body, tools).map(Bytes::from)
+    }
+
+    /// The next iteration's request of an inner loop: `request` with the model's blocking
+    /// answer and each tool call's outcome appended to the conversation.
+    pub fn continue_with(
+        self,
+        request: &[u8],
+        response: &Value,
+        outcomes: &[ToolOutcome],
+    ) -> Result<Bytes, BadRequest> {
+        self.rules()
+            .continue_with(request, response, outcomes)
+            .map(Bytes::from)
+    }
+
+    /// The blocking answer the client gets from an inner loop: the last upstream answer, the
+    /// earlier ones' text before its own content, usage summed over all of them.
+    pub fn combine_answers(self, earlier: &[Value], last: Value) -> Value {
+        self.rules().combine_answers(earlier, last)
     }
 
     /// The user's prompt: the text of the last user message (or input) of a request body.
@@ -264,6 +283,123 @@ mod tests {
                 .inject_tools(br#"{"tools":"nope"}"#, &[spec()])
                 .is_err()
         );
+    }
+
+    fn outcomes() -> Vec<crate::ToolOutcome> {
+        vec![
+            crate::ToolOutcome {
+                call_id: "call_1".into(),
+                text: "3".into(),
+                is_error: false,
+            },
+            crate::ToolOutcome {
+                call_id: "call_2".into(),
+                text: "the tool failed".into(),
+                is_error: true,
+            },
+        ]
+    }
+
+    #[test]
+    fn a_continuation_appends_the_answer_and_the_tool_outcomes() {
+        use serde_json::{Value, json};
+        let parse = |bytes: bytes::Bytes| serde_json::from_slice::<Value>(&bytes).unwrap();
+
+        let answer = json!({"content": [{"type": "text", "text": "Let me add."}, {"type": "tool_use", "id": "call_1", "name": "bmcp_t_add", "input": {"a": 1}}]});
+        let next = Api::AnthropicMessages
+            .continue_with(
+                br#"{"model":"m","messages":[{"role":"user","content":"add"}]}"#,
+                &answer,
+                &outcomes(),
+            )
+            .unwrap();
+        let next = parse(next);
+        assert_eq!(next["messages"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            next["messages"][1],
+            json!({"role": "assistant", "content": answer["content"]})
+        );
+        assert_eq!(next["messages"][2]["content"][0]["tool_use_id"], "call_1");
+        assert_eq!(next["messages"][2]["content"][0]["is_error"], false);
+        assert_eq!(next["messages"][2]["content"][1]["is_error"], true);
+        assert_eq!(
+            next["messages"][2]["content"][1]["content"],
+            "the tool failed"
+        );
+
+        let answer = json!({"choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "bmcp_t_add", "arguments": "{}"}}]}}]});
+        let next = parse(
+            Api::OpenAiChat
+                .continue_with(
+                    br#"{"model":"g","messages":[{"role":"user","content":"add"}]}"#,
+                    &answer,
+                    &outcomes(),
+                )
+                .unwrap(),
+        );
+        assert_eq!(next["messages"][1]["tool_calls"][0]["id"], "call_1");
+        assert_eq!(
+            next["messages"][2],
+            json!({"role": "tool", "tool_call_id": "call_1", "content": "3"})
+        );
+        let error: Value =
+            serde_json::from_str(next["messages"][3]["content"].as_str().unwrap()).unwrap();
+        assert_eq!(error, json!({"error": true, "message": "the tool failed"}));
+
+        let answer = json!({"output": [{"type": "function_call", "call_id": "call_1", "name": "bmcp_t_add", "arguments": "{}"}]});
+        let next = parse(
+            Api::OpenAiResponses
+                .continue_with(
+                    br#"{"model":"g","input":"add","previous_response_id":"resp_0"}"#,
+                    &answer,
+                    &outcomes(),
+                )
+                .unwrap(),
+        );
+        assert_eq!(next["input"][0], json!({"role": "user", "content": "add"}));
+        assert_eq!(next["input"][1]["type"], "function_call");
+        assert_eq!(
+            next["input"][2],
+            json!({"type": "function_call_output", "call_id": "call_1", "output": "3"})
+        );
+        assert_eq!(
+            next["input"][3]["output"],
+            "invocation error: the tool failed"
+        );
+        assert_eq!(
+            next["previous_response_id"], "resp_0",
+            "kept as the client sent it"
+        );
+    }
+
+    #[test]
+    fn a_loops_answers_combine_into_one_with_usage_summed() {
+        use serde_json::json;
+        let first = json!({"content": [{"type": "text", "text": "Adding. "}, {"type": "tool_use", "id": "c"}], "usage": {"input_tokens": 10, "output_tokens": 3}});
+        let last = json!({"id": "msg_2", "content": [{"type": "text", "text": "It is 3."}], "usage": {"input_tokens": 20, "output_tokens": 4}});
+        let one = Api::AnthropicMessages.combine_answers(&[first], last);
+        assert_eq!(one["id"], "msg_2");
+        assert_eq!(
+            one["content"],
+            json!([{"type": "text", "text": "Adding. "}, {"type": "text", "text": "It is 3."}])
+        );
+        assert_eq!(
+            one["usage"],
+            json!({"input_tokens": 30, "output_tokens": 7})
+        );
+
+        let first = json!({"choices": [{"message": {"content": "Adding. "}}], "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}});
+        let last = json!({"choices": [{"message": {"content": "It is 3."}}], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}});
+        let one = Api::OpenAiChat.combine_answers(&[first], last);
+        assert_eq!(one["choices"][0]["message"]["content"], "Adding. It is 3.");
+        assert_eq!(one["usage"]["total_tokens"], 17);
+
+        let first = json!({"output": [{"type": "message", "content": [{"type": "output_text", "text": "Adding."}]}, {"type": "function_call"}], "usage": {"input_tokens": 1, "output_tokens": 1}});
+        let last = json!({"output": [{"type": "message", "content": [{"type": "output_text", "text": "3"}]}], "usage": {"input_tokens": 2, "output_tokens": 2}});
+        let one = Api::OpenAiResponses.combine_answers(&[first], last);
+        assert_eq!(one["output"].as_array().unwrap().len(), 2);
+        assert_eq!(one["output"][0]["content"][0]["text"], "Adding.");
+        assert_eq!(one["usage"], json!({"input_tokens": 3, "output_tokens": 3}));
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use observe::{Observation, StreamObserver, Thought, ToolCall, Usage};
 pub use openai_chat::ensure_stream_usage;
 pub use request::{BadRequest, BodyRefused, RequestSummary, summarize_request};
 pub use sse::{SseDecoder, SseEvent, encode_event};
-pub use tools::ToolSpec;
+pub use tools::{ToolOutcome, ToolSpec, sum_usage};
 
 #[cfg(test)]
 mod test_support {

@@ -14,7 +14,7 @@ use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
 use crate::splice::{Members, append_to_array, insert_first, offset_in, set_member, splice};
 use crate::sse::SseEvent;
-use crate::tools::{ToolSpec, rendered};
+use crate::tools::{ToolOutcome, ToolSpec, rendered, rendered_values, summed_usage};
 
 pub(crate) struct Rules;
 
@@ -54,6 +54,42 @@ impl WireRules for Rules {
         });
         let body = append_to_array(body, "tools", &items)?;
         set_member(&body, "parallel_tool_calls", b"false")
+    }
+
+    fn continue_with(
+        &self,
+        request: &[u8],
+        response: &Value,
+        outcomes: &[ToolOutcome],
+    ) -> Result<Vec<u8>, BadRequest> {
+        let mut messages = vec![response["choices"][0]["message"].clone()];
+        messages.extend(outcomes.iter().map(|outcome| {
+            let content = if outcome.is_error {
+                json!({"error": true, "message": outcome.text}).to_string()
+            } else {
+                outcome.text.clone()
+            };
+            json!({"role": "tool", "tool_call_id": outcome.call_id, "content": content})
+        }));
+        append_to_array(request, "messages", &rendered_values(&messages))
+    }
+
+    fn combine_answers(&self, earlier: &[Value], mut last: Value) -> Value {
+        let mut text: String = earlier
+            .iter()
+            .filter_map(|answer| answer["choices"][0]["message"]["content"].as_str())
+            .collect();
+        if let Some(own) = last["choices"][0]["message"]["content"].as_str() {
+            text.push_str(own);
+        }
+        let usage = summed_usage(earlier, &last);
+        if !text.is_empty()
+            && let Some(message) = last["choices"][0]["message"].as_object_mut()
+        {
+            message.insert("content".into(), Value::String(text));
+        }
+        last["usage"] = usage;
+        last
     }
 
     fn prompt(&self, request: &Value) -> Option<String> {

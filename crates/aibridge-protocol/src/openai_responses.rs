@@ -13,9 +13,9 @@ use crate::observe::{
 };
 use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
-use crate::splice::{append_to_array, set_member};
+use crate::splice::{append_to_array, members, set_member};
 use crate::sse::{SseEvent, encode_event};
-use crate::tools::{ToolSpec, rendered};
+use crate::tools::{ToolOutcome, ToolSpec, rendered, rendered_values, summed_usage};
 
 pub(crate) struct Rules;
 
@@ -53,6 +53,50 @@ impl WireRules for Rules {
         });
         let body = append_to_array(body, "tools", &items)?;
         set_member(&body, "parallel_tool_calls", b"false")
+    }
+
+    fn continue_with(
+        &self,
+        request: &[u8],
+        response: &Value,
+        outcomes: &[ToolOutcome],
+    ) -> Result<Vec<u8>, BadRequest> {
+        // A text input is the conversation's first user message.
+        let input = members(request)?
+            .get("input")
+            .map(|raw| raw.get().to_string());
+        let request = match input {
+            Some(text) if text.starts_with('"') => set_member(
+                request,
+                "input",
+                format!(r#"[{{"role":"user","content":{text}}}]"#).as_bytes(),
+            )?,
+            _ => request.to_vec(),
+        };
+        let mut items: Vec<Value> = response["output"].as_array().cloned().unwrap_or_default();
+        items.extend(outcomes.iter().map(|outcome| {
+            let output = if outcome.is_error {
+                format!("invocation error: {}", outcome.text)
+            } else {
+                outcome.text.clone()
+            };
+            json!({"type": "function_call_output", "call_id": outcome.call_id, "output": output})
+        }));
+        append_to_array(&request, "input", &rendered_values(&items))
+    }
+
+    fn combine_answers(&self, earlier: &[Value], mut last: Value) -> Value {
+        let mut output: Vec<Value> = earlier
+            .iter()
+            .flat_map(|answer| answer["output"].as_array().into_iter().flatten())
+            .filter(|item| item["type"] == "message")
+            .cloned()
+            .collect();
+        output.extend(last["output"].as_array().cloned().unwrap_or_default());
+        let usage = summed_usage(earlier, &last);
+        last["output"] = Value::Array(output);
+        last["usage"] = usage;
+        last
     }
 
     fn prompt(&self, request: &Value) -> Option<String> {

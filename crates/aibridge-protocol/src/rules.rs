@@ -7,7 +7,7 @@ use crate::errors::Dialect;
 use crate::observe::{Observation, ObserveStream, Usage};
 use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::sse::SseEvent;
-use crate::tools::ToolSpec;
+use crate::tools::{ToolOutcome, ToolSpec};
 
 /// What one API's module answers. Implemented once per API by a unit struct.
 pub(crate) trait WireRules: Sync {
@@ -19,6 +19,17 @@ pub(crate) trait WireRules: Sync {
     /// The body with `tools` added after the client's own (kept byte for byte) and parallel
     /// tool calls turned off, so each answer calls at most one tool.
     fn inject_tools(&self, body: &[u8], tools: &[ToolSpec]) -> Result<Vec<u8>, BadRequest>;
+    /// The next iteration's request: `request` with the model's answer (`response`, a blocking
+    /// body) and the outcome of each tool it called appended to the conversation.
+    fn continue_with(
+        &self,
+        request: &[u8],
+        response: &Value,
+        outcomes: &[ToolOutcome],
+    ) -> Result<Vec<u8>, BadRequest>;
+    /// One blocking answer out of an inner loop's: the last one, with the text the earlier
+    /// ones produced before its own content, and `usage` summed over all of them.
+    fn combine_answers(&self, earlier: &[Value], last: Value) -> Value;
     /// The user's prompt in a parsed request body.
     fn prompt(&self, request: &Value) -> Option<String>;
     /// What a parsed blocking response body says.

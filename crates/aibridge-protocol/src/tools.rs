@@ -40,3 +40,78 @@ pub(crate) fn rendered(tools: &[ToolSpec], render: impl Fn(&ToolSpec) -> Value) 
         .map(|tool| serde_json::to_vec(&render(tool)).unwrap_or_default())
         .collect()
 }
+
+/// Values as raw JSON for a splice.
+pub(crate) fn rendered_values(values: &[Value]) -> Vec<Vec<u8>> {
+    values
+        .iter()
+        .map(|value| serde_json::to_vec(value).unwrap_or_default())
+        .collect()
+}
+
+/// The `usage` of `earlier` answers and `last` summed.
+pub(crate) fn summed_usage(earlier: &[Value], last: &Value) -> Value {
+    let usages: Vec<&Value> = earlier
+        .iter()
+        .chain(std::iter::once(last))
+        .map(|answer| &answer["usage"])
+        .filter(|usage| usage.is_object())
+        .collect();
+    sum_usage(&usages)
+}
+
+/// What calling one tool the model asked for came to, for the next iteration's request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolOutcome {
+    /// The id the model gave the call (`tool_use_id`, `tool_call_id`, `call_id`).
+    pub call_id: String,
+    /// The result's text, or what went wrong.
+    pub text: String,
+    pub is_error: bool,
+}
+
+/// Usage objects of several answers summed field by field (numbers added, nested objects
+/// summed the same way, anything else from the last): each API's own shape, whatever it is.
+pub fn sum_usage(usages: &[&Value]) -> Value {
+    let mut total = Value::Null;
+    for usage in usages {
+        total = add(total, usage);
+    }
+    total
+}
+
+fn add(total: Value, next: &Value) -> Value {
+    match (total, next) {
+        (Value::Null, next) => next.clone(),
+        (Value::Number(a), Value::Number(b)) => match (a.as_i64(), b.as_i64()) {
+            (Some(a), Some(b)) => Value::from(a.saturating_add(b)),
+            _ => Value::from(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0)),
+        },
+        (Value::Object(mut a), Value::Object(b)) => {
+            for (key, value) in b {
+                let sum = add(a.remove(key).unwrap_or(Value::Null), value);
+                a.insert(key.clone(), sum);
+            }
+            Value::Object(a)
+        }
+        (_, next) => next.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_sums_every_number_of_every_shape() {
+        let a =
+            json!({"input_tokens": 10, "output_tokens": 2, "details": {"cached": 1}, "tier": "x"});
+        let b = json!({"input_tokens": 12, "output_tokens": 5, "details": {"cached": 3, "audio": 1}, "tier": "y"});
+        assert_eq!(
+            sum_usage(&[&a, &b]),
+            json!({"input_tokens": 22, "output_tokens": 7, "details": {"cached": 4, "audio": 1}, "tier": "y"})
+        );
+        assert_eq!(sum_usage(&[&a]), a);
+        assert_eq!(sum_usage(&[]), Value::Null);
+    }
+}
