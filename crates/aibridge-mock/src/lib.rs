@@ -19,6 +19,7 @@
 
 mod anthropic;
 mod body;
+pub mod mcp;
 mod openai;
 mod reply;
 mod route;

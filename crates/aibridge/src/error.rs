@@ -70,6 +70,10 @@ pub enum GatewayError {
     Foreign(#[from] Foreign),
     #[error("circuit breaker is open")]
     CircuitOpen { retry_after: std::time::Duration },
+    #[error(
+        "the model kept calling the gateway's tools: stopped after {0} upstream calls (mcp.max_iterations)"
+    )]
+    InnerLoopLimit(u32),
 }
 
 impl From<BodyRefused> for GatewayError {
@@ -112,7 +116,9 @@ impl GatewayError {
             Self::BadQuery(_) => StatusCode::BAD_REQUEST,
             Self::NotAdmin | Self::Foreign(_) => StatusCode::FORBIDDEN,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            Self::UpstreamUnreachable(_) | Self::UpstreamStreamFailed(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnreachable(_)
+            | Self::UpstreamStreamFailed(_)
+            | Self::InnerLoopLimit(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -130,6 +136,7 @@ impl GatewayError {
             }
             Self::Exhausted(Exhausted::RateLimited { .. }) => ErrorKind::RateLimit,
             Self::Exhausted(Exhausted::AllDisabled)
+            | Self::InnerLoopLimit(_)
             | Self::UpstreamUnreachable(_)
             | Self::UpstreamTimeout
             | Self::UpstreamStreamFailed(_) => ErrorKind::Api,
@@ -169,6 +176,7 @@ impl GatewayError {
             | Self::UpstreamUnreachable(_)
             | Self::UpstreamTimeout
             | Self::UpstreamStreamFailed(_)
+            | Self::InnerLoopLimit(_)
             | Self::ShuttingDown => Outcome::GatewayError,
         }
     }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod ingress;
 pub mod intake;
+pub mod mcp;
 pub mod outcome;
 pub mod provider;
 pub mod record;

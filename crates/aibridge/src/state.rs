@@ -17,6 +17,7 @@ use crate::error::GatewayError;
 use crate::intake::auth::{Authenticator, StoredTokens};
 use crate::intake::client::CLIENT_NAMES;
 use crate::intake::{Incoming, Intake};
+use crate::mcp::tools::McpTools;
 use crate::provider::Provider;
 use crate::record::Recorder;
 use crate::telemetry::metrics::Metrics;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub breakers: Option<CircuitBreakers>,
     /// `None` unless `AIBRIDGE_APIDUMP_DIR` is set.
     pub apidump: Option<ApiDump>,
+    /// `None` unless `[[mcp_servers]]` are configured.
+    pub mcp: Option<Arc<McpTools>>,
     /// Cancelled when the shutdown deadline passes: streams still open are cut (with the
     /// dialect's SSE error event) so that their records are written before the process exits.
     pub cut_streams: CancellationToken,
@@ -84,7 +87,12 @@ impl AppState {
         let store = open_store(&config.database_url).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let key_store = open_key_state(&config.key_state, clock.clone()).await?;
-        Self::build_with(config, store, key_store, clock, client)
+        let mcp = if config.mcp.servers.is_empty() {
+            None
+        } else {
+            Some(McpTools::start(client.clone(), &config.mcp).await)
+        };
+        Self::build_with(config, store, key_store, clock, client, mcp)
     }
 
     pub fn build_with(
@@ -93,6 +101,7 @@ impl AppState {
         key_store: Arc<dyn KeyStateStore>,
         clock: Arc<dyn Clock>,
         client: reqwest::Client,
+        mcp: Option<Arc<McpTools>>,
     ) -> Result<Self, StartError> {
         let cooldown = CooldownPolicy {
             default: config.key_pool.default_cooldown,
@@ -170,6 +179,7 @@ impl AppState {
             metrics,
             breakers,
             apidump,
+            mcp,
             cut_streams: CancellationToken::new(),
         })
     }

@@ -129,6 +129,8 @@ pub struct Recording {
     /// Attempts so far, and the key of the last one (the key that served, once one did).
     attempts: u32,
     key_hint: Option<String>,
+    /// Attempts of earlier iterations of an inner loop: each iteration's walker counts from 1.
+    attempt_base: u32,
     /// The `seq` of the next usage, prompt, tool call or thought row: with the id it names the
     /// row, so a retried write cannot count it twice.
     next_seq: u32,
@@ -144,6 +146,7 @@ impl Recording {
             prompt,
             watch,
             attempts: 0,
+            attempt_base: 0,
             key_hint: None,
             next_seq: 0,
             ended: false,
@@ -153,7 +156,8 @@ impl Recording {
     /// One upstream attempt has ended; recorded now, so that a request abandoned later still
     /// shows every key it tried.
     pub fn attempt(&mut self, attempt: &AttemptRecord) {
-        self.attempts = attempt.number;
+        let number = self.attempt_base + attempt.number;
+        self.attempts = number;
         self.key_hint.clone_from(&attempt.key_hint);
         self.watch.tally.waited(attempt.duration);
         self.watch
@@ -172,7 +176,7 @@ impl Recording {
         };
         self.recorder.record(Record::Attempt(AttemptRow {
             interception_id: self.id.clone(),
-            number: attempt.number,
+            number,
             key_hint: attempt.key_hint.clone(),
             status: attempt.status,
             transport_error: attempt.transport_error.clone(),
@@ -236,6 +240,8 @@ impl Recording {
             self.recorder.record(record);
         }
         for call in observation.tool_calls {
+            // The gateway's own (MCP) tools carry its prefix.
+            let injected = call.name.starts_with(crate::mcp::tools::TOOL_PREFIX);
             let record = Record::ToolCall(ToolCallRow {
                 interception_id: self.id.clone(),
                 seq: self.seq(),
@@ -243,7 +249,7 @@ impl Recording {
                 tool_call_id: call.id,
                 name: call.name,
                 input: call.input,
-                injected: false,
+                injected,
                 created_at: now,
             });
             self.recorder.record(record);
@@ -258,6 +264,11 @@ impl Recording {
             });
             self.recorder.record(record);
         }
+    }
+
+    /// An inner loop's next iteration walks the pool afresh: its attempts number on from here.
+    pub fn next_iteration(&mut self) {
+        self.attempt_base = self.attempts;
     }
 
     /// Time spent waiting for the upstream beside the attempts' heads (a blocking body, a

@@ -428,6 +428,17 @@ impl Metrics {
         }
     }
 
+    /// One call of an injected MCP tool (`tool`: its own name).
+    pub fn mcp_tool_call(&self, server: &str, tool: &str, ok: bool) {
+        self.mcp_tool_calls
+            .get_or_create(&ToolLabels {
+                server: server.to_string(),
+                tool: tool.to_string(),
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
     /// Sets whether the key-state store answered the last read.
     pub fn set_key_state_store_up(&self, up: bool) {
         self.key_state_store_up.set(i64::from(up));

@@ -63,7 +63,8 @@ pub fn init(
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|spec| EnvFilter::try_new(spec).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        // rmcp logs MCP session ids at INFO.
+        .unwrap_or_else(|| EnvFilter::new("info,rmcp=warn"));
     let Some(provider) = provider else {
         // Without traces the log filter is the whole subscriber's: spans and events it leaves
         // out are never built (a per-layer filter would still build them for the registry).

@@ -12,6 +12,7 @@ mod failover;
 mod faults;
 mod key_checks;
 mod key_lifecycle;
+mod mcp;
 mod messages;
 mod metrics;
 mod openai;

@@ -1,0 +1,329 @@
+//! MCP tool injection and the inner agentic loop on blocking requests, across the three APIs:
+//! the real binary, a real MCP server (rmcp, in aibridge-mock) and the fake model answering with
+//! tool calls in each API's own format.
+
+use aibridge_mock::mcp::{McpMock, McpMockOptions, McpMockServer};
+use aibridge_mock::{MockUpstream, Reply};
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+async fn mcp_server() -> McpMockServer {
+    McpMock::new(McpMockOptions::default())
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn start(api: TestApi, mock: &MockUpstream, mcp: &McpMockServer, extra: &str) -> Gateway {
+    let config = format!(
+        "[[mcp_servers]]\nname = \"tools\"\nurl = \"{}\"\ntool_deny = \"^(secret|noop)\"\n{extra}",
+        mcp.url()
+    );
+    let (keys, base) = match api {
+        TestApi::Messages => ("AIBRIDGE_ANTHROPIC_KEYS", "AIBRIDGE_ANTHROPIC_BASE_URL"),
+        TestApi::Chat | TestApi::Responses => ("AIBRIDGE_OPENAI_KEYS", "AIBRIDGE_OPENAI_BASE_URL"),
+    };
+    let base_url = match api {
+        TestApi::Messages => mock.url(),
+        _ => format!("{}/v1", mock.url()),
+    };
+    Gateway::start_with_config(
+        Some(&config),
+        &[(keys, "k0,k1".to_string()), (base, base_url)],
+    )
+    .await
+}
+
+/// The model's answer calling `tool` with `arguments`, in `api`'s blocking format.
+fn tool_call_answer(api: TestApi, id: &str, tool: &str, arguments: Value) -> String {
+    let usage_in = 10;
+    match api {
+        TestApi::Messages => json!({
+            "id": "msg_tool", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+            "content": [
+                {"type": "text", "text": "Let me add. "},
+                {"type": "tool_use", "id": id, "name": tool, "input": arguments}
+            ],
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": usage_in, "output_tokens": 5}
+        }),
+        TestApi::Chat => json!({
+            "id": "chatcmpl-tool", "object": "chat.completion", "model": "gpt-5",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": "Let me add. ",
+                "tool_calls": [{"id": id, "type": "function", "function": {"name": tool, "arguments": arguments.to_string()}}]
+            }}],
+            "usage": {"prompt_tokens": usage_in, "completion_tokens": 5, "total_tokens": 15}
+        }),
+        TestApi::Responses => json!({
+            "id": "resp_tool", "object": "response", "model": "gpt-5", "status": "completed",
+            "output": [
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Let me add. "}]},
+                {"type": "function_call", "call_id": id, "name": tool, "arguments": arguments.to_string()}
+            ],
+            "usage": {"input_tokens": usage_in, "output_tokens": 5, "total_tokens": 15}
+        }),
+    }
+    .to_string()
+}
+
+fn upstream_bodies(mock: &MockUpstream, api: TestApi) -> Vec<Value> {
+    let path = match api {
+        TestApi::Messages => "/v1/messages",
+        TestApi::Chat => "/v1/chat/completions",
+        TestApi::Responses => "/v1/responses",
+    };
+    mock.requests()
+        .iter()
+        .filter(|seen| seen.path == path)
+        .map(|seen| serde_json::from_str(&seen.body).unwrap())
+        .collect()
+}
+
+/// The text the client got, whatever the API.
+fn answer_text(api: TestApi, body: &Value) -> String {
+    match api {
+        TestApi::Messages => body["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b["text"].as_str())
+            .collect(),
+        TestApi::Chat => body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        TestApi::Responses => body["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|item| item["content"].as_array().into_iter().flatten())
+            .filter_map(|part| part["text"].as_str())
+            .collect(),
+    }
+}
+
+/// The tool names the upstream was offered.
+fn offered(api: TestApi, body: &Value) -> Vec<String> {
+    body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| match api {
+            TestApi::Chat => t["function"]["name"].as_str().unwrap().to_string(),
+            _ => t["name"].as_str().unwrap().to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_gateway_runs_the_tools_the_model_calls_and_the_client_gets_one_answer() {
+    for api in APIS {
+        let mcp = mcp_server().await;
+        let mock = MockUpstream::start().await.unwrap();
+        mock.script(
+            "k0",
+            vec![Reply::ok().body(tool_call_answer(
+                api,
+                "call_1",
+                "bmcp_tools_add",
+                json!({"a": 2, "b": 3}),
+            ))],
+        );
+        let gw = start(api, &mock, &mcp, "").await;
+        let response = api.request(&gw, false).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{api:?}");
+        let body: Value = response.json().await.unwrap();
+        let text = answer_text(api, &body);
+        assert!(
+            text.starts_with("Let me add. "),
+            "{api:?}: earlier text first: {text}"
+        );
+        assert!(
+            text.len() > "Let me add. ".len(),
+            "{api:?}: then the final answer: {text}"
+        );
+
+        let sent = upstream_bodies(&mock, api);
+        assert_eq!(sent.len(), 2, "{api:?}: one continuation");
+        let tools = offered(api, &sent[0]);
+        assert!(
+            tools.contains(&"bmcp_tools_add".to_string()),
+            "{api:?}: {tools:?}"
+        );
+        assert!(tools.contains(&"bmcp_tools_fail".to_string()));
+        assert!(
+            !tools.iter().any(|t| t.contains("secret")),
+            "denied: {tools:?}"
+        );
+        let continuation = sent[1].to_string();
+        assert!(continuation.contains("call_1"), "{api:?}: {continuation}");
+        assert!(
+            continuation.contains("\"5\"") || continuation.contains(":\"5\""),
+            "{api:?}: the tool's result goes back to the model: {continuation}"
+        );
+        match api {
+            TestApi::Messages => {
+                assert_eq!(sent[0]["tool_choice"]["disable_parallel_tool_use"], true);
+                assert_eq!(body["usage"]["input_tokens"], 10 + 10 + 3, "summed: {body}");
+            }
+            TestApi::Chat | TestApi::Responses => {
+                assert_eq!(sent[0]["parallel_tool_calls"], false);
+            }
+        }
+        let calls = mcp.mock().calls();
+        assert_eq!(calls.len(), 1, "{api:?}");
+        // Metrics count the call by the tool's own name.
+        let metrics = client()
+            .get(gw.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(
+                "aibridge_mcp_tool_calls_total{server=\"tools\",tool=\"add\",outcome=\"ok\"} 1"
+            ),
+            "{metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_continuation_fails_over_on_its_own_and_tool_errors_go_back_to_the_model() {
+    let api = TestApi::Messages;
+    let mcp = mcp_server().await;
+    let mock = MockUpstream::start().await.unwrap();
+    // Iteration 1 on k0 calls the failing tool; iteration 2 gets 429 on k0, then k1 answers.
+    mock.script(
+        "k0",
+        vec![
+            Reply::ok().body(tool_call_answer(
+                api,
+                "call_9",
+                "bmcp_tools_fail",
+                json!({}),
+            )),
+            Reply::status(429).header("retry-after", "30"),
+        ],
+    );
+    let gw = start(api, &mock, &mcp, "").await;
+    let response = api.request(&gw, false).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(mock.seen_keys(), ["k0", "k0", "k1"]);
+    let sent = upstream_bodies(&mock, api);
+    let result = &sent[1]["messages"][2]["content"][0];
+    assert_eq!(result["tool_use_id"], "call_9");
+    assert_eq!(result["is_error"], true, "{result}");
+    assert_eq!(
+        sent[2]["messages"], sent[1]["messages"],
+        "the same continuation on k1"
+    );
+    assert_eq!(gw.key_states("anthropic").await, ["cooling", "valid"]);
+    // One record: three attempts numbered through both iterations.
+    let records = wait_for_ended(&gw, None, 1).await;
+    let attempts = records[0]["attempts"].as_array().unwrap();
+    let numbers: Vec<u64> = attempts
+        .iter()
+        .map(|a| a["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [1, 2, 3], "{:#}", records[0]);
+}
+
+#[tokio::test]
+async fn client_tools_and_unknown_bmcp_tools_and_the_iteration_bound() {
+    let api = TestApi::Chat;
+    let mcp = mcp_server().await;
+    let mock = MockUpstream::start().await.unwrap();
+    // A client tool: relayed as it came.
+    let client_call = tool_call_answer(api, "call_c", "client_search", json!({"q": "x"}));
+    mock.script("k0", vec![Reply::ok().body(client_call.clone())]);
+    let gw = start(api, &mock, &mcp, "[mcp]\nmax_iterations = 2\n").await;
+    let response = api.request(&gw, false).send().await.unwrap();
+    let relayed: Value = response.json().await.unwrap();
+    assert_eq!(
+        relayed,
+        serde_json::from_str::<Value>(&client_call).unwrap()
+    );
+    assert!(mcp.mock().calls().is_empty());
+
+    // A denied tool called anyway: a tool error for the model, not a call.
+    mock.reset();
+    mock.script(
+        "k0",
+        vec![Reply::ok().body(tool_call_answer(
+            api,
+            "call_s",
+            "bmcp_tools_secret_lookup",
+            json!({}),
+        ))],
+    );
+    let response = api.request(&gw, false).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let sent = upstream_bodies(&mock, api);
+    let result = sent[1]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        result["content"].as_str().unwrap().contains("not found"),
+        "{result}"
+    );
+    assert!(
+        mcp.mock().calls().is_empty(),
+        "a denied tool is never called"
+    );
+
+    // The model keeps calling: past max_iterations the client gets a 502 in its dialect.
+    mock.reset();
+    let again = tool_call_answer(api, "call_a", "bmcp_tools_add", json!({"a": 1, "b": 1}));
+    mock.script(
+        "k0",
+        vec![Reply::ok().body(again.clone()), Reply::ok().body(again)],
+    );
+    let out = Outcome::of(api.request(&gw, false).send().await.unwrap()).await;
+    assert_eq!(out.status, 502, "{}", out.body);
+    let error: Value = serde_json::from_str(&out.body).unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_iterations")
+    );
+    assert_eq!(
+        upstream_bodies(&mock, api).len(),
+        2,
+        "no more upstream calls than the bound"
+    );
+}
+
+#[tokio::test]
+async fn a_server_down_at_start_never_stops_the_gateway() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mock = MockUpstream::start().await.unwrap();
+    let config =
+        format!("[[mcp_servers]]\nname = \"down\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n");
+    let gw = Gateway::start_with_config(Some(&config), &pool_env(&mock.url(), "k0")).await;
+    assert_eq!(
+        post_messages(&gw, &messages_body(false)).await.status(),
+        200
+    );
+    let sent = upstream_bodies(&mock, TestApi::Messages);
+    assert!(
+        sent[0].get("tools").is_none(),
+        "nothing to inject: {}",
+        sent[0]
+    );
+    assert!(
+        gw.logs().contains("MCP server not listed at start"),
+        "{}",
+        gw.logs()
+    );
+}
