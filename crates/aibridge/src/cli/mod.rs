@@ -344,6 +344,20 @@ pub fn summary(config: &Config) -> String {
             breaker.half_open_max_requests
         );
     }
+    for server in &config.mcp.servers {
+        let headers: Vec<&str> = server.headers.iter().map(|(name, _)| name.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "mcp server: {} -> {}{}",
+            server.name,
+            redact_url(&server.url),
+            if headers.is_empty() {
+                String::new()
+            } else {
+                format!(" (headers: {}; values not shown)", headers.join(", "))
+            }
+        );
+    }
     if let Some(dir) = &config.apidump_dir {
         let _ = writeln!(out, "apidump: {}", dir.display());
     }
