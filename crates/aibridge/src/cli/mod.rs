@@ -345,7 +345,11 @@ pub fn summary(config: &Config) -> String {
         );
     }
     for server in &config.mcp.servers {
-        let headers: Vec<&str> = server.headers.iter().map(|(name, _)| name.as_str()).collect();
+        let headers: Vec<&str> = server
+            .headers
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
         let _ = writeln!(
             out,
             "mcp server: {} -> {}{}",
