@@ -141,6 +141,10 @@ impl WireRules for Rules {
     fn error_frames(&self, message: &str, _: Option<&SseEvent>) -> Bytes {
         Dialect::Anthropic.stream_error_frames(ErrorKind::Api, message)
     }
+
+    fn stream_loop(&self) -> Option<Box<dyn crate::stream_loop::StreamLoop>> {
+        Some(Box::new(MessagesLoop::default()))
+    }
 }
 
 fn usage(usage: &Value) -> Usage {
@@ -367,5 +371,301 @@ mod tests {
     fn a_broken_event_is_ignored() {
         let seen = observe_stream(API, "event: message_start\ndata: {broken\n\n");
         assert_eq!(seen, crate::Observation::default());
+    }
+}
+
+/// The Anthropic Messages stream of an inner loop: one `message_start` (the first iteration's),
+/// content blocks numbered on across iterations, the gateway's `tool_use` blocks and each
+/// continued iteration's `message_delta` / `message_stop` left out, and the final
+/// `message_delta` carrying the usage of every iteration.
+#[derive(Debug, Default)]
+pub(crate) struct MessagesLoop {
+    iteration: u32,
+    /// Client index of the next content block.
+    next_index: u64,
+    /// This iteration's blocks: upstream index → client index (`None`: the gateway's call).
+    blocks: std::collections::BTreeMap<u64, Option<u64>>,
+    /// This iteration's answer, rebuilt: content blocks by upstream index.
+    content: std::collections::BTreeMap<u64, Value>,
+    /// The partial JSON of each tool_use block's input.
+    inputs: std::collections::BTreeMap<u64, String>,
+    /// Usage of the iterations so far (summed), and of this one.
+    usage_before: Value,
+    usage_now: Value,
+    /// This iteration's held-back `message_delta`.
+    delta: Option<Value>,
+    message: Value,
+}
+
+impl MessagesLoop {
+    fn frame(kind: &str, data: &Value) -> Bytes {
+        crate::sse::encode_event(Some(kind), &data.to_string())
+    }
+
+    fn remapped(&self, mut data: Value, client: u64) -> Bytes {
+        let kind = data["type"].as_str().unwrap_or("").to_string();
+        data["index"] = Value::from(client);
+        Self::frame(&kind, &data)
+    }
+
+    fn merge_usage(&mut self, usage: &Value) {
+        // Within one stream the counts are cumulative: the latest wins per field.
+        if let (Some(now), Some(new)) = (self.usage_now.as_object_mut(), usage.as_object()) {
+            for (key, value) in new {
+                now.insert(key.clone(), value.clone());
+            }
+        } else if usage.is_object() {
+            self.usage_now = usage.clone();
+        }
+    }
+}
+
+impl crate::stream_loop::StreamLoop for MessagesLoop {
+    fn relay(&mut self, event: &SseEvent) -> Vec<Bytes> {
+        let Ok(data) = serde_json::from_str::<Value>(&event.data()) else {
+            return vec![event.raw().clone()];
+        };
+        match event.event_type().unwrap_or("") {
+            "message_start" => {
+                self.iteration += 1;
+                self.blocks.clear();
+                self.content.clear();
+                self.inputs.clear();
+                self.delta = None;
+                self.usage_now = Value::Null;
+                self.merge_usage(&data["message"]["usage"]);
+                self.message = data["message"].clone();
+                if self.iteration == 1 {
+                    vec![event.raw().clone()]
+                } else {
+                    Vec::new()
+                }
+            }
+            "content_block_start" => {
+                let index = data["index"].as_u64().unwrap_or(0);
+                let block = data["content_block"].clone();
+                let ours = block["type"] == "tool_use"
+                    && block["name"]
+                        .as_str()
+                        .is_some_and(crate::stream_loop::is_gateway_tool);
+                self.content.insert(index, block);
+                if ours {
+                    self.blocks.insert(index, None);
+                    return Vec::new();
+                }
+                let client = self.next_index;
+                self.next_index += 1;
+                self.blocks.insert(index, Some(client));
+                vec![self.remapped(data, client)]
+            }
+            "content_block_delta" => {
+                let index = data["index"].as_u64().unwrap_or(0);
+                let delta = &data["delta"];
+                if let Some(block) = self.content.get_mut(&index) {
+                    match delta["type"].as_str() {
+                        Some("text_delta") => append(block, "text", &delta["text"]),
+                        Some("thinking_delta") => append(block, "thinking", &delta["thinking"]),
+                        Some("signature_delta") => block["signature"] = delta["signature"].clone(),
+                        Some("input_json_delta") => self
+                            .inputs
+                            .entry(index)
+                            .or_default()
+                            .push_str(delta["partial_json"].as_str().unwrap_or("")),
+                        _ => {}
+                    }
+                }
+                match self.blocks.get(&index) {
+                    Some(Some(client)) => vec![self.remapped(data, *client)],
+                    Some(None) => Vec::new(),
+                    None => vec![event.raw().clone()],
+                }
+            }
+            "content_block_stop" => {
+                let index = data["index"].as_u64().unwrap_or(0);
+                if let (Some(input), Some(block)) =
+                    (self.inputs.remove(&index), self.content.get_mut(&index))
+                {
+                    block["input"] = if input.trim().is_empty() {
+                        Value::Object(Default::default())
+                    } else {
+                        serde_json::from_str(&input).unwrap_or(Value::Null)
+                    };
+                }
+                match self.blocks.get(&index) {
+                    Some(Some(client)) => vec![self.remapped(data, *client)],
+                    Some(None) => Vec::new(),
+                    None => vec![event.raw().clone()],
+                }
+            }
+            "message_delta" => {
+                self.merge_usage(&data["usage"]);
+                self.delta = Some(data);
+                Vec::new()
+            }
+            // Held back: the iteration's end decides.
+            "message_stop" => Vec::new(),
+            _ => vec![event.raw().clone()],
+        }
+    }
+
+    fn end_iteration(&mut self) -> crate::stream_loop::IterationEnd {
+        let calls: Vec<ToolCall> = self
+            .content
+            .values()
+            .filter(|block| block["type"] == "tool_use")
+            .map(|block| ToolCall {
+                id: block["id"].as_str().map(str::to_string),
+                name: block["name"].as_str().unwrap_or("").to_string(),
+                input: block["input"].to_string(),
+            })
+            .collect();
+        let ours = !calls.is_empty()
+            && calls
+                .iter()
+                .all(|call| crate::stream_loop::is_gateway_tool(&call.name));
+        let usage_now = std::mem::take(&mut self.usage_now);
+        let total = crate::tools::sum_usage(&[&self.usage_before, &usage_now]);
+        if ours {
+            let mut answer = self.message.clone();
+            answer["content"] = Value::Array(self.content.values().cloned().collect());
+            answer["usage"] = usage_now;
+            self.usage_before = total;
+            return crate::stream_loop::IterationEnd::Continue { answer, calls };
+        }
+        let mut delta = self.delta.take().unwrap_or_else(
+            || serde_json::json!({"type": "message_delta", "delta": {}, "usage": {}}),
+        );
+        if self.iteration > 1 {
+            delta["usage"] = total;
+        }
+        crate::stream_loop::IterationEnd::Finish(vec![
+            Self::frame("message_delta", &delta),
+            Self::frame("message_stop", &serde_json::json!({"type": "message_stop"})),
+        ])
+    }
+
+    fn keep_alive(&self) -> Bytes {
+        Self::frame("ping", &serde_json::json!({"type": "ping"}))
+    }
+}
+
+fn append(block: &mut Value, field: &str, more: &Value) {
+    let text = format!(
+        "{}{}",
+        block[field].as_str().unwrap_or(""),
+        more.as_str().unwrap_or("")
+    );
+    block[field] = Value::String(text);
+}
+
+#[cfg(test)]
+mod loop_tests {
+    use super::MessagesLoop;
+    use crate::sse::SseDecoder;
+    use crate::stream_loop::{IterationEnd, StreamLoop};
+    use serde_json::{Value, json};
+
+    fn events(text: &str) -> Vec<crate::SseEvent> {
+        let mut decoder = SseDecoder::new();
+        decoder.push(text.as_bytes());
+        std::iter::from_fn(|| decoder.next_event()).collect()
+    }
+
+    fn sse(kind: &str, data: Value) -> String {
+        format!("event: {kind}\ndata: {data}\n\n")
+    }
+
+    fn tool_iteration() -> String {
+        [
+            sse("message_start", json!({"type":"message_start","message":{"id":"msg_1","role":"assistant","content":[],"usage":{"input_tokens":10,"output_tokens":1}}})),
+            sse("content_block_start", json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})),
+            sse("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Adding. "}})),
+            sse("content_block_stop", json!({"type":"content_block_stop","index":0})),
+            sse("content_block_start", json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"bmcp_t_add","input":{}}})),
+            sse("content_block_delta", json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\": 2"}})),
+            sse("content_block_delta", json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":", \"b\": 3}"}})),
+            sse("content_block_stop", json!({"type":"content_block_stop","index":1})),
+            sse("message_delta", json!({"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":7}})),
+            sse("message_stop", json!({"type":"message_stop"})),
+        ]
+        .concat()
+    }
+
+    fn final_iteration() -> String {
+        [
+            sse("message_start", json!({"type":"message_start","message":{"id":"msg_2","role":"assistant","content":[],"usage":{"input_tokens":20,"output_tokens":1}}})),
+            sse("content_block_start", json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})),
+            sse("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"It is 5."}})),
+            sse("content_block_stop", json!({"type":"content_block_stop","index":0})),
+            sse("message_delta", json!({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":4}})),
+            sse("message_stop", json!({"type":"message_stop"})),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn two_iterations_are_one_message_to_the_client() {
+        let mut looped = MessagesLoop::default();
+        let mut client = Vec::new();
+        for event in events(&tool_iteration()) {
+            client.extend(looped.relay(&event));
+        }
+        let IterationEnd::Continue { answer, calls } = looped.end_iteration() else {
+            panic!("the gateway's tool was called")
+        };
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].id.as_deref(), Some("toolu_1"));
+        assert_eq!(
+            serde_json::from_str::<Value>(&calls[0].input).unwrap(),
+            json!({"a": 2, "b": 3})
+        );
+        assert_eq!(
+            answer["content"][0],
+            json!({"type": "text", "text": "Adding. "})
+        );
+        assert_eq!(answer["content"][1]["input"], json!({"a": 2, "b": 3}));
+        for event in events(&final_iteration()) {
+            client.extend(looped.relay(&event));
+        }
+        let IterationEnd::Finish(end) = looped.end_iteration() else {
+            panic!("no tool call: the last iteration")
+        };
+        client.extend(end);
+        let text: String = client
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect();
+        let seen = events(&text);
+        let kinds: Vec<&str> = seen.iter().map(|e| e.event_type().unwrap_or("")).collect();
+        assert_eq!(
+            kinds,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert!(
+            !text.contains("bmcp_"),
+            "the gateway's call is not shown: {text}"
+        );
+        let indexes: Vec<u64> = seen
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(&e.data()).ok()?["index"].as_u64())
+            .collect();
+        assert_eq!(indexes, [0, 0, 0, 1, 1, 1], "numbered on across iterations");
+        let last_delta: Value = serde_json::from_str(&seen[7].data()).unwrap();
+        assert_eq!(
+            last_delta["usage"]["input_tokens"], 30,
+            "summed: {last_delta}"
+        );
+        assert_eq!(last_delta["usage"]["output_tokens"], 11);
+        assert_eq!(last_delta["delta"]["stop_reason"], "end_turn");
     }
 }

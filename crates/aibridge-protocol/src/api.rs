@@ -11,6 +11,7 @@ use crate::observe::{Observation, StreamObserver, Usage};
 use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
 use crate::sse::SseEvent;
+use crate::stream_loop::StreamLoop;
 use crate::tools::{ToolOutcome, ToolSpec};
 use crate::{anthropic_messages, openai_chat, openai_responses};
 
@@ -149,6 +150,12 @@ impl Api {
     /// A watcher for a stream of this API, fed each relayed event.
     pub fn stream_observer(self) -> StreamObserver {
         StreamObserver::new(self.rules().stream_observer())
+    }
+
+    /// How this API's streams of an inner loop join into one for the client; `None` where the
+    /// live loop does not exist yet for this API.
+    pub fn stream_loop(self) -> Option<Box<dyn StreamLoop>> {
+        self.rules().stream_loop()
     }
 
     /// Whether `event` ends the stream.

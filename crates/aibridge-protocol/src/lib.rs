@@ -17,6 +17,7 @@ mod request;
 mod rules;
 mod splice;
 mod sse;
+mod stream_loop;
 mod tools;
 
 pub use api::Api;
@@ -25,6 +26,7 @@ pub use observe::{Observation, StreamObserver, Thought, ToolCall, Usage};
 pub use openai_chat::ensure_stream_usage;
 pub use request::{BadRequest, BodyRefused, RequestSummary, summarize_request};
 pub use sse::{SseDecoder, SseEvent, encode_event};
+pub use stream_loop::{GATEWAY_TOOL_PREFIX, IterationEnd, StreamLoop, is_gateway_tool};
 pub use tools::{ToolOutcome, ToolSpec, sum_usage};
 
 #[cfg(test)]

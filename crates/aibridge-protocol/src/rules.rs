@@ -7,6 +7,7 @@ use crate::errors::Dialect;
 use crate::observe::{Observation, ObserveStream, Usage};
 use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::sse::SseEvent;
+use crate::stream_loop::StreamLoop;
 use crate::tools::{ToolOutcome, ToolSpec};
 
 /// What one API's module answers. Implemented once per API by a unit struct.
@@ -30,6 +31,10 @@ pub(crate) trait WireRules: Sync {
     /// One blocking answer out of an inner loop's: the last one, with the text the earlier
     /// ones produced before its own content, and `usage` summed over all of them.
     fn combine_answers(&self, earlier: &[Value], last: Value) -> Value;
+    /// How this API's streams join into one for an inner loop, where it has been built.
+    fn stream_loop(&self) -> Option<Box<dyn StreamLoop>> {
+        None
+    }
     /// The user's prompt in a parsed request body.
     fn prompt(&self, request: &Value) -> Option<String>;
     /// What a parsed blocking response body says.

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::field::Empty;
 
+use super::agentic_stream::LoopCall;
 use super::in_request_span;
 use crate::error::GatewayError;
 use crate::intake::{Caller, Incoming, Intake, Payer, RequestMeta};
@@ -124,6 +125,25 @@ pub async fn handle(
         }),
     };
     match tools {
+        Some(tools) if summary.stream => {
+            let looped = LoopCall {
+                url: call.url,
+                headers: call.headers,
+                body: call.body,
+                payer: call.payer,
+                model: summary.model.clone(),
+                request_id: meta.request_id.clone(),
+            };
+            let work = super::agentic_stream::relay(
+                state.clone(),
+                provider.clone(),
+                api,
+                looped,
+                recording,
+                tools,
+            );
+            in_request_span(span, work).await
+        }
         Some(tools) => {
             in_request_span(span, relay_agentic(state, call, api, recording, &tools)).await
         }
@@ -145,10 +165,10 @@ async fn admit(
     let summary = summarize_request(&body)?;
     watch.model = Some(summary.model.clone());
     let body = api.prepare_body(&summary, body)?;
-    // MCP tools go into blocking requests; a stream is relayed as the client asked (the live
-    // loop for streams is not there yet).
+    // MCP tools go into blocking requests, and into streams of the APIs whose live loop
+    // exists; other streams are relayed as the client asked.
     let (body, tools) = match &state.mcp {
-        Some(mcp) if !summary.stream => {
+        Some(mcp) if !summary.stream || api.stream_loop().is_some() => {
             let specs: Vec<ToolSpec> = mcp.tools().into_iter().map(|tool| tool.spec).collect();
             if specs.is_empty() {
                 (body, None)

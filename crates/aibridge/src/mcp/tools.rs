@@ -16,7 +16,7 @@ use super::client::{McpConnection, McpEndpoint, McpTool};
 use crate::config::{McpServerConfig, McpSettings, ToolFilter};
 
 /// Prefix of every injected tool's name: `bmcp_<server>_<tool>`.
-pub const TOOL_PREFIX: &str = "bmcp_";
+pub use aibridge_protocol::GATEWAY_TOOL_PREFIX as TOOL_PREFIX;
 
 /// Providers refuse tool names longer than this.
 const MAX_TOOL_NAME: usize = 64;

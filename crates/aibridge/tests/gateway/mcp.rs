@@ -327,3 +327,99 @@ async fn a_server_down_at_start_never_stops_the_gateway() {
         gw.logs()
     );
 }
+
+/// The first iteration of a stream, calling the gateway's `add` tool.
+fn streamed_tool_call() -> String {
+    let sse = |kind: &str, data: Value| format!("event: {kind}\ndata: {data}\n\n");
+    [
+        sse("message_start", json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"usage":{"input_tokens":10,"output_tokens":1}}})),
+        sse("content_block_start", json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})),
+        sse("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Let me add. "}})),
+        sse("content_block_stop", json!({"type":"content_block_stop","index":0})),
+        sse("content_block_start", json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"bmcp_tools_add","input":{}}})),
+        sse("content_block_delta", json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\": 2, \"b\": 3}"}})),
+        sse("content_block_stop", json!({"type":"content_block_stop","index":1})),
+        sse("message_delta", json!({"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":7}})),
+        sse("message_stop", json!({"type":"message_stop"})),
+    ]
+    .concat()
+}
+
+#[tokio::test]
+async fn a_stream_with_a_tool_call_is_one_live_stream_to_the_client() {
+    let api = TestApi::Messages;
+    let mcp = mcp_server().await;
+    let mock = MockUpstream::start().await.unwrap();
+    mock.script("k0", vec![Reply::ok().body(streamed_tool_call())]);
+    let gw = start(api, &mock, &mcp, "").await;
+    let response = api.request(&gw, true).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let kinds = sse_event_types(&text);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "message_start").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "message_stop").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(kinds.last().map(String::as_str), Some("message_stop"));
+    assert!(
+        !text.contains("bmcp_"),
+        "the gateway's call is not shown: {text}"
+    );
+    assert!(text.contains("Let me add. "), "{text}");
+    let starts: Vec<u64> = text
+        .split("\n\n")
+        .filter(|frame| frame.starts_with("event: content_block_start"))
+        .map(|frame| {
+            let data: Value = serde_json::from_str(frame.split("data: ").nth(1).unwrap()).unwrap();
+            data["index"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(starts.len() >= 2, "{text}");
+    assert_eq!(
+        starts,
+        (0..starts.len() as u64).collect::<Vec<_>>(),
+        "numbered on: {text}"
+    );
+    let delta = sse_data_of(&text, "message_delta").unwrap();
+    assert!(
+        delta["usage"]["input_tokens"].as_u64().unwrap() > 10,
+        "summed: {delta}"
+    );
+    let sent = upstream_bodies(&mock, api);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[1]["messages"][2]["content"][0]["tool_use_id"],
+        "toolu_1"
+    );
+    assert_eq!(sent[1]["messages"][2]["content"][0]["content"], "5");
+    assert_eq!(
+        sent[1]["messages"][1]["content"][1]["input"],
+        json!({"a": 2, "b": 3})
+    );
+}
+
+#[tokio::test]
+async fn a_later_iteration_that_fails_ends_the_stream_with_an_error_event() {
+    let api = TestApi::Messages;
+    let mcp = mcp_server().await;
+    let mock = MockUpstream::start().await.unwrap();
+    mock.script(
+        "k0",
+        vec![Reply::ok().body(streamed_tool_call()), Reply::status(500)],
+    );
+    let gw = start(api, &mock, &mcp, "").await;
+    let response = api.request(&gw, true).send().await.unwrap();
+    assert_eq!(response.status(), 200, "committed at the first event");
+    let text = response.text().await.unwrap();
+    assert_eq!(
+        sse_event_types(&text).last().map(String::as_str),
+        Some("error"),
+        "never a truncated 200: {text}"
+    );
+}

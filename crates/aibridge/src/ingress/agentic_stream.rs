@@ -1,0 +1,293 @@
+//! The inner agentic loop of a streaming request, live: the upstream streams of every iteration
+//! relayed as one stream while they arrive (the API's `StreamLoop` leaves out the gateway's own
+//! tool calls and the continued iterations' ends, and numbers on), the gateway's tools called
+//! between iterations with keep-alive frames while they run, each continuation through a fresh
+//! walk of the key pool. Before the first event a failure is a plain HTTP error; after it, the
+//! dialect's SSE error event.
+//!
+//! A task of its own drives the loop and hands frames to the response body through a channel of
+//! one: the upstream is read only as fast as the client reads, and a client that leaves ends the
+//! loop (its record says so).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aibridge_protocol::{Api, IterationEnd, SseDecoder, ToolOutcome};
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http::{HeaderMap, HeaderValue, Method, header};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::error::{GatewayError, describe_transport_error};
+use crate::intake::Payer;
+use crate::mcp::tools::McpTools;
+use crate::provider::Provider;
+use crate::record::{Outcome, Recording};
+use crate::relay::blocking::relay_error;
+use crate::state::AppState;
+use crate::upstream::apidump::DumpSubject;
+use crate::upstream::{CallDeadline, CallDump, UpstreamCall};
+
+/// How often a keep-alive frame goes out while the gateway's tools run.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// What the loop hands the handler and then the body.
+enum Frame {
+    Bytes(Bytes),
+    /// Before the first event: the answer is a whole response (the upstream's error relayed).
+    Answer(Response),
+    /// Before the first event: the gateway's own error.
+    Failed(GatewayError),
+}
+
+/// The parts of a bridged call the loop owns.
+pub struct LoopCall {
+    pub url: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub payer: Payer,
+    pub model: String,
+    pub request_id: String,
+}
+
+pub async fn relay(
+    state: Arc<AppState>,
+    provider: Arc<Provider>,
+    api: Api,
+    call: LoopCall,
+    recording: Recording,
+    tools: Arc<McpTools>,
+) -> Result<Response, GatewayError> {
+    let (frames, mut received) = mpsc::channel(1);
+    tokio::spawn(run(state, provider, api, call, recording, tools, frames));
+    match received.recv().await {
+        Some(Frame::Bytes(first)) => {
+            let rest = futures_util::stream::unfold(received, |mut received| async move {
+                match received.recv().await {
+                    Some(Frame::Bytes(bytes)) => {
+                        Some((Ok::<_, std::convert::Infallible>(bytes), received))
+                    }
+                    _ => None,
+                }
+            });
+            let body = futures_util::stream::once(async move { Ok(first) }).chain(rest);
+            let mut response = Response::new(Body::from_stream(body));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            Ok(response)
+        }
+        Some(Frame::Answer(response)) => Ok(response),
+        Some(Frame::Failed(error)) => Err(error),
+        None => Err(GatewayError::ShuttingDown),
+    }
+}
+
+/// Sends `frame`; false when the client has gone.
+async fn send(frames: &mpsc::Sender<Frame>, bytes: Bytes) -> bool {
+    frames.send(Frame::Bytes(bytes)).await.is_ok()
+}
+
+async fn run(
+    state: Arc<AppState>,
+    provider: Arc<Provider>,
+    api: Api,
+    mut call: LoopCall,
+    mut recording: Recording,
+    tools: Arc<McpTools>,
+    frames: mpsc::Sender<Frame>,
+) {
+    let Some(mut looped) = api.stream_loop() else {
+        let _ = frames
+            .send(Frame::Failed(GatewayError::NotImplemented(
+                "this API has no streaming inner loop",
+            )))
+            .await;
+        return;
+    };
+    let upstream = &state.config.upstream;
+    let mut committed = false;
+    // Ends the stream after its first event with the dialect's error frames.
+    let fail = |message: String| api.stream_error_frames(&message, None);
+    for iteration in 1..=tools.max_iterations {
+        if iteration > 1 {
+            recording.next_iteration();
+        }
+        let attempt = UpstreamCall {
+            client: &state.client,
+            provider: &provider,
+            method: Method::POST,
+            url: call.url.clone(),
+            headers: call.headers.clone(),
+            body: call.body.clone(),
+            payer: call.payer,
+            deadline: CallDeadline::Head(upstream.first_byte_timeout),
+            is_key_check: false,
+            dump: state.apidump.as_ref().map(|dump| CallDump {
+                dump,
+                subject: DumpSubject::Model(&call.model),
+                request_id: &call.request_id,
+            }),
+        };
+        let served = match attempt.send(&mut recording).await {
+            Ok(served) => served,
+            Err(error) => {
+                if committed {
+                    let _ = send(&frames, fail(error.to_string())).await;
+                } else {
+                    let _ = frames.send(Frame::Failed(error)).await;
+                }
+                return;
+            }
+        };
+        let status = served.response.status();
+        if !status.is_success() {
+            if committed {
+                let message = format!(
+                    "upstream returned HTTP {} in a later iteration",
+                    status.as_u16()
+                );
+                recording.end(Outcome::UpstreamError, Some(200), Some(message.clone()));
+                let _ = send(&frames, fail(message)).await;
+            } else {
+                let relayed = relay_error(
+                    served.response,
+                    api.dialect(),
+                    call.payer,
+                    upstream.stream_idle_timeout,
+                )
+                .await;
+                recording.end(Outcome::UpstreamError, Some(status.as_u16()), None);
+                let _ = frames.send(Frame::Answer(relayed)).await;
+            }
+            return;
+        }
+        // This iteration's stream, event by event.
+        let mut upstream_bytes = served.response.bytes_stream();
+        let mut decoder = SseDecoder::new();
+        let mut observer = api.stream_observer();
+        let first_by = served.sent_at + upstream.first_byte_timeout;
+        let mut ended = false;
+        while !ended {
+            let until = if committed {
+                Instant::now() + upstream.stream_idle_timeout
+            } else {
+                first_by
+            };
+            let chunk = tokio::select! {
+                () = state.cut_streams.cancelled() => Err("the gateway is shutting down".to_string()),
+                read = tokio::time::timeout_at(until, upstream_bytes.next()) => match read {
+                    Ok(Some(Ok(chunk))) => Ok(chunk),
+                    Ok(Some(Err(e))) => Err(format!("upstream stream failed: {}", describe_transport_error(&e))),
+                    Ok(None) => Err("upstream stream ended before the response was complete".to_string()),
+                    Err(_) => Err("upstream stream sent nothing in time".to_string()),
+                },
+            };
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(message) => {
+                    recording.observation(observer.finish());
+                    if committed {
+                        recording.end(Outcome::StreamFailed, Some(200), Some(message.clone()));
+                        let _ = send(&frames, fail(message)).await;
+                    } else {
+                        let error = GatewayError::UpstreamStreamFailed(message);
+                        recording.failed(&error);
+                        let _ = frames.send(Frame::Failed(error)).await;
+                    }
+                    return;
+                }
+            };
+            decoder.push(&chunk);
+            while let Some(event) = decoder.next_event() {
+                observer.observe(&event);
+                if api.is_error_report(&event) {
+                    // The upstream's own error: relayed as it came, and the stream is over.
+                    recording.observation(observer.finish());
+                    recording.end(Outcome::UpstreamError, Some(200), None);
+                    if !committed {
+                        recording.answered(200);
+                    }
+                    let _ = send(&frames, event.raw().clone()).await;
+                    return;
+                }
+                let terminal = api.is_terminal(&event);
+                for frame in looped.relay(&event) {
+                    if !committed {
+                        committed = true;
+                        recording.answered(200);
+                    }
+                    if !send(&frames, frame).await {
+                        recording.observation(observer.finish());
+                        recording.client_left(Some(200));
+                        return;
+                    }
+                }
+                if terminal {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        recording.observation(observer.finish());
+        match looped.end_iteration() {
+            IterationEnd::Finish(end) => {
+                for frame in end {
+                    if !send(&frames, frame).await {
+                        recording.client_left(Some(200));
+                        return;
+                    }
+                }
+                recording.end(Outcome::Completed, Some(200), None);
+                return;
+            }
+            IterationEnd::Continue { answer, calls } => {
+                let mut outcomes = Vec::with_capacity(calls.len());
+                for tool_call in calls {
+                    let running = tools.call(&tool_call.name, &tool_call.input);
+                    tokio::pin!(running);
+                    let mut ticks =
+                        tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+                    let result = loop {
+                        tokio::select! {
+                            result = &mut running => break result,
+                            _ = ticks.tick() => {
+                                if !send(&frames, looped.keep_alive()).await {
+                                    recording.client_left(Some(200));
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    if let (Some(server), Some(tool)) = (&result.server, &result.tool) {
+                        state.metrics.mcp_tool_call(server, tool, !result.is_error);
+                    }
+                    outcomes.push(ToolOutcome {
+                        call_id: tool_call.id.unwrap_or_default(),
+                        text: result.text,
+                        is_error: result.is_error,
+                    });
+                }
+                match api.continue_with(&call.body, &answer, &outcomes) {
+                    Ok(next) => call.body = next,
+                    Err(error) => {
+                        let message = error.to_string();
+                        recording.end(Outcome::GatewayError, Some(200), Some(message.clone()));
+                        let _ = send(&frames, fail(message)).await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    let error = GatewayError::InnerLoopLimit(tools.max_iterations);
+    recording.end(Outcome::GatewayError, Some(200), Some(error.to_string()));
+    let _ = send(&frames, fail(error.to_string())).await;
+}
