@@ -4,9 +4,7 @@
 
 use std::sync::Arc;
 
-use aibridge_protocol::{
-    Api, Observation, RequestSummary, ToolOutcome, ToolSpec, summarize_request,
-};
+use aibridge_protocol::{Api, Observation, RequestSummary, ToolSpec, summarize_request};
 use aibridge_store::RequestKind;
 use axum::response::Response;
 use bytes::Bytes;
@@ -15,11 +13,11 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::field::Empty;
 
-use super::agentic_stream::LoopCall;
+use super::agentic::LoopCall;
 use super::in_request_span;
 use crate::error::GatewayError;
 use crate::intake::{Caller, Incoming, Intake, Payer, RequestMeta};
-use crate::mcp::tools::{McpTools, TOOL_PREFIX};
+use crate::mcp::tools::McpTools;
 use crate::provider::Provider;
 use crate::record::{NewRequest, Outcome, Recording, StreamRecording, Watch};
 use crate::relay::blocking::{is_event_stream, relay_blocking, relay_error};
@@ -134,7 +132,7 @@ pub async fn handle(
                 model: summary.model.clone(),
                 request_id: meta.request_id.clone(),
             };
-            let work = super::agentic_stream::relay(
+            let work = super::agentic::stream(
                 state.clone(),
                 provider.clone(),
                 api,
@@ -145,7 +143,11 @@ pub async fn handle(
             in_request_span(span, work).await
         }
         Some(tools) => {
-            in_request_span(span, relay_agentic(state, call, api, recording, &tools)).await
+            in_request_span(
+                span,
+                super::agentic::blocking(state, call, api, recording, &tools),
+            )
+            .await
         }
         None => in_request_span(span, relay(state, call, api, recording)).await,
     }
@@ -263,90 +265,4 @@ async fn relay(
         }
     });
     answered.await.unwrap_or(Err(GatewayError::ShuttingDown))
-}
-
-/// The inner agentic loop of a blocking request with MCP tools: while the model calls only the
-/// gateway's tools, they are called and the conversation continues — each iteration through a
-/// fresh walk of the key pool, so a continuation fails over on its own. The client gets one
-/// answer: the earlier iterations' text first, usage summed.
-async fn relay_agentic(
-    state: &AppState,
-    mut call: UpstreamCall<'_>,
-    api: Api,
-    mut recording: Recording,
-    tools: &McpTools,
-) -> Result<Response, GatewayError> {
-    let idle = state.config.upstream.stream_idle_timeout;
-    let mut earlier: Vec<serde_json::Value> = Vec::new();
-    for iteration in 1..=tools.max_iterations {
-        if iteration > 1 {
-            recording.next_iteration();
-        }
-        let served = call.send(&mut recording).await?;
-        let response = served.response;
-        let status = response.status().as_u16();
-        if !response.status().is_success() {
-            let relayed = relay_error(response, api.dialect(), call.payer, idle).await;
-            recording.end(Outcome::UpstreamError, Some(status), None);
-            return Ok(relayed);
-        }
-        let reading = Instant::now();
-        let read = relay_blocking(response, call.payer).await;
-        recording.waited(reading.elapsed());
-        let (relayed, body) = match read {
-            Ok(read) => read,
-            Err(error) => {
-                recording.failed(&error);
-                return Err(error);
-            }
-        };
-        let observation = api.observe_body(&body);
-        let calls = observation.tool_calls.clone();
-        recording.observation(observation);
-        let ours = !calls.is_empty() && calls.iter().all(|c| c.name.starts_with(TOOL_PREFIX));
-        let answer = serde_json::from_slice::<serde_json::Value>(&body).ok();
-        let Some(answer) = answer.filter(|_| ours) else {
-            // The client's to handle (its own tool, or no tool): the loop is over.
-            if earlier.is_empty() {
-                recording.end(Outcome::Completed, Some(status), None);
-                return Ok(relayed);
-            }
-            let last = serde_json::from_slice(&body).unwrap_or_default();
-            let combined = api.combine_answers(&earlier, last);
-            recording.end(Outcome::Completed, Some(status), None);
-            return Ok(combined_answer(relayed, &combined));
-        };
-        let mut outcomes = Vec::with_capacity(calls.len());
-        for tool_call in calls {
-            let result = tools.call(&tool_call.name, &tool_call.input).await;
-            if let (Some(server), Some(tool)) = (&result.server, &result.tool) {
-                state.metrics.mcp_tool_call(server, tool, !result.is_error);
-            }
-            tracing::info!(
-                tool = %tool_call.name,
-                is_error = result.is_error,
-                duration_ms = result.duration.as_secs_f64() * 1000.0,
-                "MCP tool called"
-            );
-            outcomes.push(ToolOutcome {
-                call_id: tool_call.id.unwrap_or_default(),
-                text: result.text,
-                is_error: result.is_error,
-            });
-        }
-        call.body = api.continue_with(&call.body, &answer, &outcomes)?;
-        earlier.push(answer);
-    }
-    let error = GatewayError::InnerLoopLimit(tools.max_iterations);
-    recording.failed(&error);
-    Err(error)
-}
-
-/// The answer an inner loop gives the client: the last upstream answer's status and headers,
-/// with the combined body.
-fn combined_answer(relayed: Response, combined: &serde_json::Value) -> Response {
-    let (mut parts, _) = relayed.into_parts();
-    parts.headers.remove(http::header::CONTENT_LENGTH);
-    let body = serde_json::to_vec(combined).unwrap_or_default();
-    Response::from_parts(parts, axum::body::Body::from(body))
 }

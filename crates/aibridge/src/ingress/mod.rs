@@ -3,7 +3,7 @@
 //! everything else is a 404 in the caller's dialect. The operator API is `admin`.
 
 mod admin;
-mod agentic_stream;
+mod agentic;
 mod bridged;
 mod passthrough;
 
