@@ -144,6 +144,155 @@ impl WireRules for Rules {
     fn close_after_error_report(&self) -> Option<Bytes> {
         Some(Bytes::from_static(b"data: [DONE]\n\n"))
     }
+
+    fn stream_loop(&self) -> Option<Box<dyn crate::stream_loop::StreamLoop>> {
+        Some(Box::new(ChatLoop::default()))
+    }
+}
+
+/// The Chat Completions stream of an inner loop: every chunk under the first iteration's id,
+/// the gateway's tool calls left out, each continued iteration's finish, usage chunk and
+/// `[DONE]` held back, and the final usage chunk carrying every iteration's usage.
+#[derive(Debug, Default)]
+pub(crate) struct ChatLoop {
+    id: Option<Value>,
+    /// This iteration's text, for the continuation.
+    text: String,
+    /// This iteration's tool calls by their index: (id, name, arguments).
+    calls: std::collections::BTreeMap<u64, (Option<String>, String, String)>,
+    /// Held back: the finish chunk and the usage chunk of this iteration.
+    finish: Option<Value>,
+    usage_chunk: Option<Value>,
+    usage_before: Value,
+}
+
+impl ChatLoop {
+    fn frame(data: &Value) -> Bytes {
+        crate::sse::encode_event(None, &data.to_string())
+    }
+}
+
+impl crate::stream_loop::StreamLoop for ChatLoop {
+    fn relay(&mut self, event: &SseEvent) -> Vec<Bytes> {
+        if event.data().trim() == "[DONE]" {
+            return Vec::new();
+        }
+        let Ok(mut chunk) = serde_json::from_str::<Value>(&event.data()) else {
+            return vec![event.raw().clone()];
+        };
+        let id = self.id.get_or_insert_with(|| chunk["id"].clone()).clone();
+        chunk["id"] = id;
+        if chunk["usage"].is_object() && chunk["choices"].as_array().is_none_or(Vec::is_empty) {
+            self.usage_chunk = Some(chunk);
+            return Vec::new();
+        }
+        let Some(choice) = chunk["choices"].get_mut(0) else {
+            return vec![Self::frame(&chunk)];
+        };
+        if let Some(text) = choice["delta"]["content"].as_str() {
+            self.text.push_str(text);
+        }
+        let mut kept = Vec::new();
+        for call in choice["delta"]["tool_calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let index = call["index"].as_u64().unwrap_or(0);
+            let entry = self.calls.entry(index).or_default();
+            if let Some(id) = call["id"].as_str() {
+                entry.0 = Some(id.to_string());
+            }
+            if let Some(name) = call["function"]["name"].as_str() {
+                entry.1.push_str(name);
+            }
+            if let Some(arguments) = call["function"]["arguments"].as_str() {
+                entry.2.push_str(arguments);
+            }
+            if !crate::stream_loop::is_gateway_tool(&entry.1) {
+                kept.push(call);
+            }
+        }
+        let had_calls = choice["delta"].get("tool_calls").is_some();
+        if had_calls {
+            if kept.is_empty() {
+                if let Some(delta) = choice["delta"].as_object_mut() {
+                    delta.remove("tool_calls");
+                }
+            } else {
+                choice["delta"]["tool_calls"] = Value::Array(kept);
+            }
+        }
+        if !choice["finish_reason"].is_null() {
+            self.finish = Some(chunk);
+            return Vec::new();
+        }
+        let empty = choice["delta"].as_object().is_some_and(|delta| {
+            delta.is_empty() || (had_calls && delta.keys().all(|k| k == "role"))
+        });
+        if empty && had_calls {
+            return Vec::new();
+        }
+        vec![Self::frame(&chunk)]
+    }
+
+    fn end_iteration(&mut self) -> crate::stream_loop::IterationEnd {
+        let calls: Vec<ToolCall> = std::mem::take(&mut self.calls)
+            .into_values()
+            .map(|(id, name, input)| ToolCall { id, name, input })
+            .collect();
+        let text = std::mem::take(&mut self.text);
+        let usage_now = self
+            .usage_chunk
+            .as_ref()
+            .map(|chunk| chunk["usage"].clone())
+            .unwrap_or(Value::Null);
+        let total = crate::tools::sum_usage(&[&self.usage_before, &usage_now]);
+        let ours = !calls.is_empty()
+            && calls
+                .iter()
+                .all(|call| crate::stream_loop::is_gateway_tool(&call.name));
+        if ours {
+            let tool_calls: Vec<Value> = calls
+                .iter()
+                .map(|call| {
+                    json!({
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.input},
+                    })
+                })
+                .collect();
+            let content = if text.is_empty() {
+                Value::Null
+            } else {
+                Value::String(text)
+            };
+            let answer = json!({
+                "choices": [{"message": {"role": "assistant", "content": content, "tool_calls": tool_calls}}],
+                "usage": usage_now,
+            });
+            self.usage_before = total;
+            self.finish = None;
+            self.usage_chunk = None;
+            return crate::stream_loop::IterationEnd::Continue { answer, calls };
+        }
+        let mut end = Vec::new();
+        if let Some(finish) = self.finish.take() {
+            end.push(Self::frame(&finish));
+        }
+        if let Some(mut usage) = self.usage_chunk.take() {
+            usage["usage"] = total;
+            end.push(Self::frame(&usage));
+        }
+        end.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        crate::stream_loop::IterationEnd::Finish(end)
+    }
+
+    fn keep_alive(&self) -> Bytes {
+        // An SSE comment: SDKs skip it, proxies see traffic.
+        Bytes::from_static(b": keep-alive\n\n")
+    }
 }
 
 fn usage(usage: &Value) -> Usage {
@@ -269,6 +418,76 @@ pub fn ensure_stream_usage(body: &[u8]) -> Result<Vec<u8>, BadRequest> {
             }
         }
         _ => Err(BadRequest::InvalidStreamOptions),
+    }
+}
+
+#[cfg(test)]
+mod loop_tests {
+    use super::ChatLoop;
+    use crate::sse::SseDecoder;
+    use crate::stream_loop::{IterationEnd, StreamLoop};
+    use serde_json::{Value, json};
+
+    fn events(text: &str) -> Vec<crate::SseEvent> {
+        let mut decoder = SseDecoder::new();
+        decoder.push(text.as_bytes());
+        std::iter::from_fn(|| decoder.next_event()).collect()
+    }
+
+    fn data(value: Value) -> String {
+        format!("data: {value}\n\n")
+    }
+
+    #[test]
+    fn two_iterations_are_one_stream_under_one_id() {
+        let first = [
+            data(json!({"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":"Adding. "},"finish_reason":null}]})),
+            data(json!({"id":"c1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"bmcp_t_add","arguments":""}}]},"finish_reason":null}]})),
+            data(json!({"id":"c1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\":2}"}}]},"finish_reason":null}]})),
+            data(json!({"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]})),
+            data(json!({"id":"c1","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}})),
+            "data: [DONE]\n\n".to_string(),
+        ]
+        .concat();
+        let last = [
+            data(json!({"id":"c2","choices":[{"index":0,"delta":{"role":"assistant","content":"It is 2."},"finish_reason":null}]})),
+            data(json!({"id":"c2","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})),
+            data(json!({"id":"c2","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":4,"total_tokens":24}})),
+            "data: [DONE]\n\n".to_string(),
+        ]
+        .concat();
+        let mut looped = ChatLoop::default();
+        let mut client: Vec<bytes::Bytes> = Vec::new();
+        for event in events(&first) {
+            client.extend(looped.relay(&event));
+        }
+        let IterationEnd::Continue { answer, calls } = looped.end_iteration() else {
+            panic!("the gateway's call")
+        };
+        assert_eq!(calls[0].name, "bmcp_t_add");
+        assert_eq!(calls[0].input, "{\"a\":2}");
+        assert_eq!(answer["choices"][0]["message"]["content"], "Adding. ");
+        for event in events(&last) {
+            client.extend(looped.relay(&event));
+        }
+        let IterationEnd::Finish(end) = looped.end_iteration() else {
+            panic!("last")
+        };
+        client.extend(end);
+        let text: String = client
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect();
+        assert!(!text.contains("bmcp_"), "{text}");
+        assert_eq!(text.matches("[DONE]").count(), 1);
+        assert_eq!(text.matches("finish_reason\":\"").count(), 1, "{text}");
+        let chunks: Vec<Value> = events(&text)
+            .iter()
+            .filter_map(|e| serde_json::from_str(&e.data()).ok())
+            .collect();
+        assert!(chunks.iter().all(|c| c["id"] == "c1"), "one id: {text}");
+        let usage = &chunks.last().unwrap()["usage"];
+        assert_eq!(usage["total_tokens"], 37, "{usage}");
     }
 }
 

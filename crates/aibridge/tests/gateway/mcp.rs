@@ -423,3 +423,52 @@ async fn a_later_iteration_that_fails_ends_the_stream_with_an_error_event() {
         "never a truncated 200: {text}"
     );
 }
+
+#[tokio::test]
+async fn a_chat_stream_with_a_tool_call_is_one_live_stream_to_the_client() {
+    let api = TestApi::Chat;
+    let mcp = mcp_server().await;
+    let mock = MockUpstream::start().await.unwrap();
+    let chunk = |value: Value| format!("data: {value}\n\n");
+    let first = [
+        chunk(json!({"id":"c1","object":"chat.completion.chunk","model":"gpt-5","choices":[{"index":0,"delta":{"role":"assistant","content":"Let me add. "},"finish_reason":null}]})),
+        chunk(json!({"id":"c1","object":"chat.completion.chunk","model":"gpt-5","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"bmcp_tools_add","arguments":"{\"a\":2,"}}]},"finish_reason":null}]})),
+        chunk(json!({"id":"c1","object":"chat.completion.chunk","model":"gpt-5","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"b\":3}"}}]},"finish_reason":null}]})),
+        chunk(json!({"id":"c1","object":"chat.completion.chunk","model":"gpt-5","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]})),
+        chunk(json!({"id":"c1","object":"chat.completion.chunk","model":"gpt-5","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}})),
+        "data: [DONE]\n\n".to_string(),
+    ]
+    .concat();
+    mock.script("k0", vec![Reply::ok().body(first)]);
+    let gw = start(api, &mock, &mcp, "").await;
+    let response = api.request(&gw, true).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(!text.contains("bmcp_"), "{text}");
+    assert_eq!(text.matches("data: [DONE]").count(), 1, "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+    let chunks: Vec<Value> = data_lines(&text)
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert!(chunks.iter().all(|c| c["id"] == "c1"), "one id: {text}");
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(
+        content.starts_with("Let me add. ") && content.len() > 12,
+        "{content}"
+    );
+    let usage = &chunks.last().unwrap()["usage"];
+    assert!(
+        usage["prompt_tokens"].as_u64().unwrap() > 10,
+        "summed: {usage}"
+    );
+    let sent = upstream_bodies(&mock, api);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[1]["messages"][2],
+        json!({"role": "tool", "tool_call_id": "call_1", "content": "5"})
+    );
+}
