@@ -547,6 +547,10 @@ impl crate::stream_loop::StreamLoop for MessagesLoop {
     fn keep_alive(&self) -> Bytes {
         Self::frame("ping", &serde_json::json!({"type": "ping"}))
     }
+
+    fn error_frames(&self, message: &str) -> Bytes {
+        Dialect::Anthropic.stream_error_frames(ErrorKind::Api, message)
+    }
 }
 
 fn append(block: &mut Value, field: &str, more: &Value) {

@@ -293,6 +293,10 @@ impl crate::stream_loop::StreamLoop for ChatLoop {
         // An SSE comment: SDKs skip it, proxies see traffic.
         Bytes::from_static(b": keep-alive\n\n")
     }
+
+    fn error_frames(&self, message: &str) -> Bytes {
+        Dialect::OpenAi.stream_error_frames(ErrorKind::Api, message)
+    }
 }
 
 fn usage(usage: &Value) -> Usage {

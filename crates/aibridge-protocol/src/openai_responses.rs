@@ -144,6 +144,137 @@ impl WireRules for Rules {
         });
         encode_event(Some("error"), &data.to_string())
     }
+
+    fn stream_loop(&self) -> Option<Box<dyn crate::stream_loop::StreamLoop>> {
+        Some(Box::new(ResponsesLoop::default()))
+    }
+}
+
+/// The Responses stream of an inner loop: one `response.created` / `response.in_progress` (the
+/// first iteration's), `sequence_number` counting on across iterations, output items numbered on
+/// (`output_index`), the gateway's function calls left out, each continued iteration's
+/// `response.completed` held back, and the final one carrying every visible output item and the
+/// usage of every iteration.
+#[derive(Debug, Default)]
+pub(crate) struct ResponsesLoop {
+    iteration: u32,
+    sequence: u64,
+    /// Client `output_index` of the next visible item.
+    next_output: u64,
+    /// This iteration's items: upstream `output_index` → client index (`None`: the gateway's).
+    outputs: std::collections::BTreeMap<u64, Option<u64>>,
+    /// Visible items of every iteration, done, in client order.
+    visible: Vec<Value>,
+    first_id: Option<Value>,
+    completed: Option<Value>,
+    usage_before: Value,
+}
+
+impl ResponsesLoop {
+    fn emit(&mut self, kind: &str, mut data: Value) -> Bytes {
+        data["sequence_number"] = Value::from(self.sequence);
+        self.sequence += 1;
+        encode_event(Some(kind), &data.to_string())
+    }
+}
+
+impl crate::stream_loop::StreamLoop for ResponsesLoop {
+    fn relay(&mut self, event: &SseEvent) -> Vec<Bytes> {
+        let Ok(mut data) = serde_json::from_str::<Value>(&event.data()) else {
+            return vec![event.raw().clone()];
+        };
+        let kind = event.event_type().unwrap_or("").to_string();
+        match kind.as_str() {
+            "response.created" => {
+                self.iteration += 1;
+                self.outputs.clear();
+                self.completed = None;
+                if self.iteration > 1 {
+                    return Vec::new();
+                }
+                self.first_id = Some(data["response"]["id"].clone());
+                vec![self.emit(&kind, data)]
+            }
+            "response.in_progress" if self.iteration > 1 => Vec::new(),
+            "response.completed" => {
+                self.completed = Some(data);
+                Vec::new()
+            }
+            _ => {
+                let Some(upstream) = data["output_index"].as_u64() else {
+                    return vec![self.emit(&kind, data)];
+                };
+                if kind == "response.output_item.added" {
+                    let item = &data["item"];
+                    let ours = item["type"] == "function_call"
+                        && item["name"]
+                            .as_str()
+                            .is_some_and(crate::stream_loop::is_gateway_tool);
+                    let client = (!ours).then(|| {
+                        self.next_output += 1;
+                        self.next_output - 1
+                    });
+                    self.outputs.insert(upstream, client);
+                }
+                match self.outputs.get(&upstream).copied().flatten() {
+                    Some(client) => {
+                        data["output_index"] = Value::from(client);
+                        if kind == "response.output_item.done" {
+                            self.visible.push(data["item"].clone());
+                        }
+                        vec![self.emit(&kind, data)]
+                    }
+                    None => Vec::new(),
+                }
+            }
+        }
+    }
+
+    fn end_iteration(&mut self) -> crate::stream_loop::IterationEnd {
+        let Some(mut completed) = self.completed.take() else {
+            return crate::stream_loop::IterationEnd::Finish(Vec::new());
+        };
+        let response = completed["response"].clone();
+        let observed = observe_response_object(&response);
+        let calls = observed.tool_calls;
+        let usage_now = response["usage"].clone();
+        let total = crate::tools::sum_usage(&[&self.usage_before, &usage_now]);
+        let ours = !calls.is_empty()
+            && calls
+                .iter()
+                .all(|call| crate::stream_loop::is_gateway_tool(&call.name));
+        if ours {
+            self.usage_before = total;
+            return crate::stream_loop::IterationEnd::Continue {
+                answer: response,
+                calls,
+            };
+        }
+        if self.iteration > 1 {
+            if let Some(id) = &self.first_id {
+                completed["response"]["id"] = id.clone();
+            }
+            completed["response"]["output"] = Value::Array(std::mem::take(&mut self.visible));
+            completed["response"]["usage"] = total;
+        }
+        crate::stream_loop::IterationEnd::Finish(vec![self.emit("response.completed", completed)])
+    }
+
+    fn keep_alive(&self) -> Bytes {
+        // An SSE comment: SDKs skip it, and it takes no sequence number.
+        Bytes::from_static(b": keep-alive\n\n")
+    }
+
+    fn error_frames(&self, message: &str) -> Bytes {
+        let data = serde_json::json!({
+            "type": "error",
+            "code": "server_error",
+            "message": message,
+            "param": null,
+            "sequence_number": self.sequence,
+        });
+        encode_event(Some("error"), &data.to_string())
+    }
 }
 
 fn usage(usage: &Value) -> Usage {
@@ -225,6 +356,104 @@ impl ObserveStream for StreamWatch {
 
     fn finish(self: Box<Self>) -> Observation {
         self.observation
+    }
+}
+
+#[cfg(test)]
+mod loop_tests {
+    use super::ResponsesLoop;
+    use crate::sse::SseDecoder;
+    use crate::stream_loop::{IterationEnd, StreamLoop};
+    use serde_json::{Value, json};
+
+    fn events(text: &str) -> Vec<crate::SseEvent> {
+        let mut decoder = SseDecoder::new();
+        decoder.push(text.as_bytes());
+        std::iter::from_fn(|| decoder.next_event()).collect()
+    }
+
+    fn sse(data: Value) -> String {
+        format!(
+            "event: {}\ndata: {data}\n\n",
+            data["type"].as_str().unwrap()
+        )
+    }
+
+    #[test]
+    fn two_iterations_are_one_response_to_the_client() {
+        let call = json!({"type":"function_call","id":"fc_1","call_id":"call_1","name":"bmcp_t_add","arguments":"{\"a\":2}"});
+        let first = [
+            sse(json!({"type":"response.created","sequence_number":0,"response":{"id":"resp_1","output":[]}})),
+            sse(json!({"type":"response.in_progress","sequence_number":1,"response":{"id":"resp_1"}})),
+            sse(json!({"type":"response.output_item.added","sequence_number":2,"output_index":0,"item":{"type":"message","id":"m1","content":[]}})),
+            sse(json!({"type":"response.output_text.delta","sequence_number":3,"output_index":0,"item_id":"m1","content_index":0,"delta":"Adding. "})),
+            sse(json!({"type":"response.output_item.done","sequence_number":4,"output_index":0,"item":{"type":"message","id":"m1","content":[{"type":"output_text","text":"Adding. "}]}})),
+            sse(json!({"type":"response.output_item.added","sequence_number":5,"output_index":1,"item":{"type":"function_call","id":"fc_1","call_id":"call_1","name":"bmcp_t_add","arguments":""}})),
+            sse(json!({"type":"response.function_call_arguments.delta","sequence_number":6,"output_index":1,"item_id":"fc_1","delta":"{\"a\":2}"})),
+            sse(json!({"type":"response.output_item.done","sequence_number":7,"output_index":1,"item":call})),
+            sse(json!({"type":"response.completed","sequence_number":8,"response":{"id":"resp_1","output":[{"type":"message","id":"m1","content":[{"type":"output_text","text":"Adding. "}]}, call],"usage":{"input_tokens":10,"output_tokens":3,"total_tokens":13}}})),
+        ]
+        .concat();
+        let last = [
+            sse(json!({"type":"response.created","sequence_number":0,"response":{"id":"resp_2","output":[]}})),
+            sse(json!({"type":"response.in_progress","sequence_number":1,"response":{"id":"resp_2"}})),
+            sse(json!({"type":"response.output_item.added","sequence_number":2,"output_index":0,"item":{"type":"message","id":"m2","content":[]}})),
+            sse(json!({"type":"response.output_text.delta","sequence_number":3,"output_index":0,"item_id":"m2","content_index":0,"delta":"It is 2."})),
+            sse(json!({"type":"response.output_item.done","sequence_number":4,"output_index":0,"item":{"type":"message","id":"m2","content":[{"type":"output_text","text":"It is 2."}]}})),
+            sse(json!({"type":"response.completed","sequence_number":5,"response":{"id":"resp_2","output":[{"type":"message","id":"m2"}],"usage":{"input_tokens":20,"output_tokens":4,"total_tokens":24}}})),
+        ]
+        .concat();
+        let mut looped = ResponsesLoop::default();
+        let mut client: Vec<bytes::Bytes> = Vec::new();
+        for event in events(&first) {
+            client.extend(looped.relay(&event));
+        }
+        let IterationEnd::Continue { answer, calls } = looped.end_iteration() else {
+            panic!("the gateway's call")
+        };
+        assert_eq!(calls[0].id.as_deref(), Some("call_1"));
+        assert_eq!(answer["id"], "resp_1");
+        for event in events(&last) {
+            client.extend(looped.relay(&event));
+        }
+        let IterationEnd::Finish(end) = looped.end_iteration() else {
+            panic!("last")
+        };
+        client.extend(end);
+        let text: String = client
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect();
+        assert!(!text.contains("bmcp_"), "{text}");
+        let seen: Vec<Value> = events(&text)
+            .iter()
+            .map(|e| serde_json::from_str(&e.data()).unwrap())
+            .collect();
+        let sequence: Vec<u64> = seen
+            .iter()
+            .map(|d| d["sequence_number"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            sequence,
+            (0..seen.len() as u64).collect::<Vec<_>>(),
+            "{text}"
+        );
+        assert_eq!(
+            seen.iter()
+                .filter(|d| d["type"] == "response.created")
+                .count(),
+            1
+        );
+        let outputs: Vec<u64> = seen
+            .iter()
+            .filter_map(|d| d["output_index"].as_u64())
+            .collect();
+        assert_eq!(outputs, [0, 0, 0, 1, 1, 1], "{text}");
+        let completed = seen.last().unwrap();
+        assert_eq!(completed["type"], "response.completed");
+        assert_eq!(completed["response"]["id"], "resp_1");
+        assert_eq!(completed["response"]["output"].as_array().unwrap().len(), 2);
+        assert_eq!(completed["response"]["usage"]["total_tokens"], 37);
     }
 }
 

@@ -28,6 +28,9 @@ pub trait StreamLoop: Send + std::fmt::Debug {
     fn end_iteration(&mut self) -> IterationEnd;
     /// A frame that keeps the client's connection alive while the gateway's tools run.
     fn keep_alive(&self) -> Bytes;
+    /// The frames that end the client's stream with an error after it has begun (numbered on
+    /// where the API numbers its events).
+    fn error_frames(&self, message: &str) -> Bytes;
 }
 
 /// Whether `name` is one of the gateway's own tools.

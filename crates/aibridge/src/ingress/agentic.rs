@@ -120,8 +120,6 @@ async fn run(
     };
     let upstream = &state.config.upstream;
     let mut committed = false;
-    // Ends the stream after its first event with the dialect's error frames.
-    let fail = |message: String| api.stream_error_frames(&message, None);
     for iteration in 1..=tools.max_iterations {
         if iteration > 1 {
             recording.next_iteration();
@@ -146,7 +144,7 @@ async fn run(
             Ok(served) => served,
             Err(error) => {
                 if committed {
-                    let _ = send(&frames, fail(error.to_string())).await;
+                    let _ = send(&frames, looped.error_frames(&error.to_string())).await;
                 } else {
                     let _ = frames.send(Frame::Failed(error)).await;
                 }
@@ -161,7 +159,7 @@ async fn run(
                     status.as_u16()
                 );
                 recording.end(Outcome::UpstreamError, Some(200), Some(message.clone()));
-                let _ = send(&frames, fail(message)).await;
+                let _ = send(&frames, looped.error_frames(&message)).await;
             } else {
                 let relayed = relay_error(
                     served.response,
@@ -202,7 +200,7 @@ async fn run(
                     recording.observation(observer.finish());
                     if committed {
                         recording.end(Outcome::StreamFailed, Some(200), Some(message.clone()));
-                        let _ = send(&frames, fail(message)).await;
+                        let _ = send(&frames, looped.error_frames(&message)).await;
                     } else {
                         let error = GatewayError::UpstreamStreamFailed(message);
                         recording.failed(&error);
@@ -286,7 +284,7 @@ async fn run(
                     Err(error) => {
                         let message = error.to_string();
                         recording.end(Outcome::GatewayError, Some(200), Some(message.clone()));
-                        let _ = send(&frames, fail(message)).await;
+                        let _ = send(&frames, looped.error_frames(&message)).await;
                         return;
                     }
                 }
@@ -295,7 +293,7 @@ async fn run(
     }
     let error = GatewayError::InnerLoopLimit(tools.max_iterations);
     recording.end(Outcome::GatewayError, Some(200), Some(error.to_string()));
-    let _ = send(&frames, fail(error.to_string())).await;
+    let _ = send(&frames, looped.error_frames(&error.to_string())).await;
 }
 
 /// The inner agentic loop of a blocking request with MCP tools: while the model calls only the

@@ -472,3 +472,67 @@ async fn a_chat_stream_with_a_tool_call_is_one_live_stream_to_the_client() {
         json!({"role": "tool", "tool_call_id": "call_1", "content": "5"})
     );
 }
+
+#[tokio::test]
+async fn a_responses_stream_with_a_tool_call_is_one_live_stream_to_the_client() {
+    let api = TestApi::Responses;
+    let mcp = mcp_server().await;
+    let mock = MockUpstream::start().await.unwrap();
+    let sse = |data: Value| {
+        format!(
+            "event: {}\ndata: {data}\n\n",
+            data["type"].as_str().unwrap()
+        )
+    };
+    let call = json!({"type":"function_call","id":"fc_1","call_id":"call_1","name":"bmcp_tools_add","arguments":"{\"a\":2,\"b\":3}","status":"completed"});
+    let message = json!({"type":"message","id":"m1","role":"assistant","status":"completed","content":[{"type":"output_text","text":"Let me add. ","annotations":[]}]});
+    let first = [
+        sse(json!({"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","status":"in_progress","output":[]}})),
+        sse(json!({"type":"response.in_progress","sequence_number":1,"response":{"id":"resp_1","object":"response","status":"in_progress","output":[]}})),
+        sse(json!({"type":"response.output_item.added","sequence_number":2,"output_index":0,"item":{"type":"message","id":"m1","role":"assistant","status":"in_progress","content":[]}})),
+        sse(json!({"type":"response.output_text.delta","sequence_number":3,"output_index":0,"item_id":"m1","content_index":0,"delta":"Let me add. "})),
+        sse(json!({"type":"response.output_item.done","sequence_number":4,"output_index":0,"item":message})),
+        sse(json!({"type":"response.output_item.added","sequence_number":5,"output_index":1,"item":{"type":"function_call","id":"fc_1","call_id":"call_1","name":"bmcp_tools_add","arguments":"","status":"in_progress"}})),
+        sse(json!({"type":"response.function_call_arguments.delta","sequence_number":6,"output_index":1,"item_id":"fc_1","delta":"{\"a\":2,\"b\":3}"})),
+        sse(json!({"type":"response.output_item.done","sequence_number":7,"output_index":1,"item":call})),
+        sse(json!({"type":"response.completed","sequence_number":8,"response":{"id":"resp_1","object":"response","status":"completed","output":[message, call],"usage":{"input_tokens":10,"output_tokens":3,"total_tokens":13}}})),
+    ]
+    .concat();
+    mock.script("k0", vec![Reply::ok().body(first)]);
+    let gw = start(api, &mock, &mcp, "").await;
+    let response = api.request(&gw, true).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(!text.contains("bmcp_"), "{text}");
+    let events: Vec<Value> = data_lines(&text)
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let sequence: Vec<u64> = events
+        .iter()
+        .map(|e| e["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        sequence,
+        (0..events.len() as u64).collect::<Vec<_>>(),
+        "{text}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["type"] == "response.created")
+            .count(),
+        1
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.completed", "{text}");
+    assert_eq!(last["response"]["id"], "resp_1");
+    assert!(last["response"]["usage"]["input_tokens"].as_u64().unwrap() > 10);
+    let sent = upstream_bodies(&mock, api);
+    assert_eq!(sent.len(), 2);
+    let input = sent[1]["input"].as_array().unwrap();
+    assert_eq!(
+        input.last().unwrap(),
+        &json!({"type": "function_call_output", "call_id": "call_1", "output": "5"})
+    );
+}
