@@ -154,3 +154,92 @@ def test_a_tool_error_goes_back_to_the_model(mcp_gateway, mock, make_client):
     assert result["is_error"] is True
     # The Python SDK's server reports a raised exception by the tool's name only.
     assert "Error executing tool fail" in result["content"]
+
+
+def chat_tool_call(stream: bool) -> str:
+    if not stream:
+        return json.dumps({
+            "id": "chatcmpl-tool", "object": "chat.completion", "created": 0, "model": MODEL,
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": "Let me add. ",
+                "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "bmcp_tools_add", "arguments": '{"a": 2, "b": 3}'}}],
+            }}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        })
+
+    def chunk(choices, usage=None):
+        body = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": MODEL, "choices": choices}
+        if usage:
+            body["usage"] = usage
+        return f"data: {json.dumps(body)}\n\n"
+
+    return "".join([
+        chunk([{"index": 0, "delta": {"role": "assistant", "content": "Let me add. "}, "finish_reason": None}]),
+        chunk([{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "bmcp_tools_add", "arguments": '{"a": 2, "b": 3}'}}]}, "finish_reason": None}]),
+        chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]),
+        chunk([], {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}),
+        "data: [DONE]\n\n",
+    ])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_chat_tool_call_run_by_the_gateway(mcp_gateway, mock, make_openai_client, stream):
+    mock.script("k0", [{"status": 200, "body": chat_tool_call(stream)}])
+    client = make_openai_client(mcp_gateway)
+    if stream:
+        text, usage = "", None
+        with client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True) as chunks:
+            for c in chunks:
+                for choice in c.choices:
+                    text += choice.delta.content or ""
+                    assert not choice.delta.tool_calls, "the gateway's call is not shown"
+                if c.usage is not None:
+                    usage = c.usage
+    else:
+        completion = client.chat.completions.create(model=MODEL, messages=MESSAGES)
+        text, usage = completion.choices[0].message.content, completion.usage
+        assert not completion.choices[0].message.tool_calls
+    assert text.startswith("Let me add. ") and MOCK_TEXT in text
+    sent = [json.loads(r["body"]) for r in mock.requests("/v1/chat/completions")]
+    assert sent[1]["messages"][-1] == {"role": "tool", "tool_call_id": "call_1", "content": "5"}
+    assert usage.prompt_tokens > 10, "summed over both iterations"
+
+
+def responses_tool_call(stream: bool) -> str:
+    call = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "bmcp_tools_add", "arguments": '{"a": 2, "b": 3}', "status": "completed"}
+    message = {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": "Let me add. ", "annotations": []}]}
+    response = {"id": "resp_1", "object": "response", "created_at": 0, "model": MODEL, "status": "completed", "output": [message, call], "parallel_tool_calls": False, "tool_choice": "auto", "tools": [], "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15, "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}}
+    if not stream:
+        return json.dumps(response)
+    events = [
+        {"type": "response.created", "response": {**response, "status": "in_progress", "output": []}},
+        {"type": "response.in_progress", "response": {**response, "status": "in_progress", "output": []}},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**message, "status": "in_progress", "content": []}},
+        {"type": "response.content_part.added", "output_index": 0, "item_id": "msg_1", "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}},
+        {"type": "response.output_text.delta", "output_index": 0, "item_id": "msg_1", "content_index": 0, "delta": "Let me add. ", "logprobs": []},
+        {"type": "response.content_part.done", "output_index": 0, "item_id": "msg_1", "content_index": 0, "part": message["content"][0]},
+        {"type": "response.output_item.done", "output_index": 0, "item": message},
+        {"type": "response.output_item.added", "output_index": 1, "item": {**call, "arguments": "", "status": "in_progress"}},
+        {"type": "response.function_call_arguments.delta", "output_index": 1, "item_id": "fc_1", "delta": call["arguments"]},
+        {"type": "response.output_item.done", "output_index": 1, "item": call},
+        {"type": "response.completed", "response": response},
+    ]
+    return "".join(f"event: {e['type']}\ndata: {json.dumps({**e, 'sequence_number': i})}\n\n" for i, e in enumerate(events))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_tool_call_run_by_the_gateway(mcp_gateway, mock, make_openai_client, stream):
+    mock.script("k0", [{"status": 200, "body": responses_tool_call(stream)}])
+    client = make_openai_client(mcp_gateway)
+    if stream:
+        with client.responses.stream(model=MODEL, input="What is 2 + 3?") as events:
+            for _ in events:
+                pass
+            final = events.get_final_response()
+    else:
+        final = client.responses.create(model=MODEL, input="What is 2 + 3?")
+    assert final.output_text.startswith("Let me add. ") and MOCK_TEXT in final.output_text
+    assert all(item.type == "message" for item in final.output), "the gateway's call is not shown"
+    sent = [json.loads(r["body"]) for r in mock.requests("/v1/responses")]
+    assert sent[1]["input"][-1] == {"type": "function_call_output", "call_id": "call_1", "output": "5"}
+    assert final.usage.input_tokens > 10, "summed over both iterations"
