@@ -95,7 +95,7 @@ pub use types::{
     AttemptRow, AttemptView, CredentialKind, GroupBy, InterceptionDetail, InterceptionEnded,
     InterceptionFilter, InterceptionPage, NewInterception, NewToken, PromptRow, Record,
     RequestKind, ThoughtRow, ThoughtView, TokenInfo, TokenUsageRow, ToolCallRow, ToolCallView,
-    UnixMillis, UsageFilter, UsageRow, UsageView, User, WriteBatch,
+    ToolRun, UnixMillis, UsageFilter, UsageRow, UsageView, User, WriteBatch,
 };
 
 /// Opens the right backend for the URL (`sqlite://PATH`, `sqlite::memory:`, `postgres://`,

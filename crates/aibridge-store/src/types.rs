@@ -243,7 +243,22 @@ pub struct ToolCallRow {
     /// JSON text, stored as given.
     pub input: String,
     pub injected: bool,
+    /// Set for a tool the gateway ran: what it came to.
+    pub run: Option<ToolRun>,
     pub created_at: UnixMillis,
+}
+
+/// A tool the gateway ran itself (MCP): where it lives and what it gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolRun {
+    pub server_name: String,
+    pub server_url: String,
+    /// The tool's own name on its server.
+    pub tool_name: String,
+    /// The result's text, or the error's.
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -382,6 +397,9 @@ pub struct ToolCallView {
     /// JSON text, as given.
     pub input: String,
     pub injected: bool,
+    /// Set for a tool the gateway ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<ToolRun>,
     pub created_at: UnixMillis,
 }
 

@@ -12,7 +12,7 @@ use crate::backend::sql::{self, batch_outcome, unknown_interception};
 use crate::error::{RecordFailure, StoreError, db, db_message};
 use crate::types::{
     AttemptView, CredentialKind, GroupBy, InterceptionDetail, InterceptionFilter, InterceptionPage,
-    NewInterception, NewToken, Record, RequestKind, ThoughtView, TokenInfo, ToolCallView,
+    NewInterception, NewToken, Record, RequestKind, ThoughtView, TokenInfo, ToolCallView, ToolRun,
     UnixMillis, UsageFilter, UsageRow, UsageView, User, WriteBatch,
 };
 
@@ -420,7 +420,8 @@ impl Pools {
             .await?;
         let mut tool_calls = self.children(
             "SELECT interception_id, provider_response_id, tool_call_id, name, input, injected, \
-             created_at FROM tool_calls WHERE interception_id IN (",
+             created_at, server_name, server_url, tool_name, result, error, duration_ms \
+             FROM tool_calls WHERE interception_id IN (",
             ") ORDER BY created_at, id",
             &ids,
             |row| {
@@ -431,6 +432,17 @@ impl Pools {
                     input: row.try_get(4)?,
                     injected: row.try_get(5)?,
                     created_at: row.try_get(6)?,
+                    run: match row.try_get::<Option<String>, _>(7)? {
+                        Some(server_name) => Some(ToolRun {
+                            server_name,
+                            server_url: row.try_get::<Option<String>, _>(8)?.unwrap_or_default(),
+                            tool_name: row.try_get::<Option<String>, _>(9)?.unwrap_or_default(),
+                            result: row.try_get(10)?,
+                            error: row.try_get(11)?,
+                            duration_ms: row.try_get::<Option<i64>, _>(12)?.unwrap_or_default(),
+                        }),
+                        None => None,
+                    },
                 })
             },
         )
@@ -552,7 +564,13 @@ async fn write_record(conn: &mut Conn, record: &Record) -> Result<bool, sqlx::Er
             .bind(&r.input)
             .bind(r.injected)
             .bind(r.created_at)
-            .bind(i64::from(r.seq)),
+            .bind(i64::from(r.seq))
+            .bind(r.run.as_ref().map(|run| &run.server_name))
+            .bind(r.run.as_ref().map(|run| &run.server_url))
+            .bind(r.run.as_ref().map(|run| &run.tool_name))
+            .bind(r.run.as_ref().and_then(|run| run.result.as_ref()))
+            .bind(r.run.as_ref().and_then(|run| run.error.as_ref()))
+            .bind(r.run.as_ref().map(|run| run.duration_ms)),
         Record::Thought(r) => sqlx::query(sql::INSERT_THOUGHT)
             .bind(&r.interception_id)
             .bind(&r.content)

@@ -38,8 +38,9 @@ pub(crate) const INSERT_PROMPT: &str = "INSERT INTO prompts (interception_id, \
      WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING";
 
 pub(crate) const INSERT_TOOL_CALL: &str = "INSERT INTO tool_calls (interception_id, \
-     provider_response_id, tool_call_id, name, input, injected, created_at, seq) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+     provider_response_id, tool_call_id, name, input, injected, created_at, seq, server_name, \
+     server_url, tool_name, result, error, duration_ms) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
      WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING";
 
 pub(crate) const INSERT_THOUGHT: &str = "INSERT INTO thoughts (interception_id, content, \

@@ -345,6 +345,12 @@ fn write_record(conn: &Connection, record: &Record) -> rusqlite::Result<bool> {
             r.injected,
             r.created_at,
             r.seq,
+            r.run.as_ref().map(|run| &run.server_name),
+            r.run.as_ref().map(|run| &run.server_url),
+            r.run.as_ref().map(|run| &run.tool_name),
+            r.run.as_ref().and_then(|run| run.result.as_ref()),
+            r.run.as_ref().and_then(|run| run.error.as_ref()),
+            r.run.as_ref().map(|run| run.duration_ms),
         ])?,
         Record::Thought(r) => conn.prepare_cached(&s.insert_thought)?.execute(params![
             r.interception_id,

@@ -373,6 +373,14 @@ async fn every_record_kind(db: Arc<TestDb>) {
     assert!(d.attempts.is_empty() && d.usage.is_empty() && d.prompts.is_empty());
 
     let extra = BTreeMap::from([("reasoning".to_owned(), 42), ("audio".to_owned(), 3)]);
+    let run = || aibridge_store::ToolRun {
+        server_name: "tools".into(),
+        server_url: "http://127.0.0.1:9000/mcp".into(),
+        tool_name: "search".into(),
+        result: None,
+        error: Some("Error: calling tool: timed out".into()),
+        duration_ms: 1234,
+    };
     let tool = |n: i64, name: &str, injected: bool| ToolCallRow {
         interception_id: id.clone(),
         seq: crate::common::next_seq(),
@@ -381,6 +389,8 @@ async fn every_record_kind(db: Arc<TestDb>) {
         name: name.into(),
         input: format!(r#"{{"n":{n}}}"#),
         injected,
+        // A tool the gateway ran carries where it lives and what it gave.
+        run: injected.then(run),
         created_at: D0 + n,
     };
     let thought = |n: i64, source: &str| ThoughtRow {
@@ -545,6 +555,7 @@ async fn every_record_kind(db: Arc<TestDb>) {
                 name: "read_file".into(),
                 input: r#"{"n":5}"#.into(),
                 injected: false,
+                run: None,
                 created_at: D0 + 5,
             },
             ToolCallView {
@@ -553,6 +564,7 @@ async fn every_record_kind(db: Arc<TestDb>) {
                 name: "mcp_search".into(),
                 input: r#"{"n":8}"#.into(),
                 injected: true,
+                run: Some(run()),
                 created_at: D0 + 8,
             },
         ],

@@ -123,6 +123,7 @@ fn records_of(id: &str) -> Vec<Record> {
         name: "read_file".into(),
         input: r#"{"path":"src/main.rs"}"#.into(),
         injected: false,
+        run: None,
         created_at: at,
     }));
     out.push(Record::Thought(ThoughtRow {

@@ -255,11 +255,11 @@ async fn run(
             IterationEnd::Continue { answer, calls } => {
                 let mut outcomes = Vec::with_capacity(calls.len());
                 for tool_call in calls {
-                    let running = tools.call(&tool_call.name, &tool_call.input);
+                    let running = tools.run(&tool_call.name, &tool_call.input);
                     tokio::pin!(running);
                     let mut ticks =
                         tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
-                    let result = loop {
+                    let (result, run) = loop {
                         tokio::select! {
                             result = &mut running => break result,
                             _ = ticks.tick() => {
@@ -272,6 +272,14 @@ async fn run(
                     };
                     if let (Some(server), Some(tool)) = (&result.server, &result.tool) {
                         state.metrics.mcp_tool_call(server, tool, !result.is_error);
+                    }
+                    if let Some(run) = run {
+                        recording.tool_run(
+                            tool_call.id.clone(),
+                            &tool_call.name,
+                            &tool_call.input,
+                            run,
+                        );
                     }
                     outcomes.push(ToolOutcome {
                         call_id: tool_call.id.unwrap_or_default(),
@@ -349,9 +357,12 @@ pub async fn blocking(
         };
         let mut outcomes = Vec::with_capacity(calls.len());
         for tool_call in calls {
-            let result = tools.call(&tool_call.name, &tool_call.input).await;
+            let (result, run) = tools.run(&tool_call.name, &tool_call.input).await;
             if let (Some(server), Some(tool)) = (&result.server, &result.tool) {
                 state.metrics.mcp_tool_call(server, tool, !result.is_error);
+            }
+            if let Some(run) = run {
+                recording.tool_run(tool_call.id.clone(), &tool_call.name, &tool_call.input, run);
             }
             tracing::info!(
                 tool = %tool_call.name,

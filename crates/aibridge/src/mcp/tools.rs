@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use aibridge_protocol::ToolSpec;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::client::{McpConnection, McpEndpoint, McpTool};
 use crate::config::{McpServerConfig, McpSettings, ToolFilter};
@@ -179,12 +180,46 @@ impl McpTools {
         }
     }
 
-    /// The server of an injected tool, for the record.
-    pub fn server_url(&self, server: &str) -> Option<String> {
-        self.servers
-            .iter()
-            .find(|s| s.config.name == server)
-            .map(|s| s.config.url.clone())
+    /// Calls the injected tool `id` as `call` does, in a trace span of its own, and says what
+    /// it came to for the record.
+    pub async fn run(
+        &self,
+        id: &str,
+        arguments: &str,
+    ) -> (ToolCallResult, Option<aibridge_store::ToolRun>) {
+        let span = tracing::info_span!(
+            "mcp_tool_call",
+            otel.name = %format_args!("execute_tool {id}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = %id,
+            mcp.server = tracing::field::Empty,
+        );
+        let result = self.call(id, arguments).instrument(span.clone()).await;
+        if let Some(server) = &result.server {
+            span.record("mcp.server", server.as_str());
+        }
+        if result.is_error {
+            span.record("otel.status_code", "error");
+        }
+        let run = match (&result.server, &result.tool) {
+            (Some(server), Some(tool)) => Some(aibridge_store::ToolRun {
+                server_name: server.clone(),
+                server_url: self
+                    .servers
+                    .iter()
+                    .find(|s| s.config.name == *server)
+                    .map(|s| redact(&s.config.url))
+                    .unwrap_or_default(),
+                tool_name: tool.clone(),
+                result: (!result.is_error).then(|| result.text.clone()),
+                error: result.is_error.then(|| result.text.clone()),
+                duration_ms: i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX),
+            }),
+            _ => None,
+        };
+        (result, run)
     }
 
     pub fn shutdown(&self) {
@@ -286,4 +321,17 @@ fn injected(config: &McpServerConfig, listed: &[McpTool]) -> Vec<InjectedTool> {
 
 fn filter_admits(filter: &ToolFilter, tool: &str) -> bool {
     filter.admits(tool)
+}
+
+/// A URL without user info or query (they may hold a secret), for the record.
+fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.to_string()
+        }
+        Err(_) => String::new(),
+    }
 }

@@ -8,6 +8,7 @@ use aibridge_keypool::{PoolKey, Verdict};
 use aibridge_protocol::Observation;
 use aibridge_store::{
     AttemptRow, InterceptionEnded, PromptRow, Record, ThoughtRow, TokenUsageRow, ToolCallRow,
+    ToolRun,
 };
 
 use super::Recorder;
@@ -240,8 +241,10 @@ impl Recording {
             self.recorder.record(record);
         }
         for call in observation.tool_calls {
-            // The gateway's own (MCP) tools carry its prefix.
-            let injected = call.name.starts_with(crate::mcp::tools::TOOL_PREFIX);
+            // The gateway's own (MCP) tools are recorded when they have run (`tool_run`).
+            if call.name.starts_with(crate::mcp::tools::TOOL_PREFIX) {
+                continue;
+            }
             let record = Record::ToolCall(ToolCallRow {
                 interception_id: self.id.clone(),
                 seq: self.seq(),
@@ -249,7 +252,8 @@ impl Recording {
                 tool_call_id: call.id,
                 name: call.name,
                 input: call.input,
-                injected,
+                injected: false,
+                run: None,
                 created_at: now,
             });
             self.recorder.record(record);
@@ -284,6 +288,26 @@ impl Recording {
             permit.answered(status);
         }
         self.watch.tally.answered();
+    }
+
+    /// A tool the gateway ran in its inner loop (`name` as the model called it, `input` its
+    /// arguments), with where it lives and what it gave.
+    pub fn tool_run(&mut self, call_id: Option<String>, name: &str, input: &str, run: ToolRun) {
+        if !self.recorder.enabled() {
+            return;
+        }
+        let record = Record::ToolCall(ToolCallRow {
+            interception_id: self.id.clone(),
+            seq: self.seq(),
+            provider_response_id: None,
+            tool_call_id: call_id,
+            name: name.to_string(),
+            input: input.to_string(),
+            injected: true,
+            run: Some(run),
+            created_at: now_millis(),
+        });
+        self.recorder.record(record);
     }
 
     /// Ends the record, the metrics and the log line; later calls do nothing.

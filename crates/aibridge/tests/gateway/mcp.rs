@@ -174,6 +174,23 @@ async fn the_gateway_runs_the_tools_the_model_calls_and_the_client_gets_one_answ
         }
         let calls = mcp.mock().calls();
         assert_eq!(calls.len(), 1, "{api:?}");
+        // One record: the tool the gateway ran, with where it lives and what it gave.
+        let records = wait_for_ended(&gw, None, 1).await;
+        let runs: Vec<&Value> = records[0]["tool_calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|call| call["injected"] == true)
+            .collect();
+        assert_eq!(runs.len(), 1, "{api:?}: {:#}", records[0]);
+        assert_eq!(runs[0]["name"], "bmcp_tools_add");
+        assert_eq!(runs[0]["tool_call_id"], "call_1");
+        let run = &runs[0]["run"];
+        assert_eq!(run["server_name"], "tools");
+        assert_eq!(run["server_url"], mcp.url());
+        assert_eq!(run["tool_name"], "add");
+        assert_eq!(run["result"], "5");
+        assert!(run["error"].is_null());
         // Metrics count the call by the tool's own name.
         let metrics = client()
             .get(gw.url("/metrics"))
@@ -231,6 +248,9 @@ async fn a_continuation_fails_over_on_its_own_and_tool_errors_go_back_to_the_mod
         .map(|a| a["number"].as_u64().unwrap())
         .collect();
     assert_eq!(numbers, [1, 2, 3], "{:#}", records[0]);
+    let run = &records[0]["tool_calls"][0]["run"];
+    assert_eq!(run["tool_name"], "fail");
+    assert!(run["result"].is_null() && run["error"].is_string(), "{run}");
 }
 
 #[tokio::test]
