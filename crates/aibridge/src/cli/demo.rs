@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use aibridge_mock::mcp::{McpMock, McpMockOptions};
 use aibridge_mock::{MockUpstream, Reply};
 use aibridge_store::{GroupBy, UsageFilter};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use crate::config::Config;
+use crate::config::{Config, McpServerConfig, ToolFilter};
 use crate::serve::{Gateway, shutdown_signal};
 use crate::state::AppState;
 
@@ -45,7 +46,24 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let config = Config::load(None, &env)?;
+    let mut config = Config::load(None, &env)?;
+    // An MCP server of its own, whose tools the gateway injects and runs.
+    let mcp = McpMock::new(McpMockOptions {
+        noop_tools: 0,
+        ..McpMockOptions::default()
+    })
+    .start()
+    .await
+    .context("starting the demo MCP server")?;
+    config.mcp.servers.push(McpServerConfig {
+        name: "demo".into(),
+        url: mcp.url(),
+        headers: Vec::new(),
+        tools: ToolFilter {
+            allow: None,
+            deny: regex::Regex::new("^secret").ok(),
+        },
+    });
     let client = crate::upstream::client::build(&config.upstream)?;
     let gateway = Gateway::bind(AppState::build(config, client).await?).await?;
     let addr = gateway.local_addr()?;
@@ -65,6 +83,10 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
         hint(HEALTHY_KEY)
     );
     println!("                  the first key always answers 429 (Retry-After: 30)");
+    println!(
+        "  MCP server:     {} (tools injected as bmcp_demo_<tool>)",
+        mcp.url()
+    );
     println!();
     println!("Sending one request per provider through the gateway to show the failover…");
     for (provider, path, body) in demo_requests() {
@@ -90,6 +112,42 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
             };
             println!("    {:<14} {}{detail}", key.hint, key.state.as_str());
         }
+    }
+    println!();
+    println!("Asking the fake model something it answers with a call of the gateway's MCP tool…");
+    mock.script(
+        HEALTHY_KEY,
+        vec![Reply::ok().body(
+            json!({
+                "id": "msg_demo", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+                "content": [
+                    {"type": "text", "text": "Let me add that up. "},
+                    {"type": "tool_use", "id": "toolu_demo", "name": "bmcp_demo_add", "input": {"a": 2, "b": 3}}
+                ],
+                "stop_reason": "tool_use",
+                "usage": {"input_tokens": 12, "output_tokens": 9}
+            })
+            .to_string(),
+        )],
+    );
+    let (_, path, body) = demo_requests()[0].clone();
+    match demo_answer(&base, path, &body).await {
+        Ok(answer) => {
+            for call in mcp.mock().calls() {
+                println!(
+                    "  the model called bmcp_demo_{} {}; the gateway ran it on the MCP server and sent the result back",
+                    call.tool, call.arguments
+                );
+            }
+            let text: String = answer["content"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|block| block["text"].as_str())
+                .collect();
+            println!("  the client got one answer: {text:?}");
+        }
+        Err(e) => println!("  failed: {e:#}"),
     }
     // The writer records in the background; give it a moment before reading back.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -149,6 +207,17 @@ fn demo_requests() -> [(&'static str, &'static str, Value); 2] {
             json!({"model": "gpt-5", "messages": messages}),
         ),
     ]
+}
+
+async fn demo_answer(base: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
+    let response = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await?;
+    Ok(serde_json::from_slice(&response.bytes().await?)?)
 }
 
 async fn demo_request(base: &str, path: &str, body: &Value) -> anyhow::Result<u16> {

@@ -358,6 +358,17 @@ async fn demo_shows_a_failover_in_its_own_output() {
         "{output}"
     );
     assert!(output.contains("curl -s http://127.0.0.1:"), "{output}");
+    // The MCP tool call, run by the gateway.
+    assert!(
+        output.contains("the model called bmcp_demo_add {\"a\":2,\"b\":3}; the gateway ran it"),
+        "{output}"
+    );
+    assert!(
+        output.contains(
+            "the client got one answer: \"Let me add that up. Hello from aibridge-mock.\""
+        ),
+        "{output}"
+    );
     // Ctrl-C / SIGTERM stops the demo, which removes its throwaway database.
     let pid = child.id().unwrap();
     let database = format!("{}/aibridge-demo-{pid}.db", std::env::temp_dir().display());
