@@ -7,7 +7,8 @@
 # For each binary and recording off/on: the gateway under callgrind in front of aibridge-mock,
 # 200 warm-up requests, counters zeroed, then N (default 2000) blocking Anthropic Messages
 # requests from oha with 4 connections; prints instructions per request (every thread of the
-# gateway, the kernel's part excluded). Needs valgrind and the bench's oha (bench/run.sh
+# gateway, the kernel's part excluded). MCP=1 configures an MCP server whose tools are injected
+# into every request (the model never calls them). Needs valgrind and the bench's oha (bench/run.sh
 # installs it). KEEP=DIR keeps each measured dump there for callgrind_annotate. Loopback only;
 # every process is stopped at the end.
 set -euo pipefail
@@ -42,12 +43,19 @@ wait_http() { # url
 }
 
 MOCK_PORT=$(free_port)
-"$MOCK" --listen "127.0.0.1:$MOCK_PORT" --no-record > "$OUT/mock.log" 2>&1 &
+MCP_PORT=$(free_port)
+"$MOCK" --listen "127.0.0.1:$MOCK_PORT" --no-record --mcp-listen "127.0.0.1:$MCP_PORT" > "$OUT/mock.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$MOCK_PORT/_mock/stats"
 
 BODY='{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Say hello"}]}'
 printf '%-60s %-10s %s\n' binary recording instructions/request
+# MCP=1: the gateway injects the mock MCP server's tools into every request (never called).
+CONFIG=()
+if [ -n "${MCP:-}" ]; then
+  printf '[[mcp_servers]]\nname = "bench"\nurl = "http://127.0.0.1:%s/mcp"\n' "$MCP_PORT" > "$OUT/mcp.toml"
+  CONFIG=(--config "$OUT/mcp.toml")
+fi
 for bin in "${BINS[@]}"; do
   for recording in off on; do
     port=$(free_port)
@@ -55,7 +63,7 @@ for bin in "${BINS[@]}"; do
     AIBRIDGE_LISTEN=127.0.0.1:$port AIBRIDGE_AUTH=none AIBRIDGE_LOG=warn \
       AIBRIDGE_ANTHROPIC_KEYS=sk-bench-key-0 AIBRIDGE_ANTHROPIC_BASE_URL=http://127.0.0.1:$MOCK_PORT \
       AIBRIDGE_RECORDING=$recording AIBRIDGE_DATABASE_URL=sqlite://$OUT/aibridge-$recording.db \
-      valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve > "$OUT/gw.log" 2>&1 &
+      valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve "${CONFIG[@]}" > "$OUT/gw.log" 2>&1 &
     gw=$!
     PIDS+=($gw)
     wait_http "http://127.0.0.1:$port/healthz"

@@ -3,7 +3,8 @@
 //!
 //! Load mode (for `bench/run.sh`): `--latency-ms`, `--stream-events`, `--event-delay-ms` set
 //! server-wide defaults ([`aibridge_mock::MockOptions`]), `--no-record` keeps no request history
-//! (flat memory under load), `--workers` sizes the runtime.
+//! (flat memory under load), `--workers` sizes the runtime. `--mcp-listen ADDR` also serves a
+//! real MCP server (tools `add`, `echo`, `fail`, `secret_lookup`, `sleep`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -34,6 +35,9 @@ struct Args {
     /// Runtime worker threads (default: one per CPU the process may run on).
     #[arg(long)]
     workers: Option<usize>,
+    /// Also serve a real MCP server (streamable HTTP, at `/mcp`) on this address.
+    #[arg(long)]
+    mcp_listen: Option<SocketAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,9 +57,23 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .event_delay_ms(args.event_delay_ms)
         .record(!args.no_record);
     let mock = MockUpstream::start_with(args.listen, options).await?;
+    let mcp = match args.mcp_listen {
+        Some(addr) => Some(
+            aibridge_mock::mcp::McpMock::new(aibridge_mock::mcp::McpMockOptions {
+                noop_tools: 0,
+                ..Default::default()
+            })
+            .start_on(addr)
+            .await?,
+        ),
+        None => None,
+    };
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "aibridge-mock listening on {}", mock.url())?;
+        if let Some(mcp) = &mcp {
+            writeln!(out, "aibridge-mock MCP server on {}", mcp.url())?;
+        }
         out.flush()?;
     }
     wait_for_signal().await?;

@@ -12,9 +12,9 @@ use crate::observe::{
 };
 use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
-use crate::splice::{append_to_array, members, set_in_member};
+use crate::splice::{ObjectEdit, append_to_array, set_member};
 use crate::sse::SseEvent;
-use crate::tools::{ToolOutcome, ToolSpec, rendered, rendered_values, summed_usage};
+use crate::tools::{ToolOutcome, ToolSpec, rendered_values, summed_usage};
 
 pub(crate) struct Rules;
 
@@ -35,30 +35,44 @@ impl WireRules for Rules {
         Ok(body)
     }
 
-    fn inject_tools(&self, body: &[u8], tools: &[ToolSpec]) -> Result<Vec<u8>, BadRequest> {
-        let items = rendered(tools, |tool| {
-            json!({
-                "name": tool.name,
-                "description": tool.description_text(),
-                "input_schema": tool.object_schema(),
-            })
-        });
-        let body = append_to_array(body, "tools", &items)?;
-        // `none` forbids tools altogether: nothing to make serial.
-        let choice_is_none = members(&body)?
-            .get("tool_choice")
-            .and_then(|choice| serde_json::from_str::<Value>(choice.get()).ok())
-            .is_some_and(|choice| choice["type"] == "none");
-        if choice_is_none {
-            return Ok(body);
+    fn render_tool(&self, tool: &ToolSpec) -> Value {
+        json!({
+            "name": tool.name,
+            "description": tool.description_text(),
+            "input_schema": tool.object_schema(),
+        })
+    }
+
+    fn inject_rendered(&self, body: &[u8], tools: &[u8]) -> Result<Vec<u8>, BadRequest> {
+        #[derive(serde::Deserialize)]
+        struct Choice<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Option<std::borrow::Cow<'a, str>>,
         }
-        set_in_member(
-            &body,
-            "tool_choice",
-            "disable_parallel_tool_use",
-            b"true",
-            br#"{"type":"auto","disable_parallel_tool_use":true}"#,
-        )
+        let mut edit = ObjectEdit::new(body)?;
+        edit.append_to_array("tools", tools)?;
+        match edit.get("tool_choice") {
+            None => edit.set(
+                "tool_choice",
+                br#"{"type":"auto","disable_parallel_tool_use":true}"#,
+            ),
+            Some(choice) if choice.get().starts_with('{') => {
+                let kind = serde_json::from_str::<Choice<'_>>(choice.get())
+                    .ok()
+                    .and_then(|choice| choice.kind);
+                // `none` forbids tools altogether: nothing to make serial.
+                if kind.as_deref() != Some("none") {
+                    let edited = set_member(
+                        choice.get().as_bytes(),
+                        "disable_parallel_tool_use",
+                        b"true",
+                    )?;
+                    edit.replace(choice, edited);
+                }
+            }
+            Some(_) => {}
+        }
+        Ok(edit.finish())
     }
 
     fn continue_with(

@@ -15,6 +15,19 @@ use crate::stream_loop::StreamLoop;
 use crate::tools::{ToolOutcome, ToolSpec};
 use crate::{anthropic_messages, openai_chat, openai_responses};
 
+/// Tools rendered in one API's request shape ([`Api::render_tools`]).
+#[derive(Debug, Clone)]
+pub struct RenderedTools {
+    api: Api,
+    joined: Vec<u8>,
+}
+
+impl RenderedTools {
+    pub fn is_empty(&self) -> bool {
+        self.joined.is_empty()
+    }
+}
+
 /// An API the gateway bridges: parses enough of, observes for the record, and relays event by
 /// event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,13 +77,33 @@ impl Api {
         self.rules().prepare_body(summary, body)
     }
 
+    /// `tools` in this API's request shape, ready to be injected into any number of requests.
+    pub fn render_tools(self, tools: &[ToolSpec]) -> RenderedTools {
+        let rules = self.rules();
+        let items: Vec<Vec<u8>> = tools
+            .iter()
+            .map(|tool| serde_json::to_vec(&rules.render_tool(tool)).unwrap_or_default())
+            .collect();
+        RenderedTools {
+            api: self,
+            joined: items.join(&b','),
+        }
+    }
+
     /// The body with `tools` added after the client's own (kept byte for byte) and parallel
     /// tool calls turned off.
     pub fn inject_tools(self, body: &[u8], tools: &[ToolSpec]) -> Result<Bytes, BadRequest> {
-        if tools.is_empty() {
+        self.inject_rendered(body, &self.render_tools(tools))
+    }
+
+    /// [`Self::inject_tools`] with tools rendered beforehand ([`Self::render_tools`]).
+    pub fn inject_rendered(self, body: &[u8], tools: &RenderedTools) -> Result<Bytes, BadRequest> {
+        if tools.joined.is_empty() || tools.api != self {
             return Ok(Bytes::copy_from_slice(body));
         }
-        self.rules().inject_tools(body, tools).map(Bytes::from)
+        self.rules()
+            .inject_rendered(body, &tools.joined)
+            .map(Bytes::from)
     }
 
     /// The next iteration's request of an inner loop: `request` with the model's blocking

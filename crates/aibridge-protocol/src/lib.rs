@@ -20,7 +20,7 @@ mod sse;
 mod stream_loop;
 mod tools;
 
-pub use api::Api;
+pub use api::{Api, RenderedTools};
 pub use errors::{Dialect, ErrorKind};
 pub use observe::{Observation, StreamObserver, Thought, ToolCall, Usage};
 pub use openai_chat::ensure_stream_usage;

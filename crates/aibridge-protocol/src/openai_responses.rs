@@ -13,9 +13,9 @@ use crate::observe::{
 };
 use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
-use crate::splice::{append_to_array, members, set_member};
+use crate::splice::{ObjectEdit, append_to_array, members, set_member};
 use crate::sse::{SseEvent, encode_event};
-use crate::tools::{ToolOutcome, ToolSpec, rendered, rendered_values, summed_usage};
+use crate::tools::{ToolOutcome, ToolSpec, rendered_values, summed_usage};
 
 pub(crate) struct Rules;
 
@@ -41,18 +41,21 @@ impl WireRules for Rules {
         Ok(body)
     }
 
-    fn inject_tools(&self, body: &[u8], tools: &[ToolSpec]) -> Result<Vec<u8>, BadRequest> {
-        let items = rendered(tools, |tool| {
-            json!({
-                "type": "function",
-                "name": tool.name,
-                "description": tool.description_text(),
-                "parameters": tool.object_schema(),
-                "strict": false,
-            })
-        });
-        let body = append_to_array(body, "tools", &items)?;
-        set_member(&body, "parallel_tool_calls", b"false")
+    fn render_tool(&self, tool: &ToolSpec) -> Value {
+        json!({
+            "type": "function",
+            "name": tool.name,
+            "description": tool.description_text(),
+            "parameters": tool.object_schema(),
+            "strict": false,
+        })
+    }
+
+    fn inject_rendered(&self, body: &[u8], tools: &[u8]) -> Result<Vec<u8>, BadRequest> {
+        let mut edit = ObjectEdit::new(body)?;
+        edit.append_to_array("tools", tools)?;
+        edit.set("parallel_tool_calls", b"false");
+        Ok(edit.finish())
     }
 
     fn continue_with(

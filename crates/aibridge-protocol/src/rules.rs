@@ -17,9 +17,11 @@ pub(crate) trait WireRules: Sync {
     fn dialect(&self) -> Dialect;
     /// The body to send upstream: the client's bytes, adjusted only where the API requires.
     fn prepare_body(&self, summary: &RequestSummary, body: Bytes) -> Result<Bytes, BodyRefused>;
-    /// The body with `tools` added after the client's own (kept byte for byte) and parallel
-    /// tool calls turned off, so each answer calls at most one tool.
-    fn inject_tools(&self, body: &[u8], tools: &[ToolSpec]) -> Result<Vec<u8>, BadRequest>;
+    /// A tool in this API's request shape.
+    fn render_tool(&self, tool: &ToolSpec) -> Value;
+    /// The body with `tools` (rendered, comma-joined) added after the client's own (kept byte
+    /// for byte) and parallel tool calls turned off, so each answer calls at most one tool.
+    fn inject_rendered(&self, body: &[u8], tools: &[u8]) -> Result<Vec<u8>, BadRequest>;
     /// The next iteration's request: `request` with the model's answer (`response`, a blocking
     /// body) and the outcome of each tool it called appended to the conversation.
     fn continue_with(

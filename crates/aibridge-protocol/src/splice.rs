@@ -107,25 +107,105 @@ pub(crate) fn append_to_array(
     }
 }
 
-/// The object `body` with `key` set to `value` inside its object member `name` (which is
-/// created as `default` when missing).
-pub(crate) fn set_in_member(
-    body: &[u8],
-    name: &str,
-    key: &str,
-    value: &[u8],
-    default: &[u8],
-) -> Result<Vec<u8>, BadRequest> {
-    let found = members(body)?;
-    let Some(inner) = found.get(name) else {
-        return set_member(body, name, default);
-    };
-    if !inner.get().starts_with('{') {
-        return Ok(body.to_vec());
+/// Several edits of one JSON object made in a single pass over one parse: members set (replaced
+/// where the client had them, else added first), arrays appended to, values replaced.
+pub(crate) struct ObjectEdit<'a> {
+    body: &'a [u8],
+    members: Members<'a>,
+    open: usize,
+    added: Vec<Vec<u8>>,
+    /// (start, end, replacement), non-overlapping.
+    replaced: Vec<(usize, usize, Vec<u8>)>,
+}
+
+impl<'a> ObjectEdit<'a> {
+    pub(crate) fn new(body: &'a [u8]) -> Result<Self, BadRequest> {
+        let members = members(body)?;
+        let open = body
+            .iter()
+            .position(|b| *b == b'{')
+            .ok_or(BadRequest::NotAnObject)?;
+        Ok(Self {
+            body,
+            members,
+            open,
+            added: Vec::new(),
+            replaced: Vec::new(),
+        })
     }
-    let at = offset_in(body, inner);
-    let edited = set_member(inner.get().as_bytes(), key, value)?;
-    Ok(splice(body, at..at + inner.get().len(), &edited))
+
+    pub(crate) fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.members.get(name).copied()
+    }
+
+    /// Replaces the value `old` (one of the body's) with `with`.
+    pub(crate) fn replace(&mut self, old: &RawValue, with: Vec<u8>) {
+        let at = offset_in(self.body, old);
+        self.replaced.push((at, at + old.get().len(), with));
+    }
+
+    pub(crate) fn set(&mut self, name: &str, value: &[u8]) {
+        match self.get(name) {
+            Some(old) => self.replace(old, value.to_vec()),
+            None => self.added.push(member(name, value)),
+        }
+    }
+
+    /// Appends `items` (comma-joined raw values) to the array member `name` (a missing or
+    /// `null` member becomes their array); anything else there is the client's mistake.
+    pub(crate) fn append_to_array(&mut self, name: &str, items: &[u8]) -> Result<(), BadRequest> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        match self.get(name) {
+            Some(array) if array.get().starts_with('[') => {
+                let close = offset_in(self.body, array) + array.get().len() - 1;
+                let empty = array.get()[1..array.get().len() - 1].trim().is_empty();
+                let mut with = Vec::with_capacity(items.len() + 1);
+                if !empty {
+                    with.push(b',');
+                }
+                with.extend_from_slice(items);
+                self.replaced.push((close, close, with));
+                Ok(())
+            }
+            Some(value) if value.get() != "null" => Err(BadRequest::NotAnArray(name.to_string())),
+            _ => {
+                let mut array = Vec::with_capacity(items.len() + 2);
+                array.push(b'[');
+                array.extend_from_slice(items);
+                array.push(b']');
+                self.set(name, &array);
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        if !self.added.is_empty() {
+            let rest = &self.body[self.open + 1..];
+            let empty = rest
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| *b == b'}');
+            let mut with = self.added.join(&b',');
+            if !empty {
+                with.push(b',');
+            }
+            self.replaced.push((self.open + 1, self.open + 1, with));
+        }
+        self.replaced.sort_by_key(|(start, end, _)| (*start, *end));
+        let extra: usize = self.replaced.iter().map(|(_, _, with)| with.len()).sum();
+        let mut out = Vec::with_capacity(self.body.len() + extra);
+        let mut at = 0;
+        for (start, end, with) in &self.replaced {
+            out.extend_from_slice(&self.body[at..*start]);
+            out.extend_from_slice(with);
+            at = *end;
+        }
+        out.extend_from_slice(&self.body[at..]);
+        out
+    }
 }
 
 #[cfg(test)]
@@ -180,31 +260,21 @@ mod tests {
     }
 
     #[test]
-    fn keys_inside_an_object_member() {
-        let default = br#"{"type":"auto","disable_parallel_tool_use":true}"#;
-        let set = |body: &[u8]| {
-            text(
-                set_in_member(
-                    body,
-                    "tool_choice",
-                    "disable_parallel_tool_use",
-                    b"true",
-                    default,
-                )
-                .unwrap(),
-            )
-        };
+    fn several_edits_in_one_pass_keep_everything_else() {
+        let body = br#"{ "m": 1, "tools": [ {"a":1} ], "p": true }"#;
+        let mut edit = ObjectEdit::new(body).unwrap();
+        edit.append_to_array("tools", br#"{"b":2}"#).unwrap();
+        edit.set("p", b"false");
+        edit.set("q", b"3");
+        edit.set("r", b"4");
         assert_eq!(
-            set(br#"{"tool_choice":{"type":"any"},"m":1}"#),
-            r#"{"tool_choice":{"disable_parallel_tool_use":true,"type":"any"},"m":1}"#
+            text(edit.finish()),
+            r#"{"q":3,"r":4, "m": 1, "tools": [ {"a":1} ,{"b":2}], "p": false }"#
         );
-        assert_eq!(
-            set(br#"{"m":1}"#),
-            r#"{"tool_choice":{"type":"auto","disable_parallel_tool_use":true},"m":1}"#
-        );
-        assert_eq!(
-            set(br#"{"tool_choice":{"type":"auto","disable_parallel_tool_use":false}}"#),
-            r#"{"tool_choice":{"type":"auto","disable_parallel_tool_use":true}}"#
-        );
+        let mut edit = ObjectEdit::new(b"{}").unwrap();
+        edit.append_to_array("tools", b"1,2").unwrap();
+        assert_eq!(text(edit.finish()), r#"{"tools":[1,2]}"#);
+        let mut edit = ObjectEdit::new(br#"{"tools":"x"}"#).unwrap();
+        assert!(edit.append_to_array("tools", b"1").is_err());
     }
 }

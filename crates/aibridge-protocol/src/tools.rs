@@ -33,14 +33,6 @@ impl ToolSpec {
     }
 }
 
-/// Each tool rendered by `render`, as raw JSON for a splice.
-pub(crate) fn rendered(tools: &[ToolSpec], render: impl Fn(&ToolSpec) -> Value) -> Vec<Vec<u8>> {
-    tools
-        .iter()
-        .map(|tool| serde_json::to_vec(&render(tool)).unwrap_or_default())
-        .collect()
-}
-
 /// Values as raw JSON for a splice.
 pub(crate) fn rendered_values(values: &[Value]) -> Vec<Vec<u8>> {
     values

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aibridge_protocol::{Api, IterationEnd, SseDecoder, ToolOutcome};
+use aibridge_protocol::{Api, IterationEnd, Observation, SseDecoder, ToolOutcome};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -339,7 +339,19 @@ pub async fn blocking(
                 return Err(error);
             }
         };
-        let observation = api.observe_body(&body);
+        // Most answers call none of the gateway's tools: without its prefix in the body, the
+        // answer is read as any other (only its usage when nothing is recorded).
+        let mentions_ours = body
+            .windows(TOOL_PREFIX.len() + 1)
+            .any(|w| w[0] == b'"' && &w[1..] == TOOL_PREFIX.as_bytes());
+        let observation = if mentions_ours || recording.is_recorded() {
+            api.observe_body(&body)
+        } else {
+            Observation {
+                usage: api.usage_of_body(&body),
+                ..Observation::default()
+            }
+        };
         let calls = observation.tool_calls.clone();
         recording.observation(observation);
         let ours = !calls.is_empty() && calls.iter().all(|c| c.name.starts_with(TOOL_PREFIX));

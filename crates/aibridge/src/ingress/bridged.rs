@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use aibridge_protocol::{Api, Observation, RequestSummary, ToolSpec, summarize_request};
+use aibridge_protocol::{Api, Observation, RequestSummary, summarize_request};
 use aibridge_store::RequestKind;
 use axum::response::Response;
 use bytes::Bytes;
@@ -167,15 +167,14 @@ async fn admit(
     let summary = summarize_request(&body)?;
     watch.model = Some(summary.model.clone());
     let body = api.prepare_body(&summary, body)?;
-    // MCP tools go into blocking requests, and into streams of the APIs whose live loop
-    // exists; other streams are relayed as the client asked.
+    // MCP tools go into every bridged request, blocking or streaming.
     let (body, tools) = match &state.mcp {
-        Some(mcp) if !summary.stream || api.stream_loop().is_some() => {
-            let specs: Vec<ToolSpec> = mcp.tools().into_iter().map(|tool| tool.spec).collect();
-            if specs.is_empty() {
+        Some(mcp) => {
+            let tools = mcp.rendered(api);
+            if tools.is_empty() {
                 (body, None)
             } else {
-                (api.inject_tools(&body, &specs)?, Some(mcp.clone()))
+                (api.inject_rendered(&body, &tools)?, Some(mcp.clone()))
             }
         }
         _ => (body, None),

@@ -8,7 +8,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use aibridge_protocol::ToolSpec;
+use aibridge_protocol::{Api, RenderedTools, ToolSpec};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -57,6 +57,8 @@ struct Server {
     config: McpServerConfig,
     connection: RwLock<Option<Arc<McpConnection>>>,
     tools: RwLock<Arc<Vec<InjectedTool>>>,
+    /// The catalogue's generation, bumped when this server's list is replaced.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -64,6 +66,11 @@ pub struct McpTools {
     servers: Vec<Arc<Server>>,
     pub max_iterations: u32,
     stop: CancellationToken,
+    /// Bumped whenever a server's list changes: the rendered tools below are then stale.
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    /// The tools rendered for each API, as of a generation (rendering them for every request
+    /// would cost more than the rest of the request).
+    rendered: RwLock<Vec<(Api, u64, Arc<RenderedTools>)>>,
 }
 
 impl McpTools {
@@ -71,6 +78,7 @@ impl McpTools {
     /// background until `shutdown`.
     pub async fn start(client: reqwest::Client, settings: &McpSettings) -> Arc<Self> {
         let stop = CancellationToken::new();
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let servers: Vec<Arc<Server>> = settings
             .servers
             .iter()
@@ -79,6 +87,7 @@ impl McpTools {
                     config: config.clone(),
                     connection: RwLock::new(None),
                     tools: RwLock::new(Arc::new(Vec::new())),
+                    generation: generation.clone(),
                 })
             })
             .collect();
@@ -100,12 +109,31 @@ impl McpTools {
             servers,
             max_iterations: settings.max_iterations,
             stop,
+            generation,
+            rendered: RwLock::new(Vec::new()),
         })
     }
 
     /// No servers configured: nothing is injected.
     pub fn is_empty(&self) -> bool {
         self.servers.is_empty()
+    }
+
+    /// Every injected tool rendered for `api`, as listed now (rendered once per list change).
+    pub fn rendered(&self, api: Api) -> Arc<RenderedTools> {
+        let now = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        if let Ok(cache) = self.rendered.read()
+            && let Some((_, _, tools)) = cache.iter().find(|(a, g, _)| *a == api && *g == now)
+        {
+            return tools.clone();
+        }
+        let specs: Vec<ToolSpec> = self.tools().into_iter().map(|tool| tool.spec).collect();
+        let tools = Arc::new(api.render_tools(&specs));
+        if let Ok(mut cache) = self.rendered.write() {
+            cache.retain(|(a, _, _)| *a != api);
+            cache.push((api, now, tools.clone()));
+        }
+        tools
     }
 
     /// Every injected tool of every server, as listed now.
@@ -252,6 +280,9 @@ async fn refresh(server: &Server, client: &reqwest::Client) -> Result<(), super:
     if let Ok(mut slot) = server.tools.write() {
         *slot = Arc::new(tools);
     }
+    server
+        .generation
+        .fetch_add(1, std::sync::atomic::Ordering::Release);
     Ok(())
 }
 
