@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import anthropic
 import pytest
 
 from conftest import MODEL, MOCK_TEXT, http
@@ -243,3 +244,40 @@ def test_responses_tool_call_run_by_the_gateway(mcp_gateway, mock, make_openai_c
     sent = [json.loads(r["body"]) for r in mock.requests("/v1/responses")]
     assert sent[1]["input"][-1] == {"type": "function_call_output", "call_id": "call_1", "output": "5"}
     assert final.usage.input_tokens > 10, "summed over both iterations"
+
+
+def test_streamed_continuation_fails_over_on_its_own(mcp_gateway, mock, make_client):
+    # Iteration 1 on k0 calls the gateway's tool; iteration 2 gets 429 on k0 and goes to k1.
+    mock.script("k0", [
+        {"status": 200, "body": tool_use_stream("bmcp_tools_add", {"a": 2, "b": 3})},
+        {"status": 429, "headers": [["retry-after", "30"]]},
+    ])
+    with make_client(mcp_gateway).messages.stream(model=MODEL, max_tokens=64, messages=MESSAGES) as stream:
+        text = "".join(stream.text_stream)
+    assert text.startswith("Let me add. ") and MOCK_TEXT in text
+    assert mock.seen_keys() == ["k0", "k0", "k1"]
+    states = [key["state"] for key in mcp_gateway.keys()]
+    assert states == ["cooling", "valid"]
+
+
+def test_a_client_tool_is_relayed_to_the_client(mcp_gateway, mock, make_client):
+    mock.script("k0", [{"status": 200, "body": tool_use_stream("client_search", {"q": "x"})}])
+    with make_client(mcp_gateway).messages.stream(model=MODEL, max_tokens=64, messages=MESSAGES) as stream:
+        final = stream.get_final_message()
+    calls = [block for block in final.content if block.type == "tool_use"]
+    assert [(c.name, c.input) for c in calls] == [("client_search", {"q": "x"})]
+    assert final.stop_reason == "tool_use"
+    assert len(mock.requests()) == 1, "nothing continued by the gateway"
+
+
+def test_the_iteration_bound_ends_the_stream_with_an_error(start_gateway, mcp_server, mock, make_client, tmp_path):
+    config = tmp_path / "bound.toml"
+    config.write_text(f'[[mcp_servers]]\nname = "tools"\nurl = "{mcp_server}"\n[mcp]\nmax_iterations = 2\n')
+    gw = start_gateway(["k0", "k1"], extra_env={"AIBRIDGE_CONFIG": str(config)})
+    again = {"status": 200, "body": tool_use_stream("bmcp_tools_add", {"a": 1, "b": 1})}
+    mock.script("k0", [again, again])
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        with make_client(gw).messages.stream(model=MODEL, max_tokens=64, messages=MESSAGES) as stream:
+            "".join(stream.text_stream)
+    assert "max_iterations" in str(raised.value)
+    assert len(mock.requests()) == 2
