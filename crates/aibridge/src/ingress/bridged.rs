@@ -132,22 +132,23 @@ pub async fn handle(
                 model: summary.model.clone(),
                 request_id: meta.request_id.clone(),
             };
-            let work = super::agentic::stream(
+            // Boxed: the loop's state would otherwise grow every request's future (copied
+            // when the request is spawned), with or without tools.
+            let work = Box::pin(super::agentic::stream(
                 state.clone(),
                 provider.clone(),
                 api,
                 looped,
                 recording,
                 tools,
-            );
+            ));
             in_request_span(span, work).await
         }
         Some(tools) => {
-            in_request_span(
-                span,
-                super::agentic::blocking(state, call, api, recording, &tools),
-            )
-            .await
+            let work = Box::pin(super::agentic::blocking(
+                state, call, api, recording, &tools,
+            ));
+            in_request_span(span, work).await
         }
         None => in_request_span(span, relay(state, call, api, recording)).await,
     }
