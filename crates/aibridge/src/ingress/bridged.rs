@@ -32,7 +32,11 @@ struct Admitted {
     caller: Caller,
     meta: RequestMeta,
     summary: RequestSummary,
+    /// What goes upstream (the client's body, adjusted, with any tools injected).
     body: Bytes,
+    /// The client's body as it came, when tools were injected into `body`: what the record's
+    /// prompt and client are read from.
+    sent: Option<Bytes>,
     /// Set when MCP tools were injected: the answer may be the gateway's to continue.
     tools: Option<Arc<McpTools>>,
 }
@@ -58,6 +62,7 @@ pub async fn handle(
         meta,
         summary,
         body,
+        sent,
         tools,
     } = admitted;
     let span = tracing::info_span!(
@@ -93,8 +98,8 @@ pub async fn handle(
             route: api.path(),
             model: Some(summary.model.clone()),
             streaming: summary.stream,
-            client: crate::intake::client::identify(&meta.headers, &body),
-            prompt: api.prompt(&body),
+            client: crate::intake::client::identify(&meta.headers, sent.as_ref().unwrap_or(&body)),
+            prompt: api.prompt(sent.as_ref().unwrap_or(&body)),
         }
     })
     .await?;
@@ -169,16 +174,17 @@ async fn admit(
     watch.model = Some(summary.model.clone());
     let body = api.prepare_body(&summary, body)?;
     // MCP tools go into every bridged request, blocking or streaming.
-    let (body, tools) = match &state.mcp {
+    let (body, sent, tools) = match &state.mcp {
         Some(mcp) => {
             let tools = mcp.rendered(api);
             if tools.is_empty() {
-                (body, None)
+                (body, None, None)
             } else {
-                (api.inject_rendered(&body, &tools)?, Some(mcp.clone()))
+                let injected = api.inject_rendered(&body, &tools)?;
+                (injected, Some(body), Some(mcp.clone()))
             }
         }
-        _ => (body, None),
+        _ => (body, None, None),
     };
     if let Some(breakers) = &state.breakers {
         let permit = breakers
@@ -193,6 +199,7 @@ async fn admit(
         meta,
         summary,
         body,
+        sent,
         tools,
     })
 }

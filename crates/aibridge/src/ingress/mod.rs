@@ -163,7 +163,9 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         body,
     };
     let result = match bridged {
-        Some(api) => bridged::handle(&state, provider, api, incoming, tally).await,
+        // Boxed: the dispatch future stays small (a future is moved, whole, into the heap
+        // for every request, and the bridged one is large).
+        Some(api) => Box::pin(bridged::handle(&state, provider, api, incoming, tally)).await,
         None => {
             passthrough::handle(
                 &state,
