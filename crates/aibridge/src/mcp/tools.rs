@@ -301,7 +301,17 @@ async fn keep_current(server: Arc<Server>, client: reqwest::Client, stop: Cancel
                 let mut changed = connection.tools_changed();
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    _ = changed.changed() => Duration::ZERO,
+                    notice = changed.changed() => match notice {
+                        Ok(()) => Duration::ZERO,
+                        // The session's notices have ended: reconnect (after the back-off, so
+                        // a server that drops every session is not hammered).
+                        Err(_) => {
+                            if let Ok(mut slot) = server.connection.write() {
+                                *slot = None;
+                            }
+                            retry
+                        }
+                    },
                     () = tokio::time::sleep(REFRESH_EVERY) => Duration::ZERO,
                 }
             }
