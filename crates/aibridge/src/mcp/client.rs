@@ -69,7 +69,7 @@ const RESERVED_HEADERS: &[&str] = &[
 /// One MCP server the gateway connects to.
 #[derive(Clone)]
 pub struct McpEndpoint {
-    /// The gateway's name for the server (used in errors, logs and, later, tool prefixes).
+    /// The gateway's name for the server (used in errors, logs and tool ids).
     pub name: String,
     /// The server's streamable-HTTP endpoint, e.g. `https://mcp.example.com/mcp`.
     pub url: String,
