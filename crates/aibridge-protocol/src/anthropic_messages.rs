@@ -14,7 +14,7 @@ use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
 use crate::splice::{ObjectEdit, append_to_array, set_member};
 use crate::sse::SseEvent;
-use crate::tools::{ToolOutcome, ToolSpec, rendered_values, summed_usage};
+use crate::tools::{ToolOutcome, ToolSpec, prepend_earlier, rendered_values};
 
 pub(crate) struct Rules;
 
@@ -97,18 +97,8 @@ impl WireRules for Rules {
         append_to_array(request, "messages", &rendered_values(&[assistant, user]))
     }
 
-    fn combine_answers(&self, earlier: &[Value], mut last: Value) -> Value {
-        let mut content: Vec<Value> = earlier
-            .iter()
-            .flat_map(|answer| answer["content"].as_array().into_iter().flatten())
-            .filter(|block| block["type"] == "text")
-            .cloned()
-            .collect();
-        content.extend(last["content"].as_array().cloned().unwrap_or_default());
-        let usage = summed_usage(earlier, &last);
-        last["content"] = Value::Array(content);
-        last["usage"] = usage;
-        last
+    fn combine_answers(&self, earlier: &[Value], last: Value) -> Value {
+        prepend_earlier(earlier, last, "content", "text")
     }
 
     fn prompt(&self, request: &Value) -> Option<String> {
@@ -579,15 +569,9 @@ fn append(block: &mut Value, field: &str, more: &Value) {
 #[cfg(test)]
 mod loop_tests {
     use super::MessagesLoop;
-    use crate::sse::SseDecoder;
     use crate::stream_loop::{IterationEnd, StreamLoop};
+    use crate::test_support::events;
     use serde_json::{Value, json};
-
-    fn events(text: &str) -> Vec<crate::SseEvent> {
-        let mut decoder = SseDecoder::new();
-        decoder.push(text.as_bytes());
-        std::iter::from_fn(|| decoder.next_event()).collect()
-    }
 
     fn sse(kind: &str, data: Value) -> String {
         format!("event: {kind}\ndata: {data}\n\n")

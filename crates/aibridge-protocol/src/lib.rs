@@ -31,14 +31,19 @@ pub use tools::{ToolOutcome, ToolSpec, sum_usage};
 
 #[cfg(test)]
 mod test_support {
-    use crate::{Api, Observation, SseDecoder};
+    use crate::{Api, Observation, SseDecoder, SseEvent};
+
+    /// Every complete event of `text`.
+    pub fn events(text: &str) -> Vec<SseEvent> {
+        let mut decoder = SseDecoder::new();
+        decoder.push(text.as_bytes());
+        std::iter::from_fn(|| decoder.next_event()).collect()
+    }
 
     /// Feeds every event of `text` to a fresh observer of `api`.
     pub fn observe_stream(api: Api, text: &str) -> Observation {
-        let mut decoder = SseDecoder::new();
-        decoder.push(text.as_bytes());
         let mut observer = api.stream_observer();
-        while let Some(event) = decoder.next_event() {
+        for event in events(text) {
             observer.observe(&event);
         }
         observer.finish()

@@ -12,9 +12,9 @@ use crate::observe::{
 };
 use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
-use crate::splice::{Members, ObjectEdit, append_to_array, insert_first, offset_in, splice};
+use crate::splice::{Members, append_to_array, insert_first, offset_in, splice};
 use crate::sse::SseEvent;
-use crate::tools::{ToolOutcome, ToolSpec, rendered_values, summed_usage};
+use crate::tools::{ToolOutcome, ToolSpec, inject_parallel_off, rendered_values, summed_usage};
 
 pub(crate) struct Rules;
 
@@ -53,10 +53,7 @@ impl WireRules for Rules {
     }
 
     fn inject_rendered(&self, body: &[u8], tools: &[u8]) -> Result<Vec<u8>, BadRequest> {
-        let mut edit = ObjectEdit::new(body)?;
-        edit.append_to_array("tools", tools)?;
-        edit.set("parallel_tool_calls", b"false");
-        Ok(edit.finish())
+        inject_parallel_off(body, tools)
     }
 
     fn continue_with(
@@ -431,15 +428,9 @@ pub fn ensure_stream_usage(body: &[u8]) -> Result<Vec<u8>, BadRequest> {
 #[cfg(test)]
 mod loop_tests {
     use super::ChatLoop;
-    use crate::sse::SseDecoder;
     use crate::stream_loop::{IterationEnd, StreamLoop};
+    use crate::test_support::events;
     use serde_json::{Value, json};
-
-    fn events(text: &str) -> Vec<crate::SseEvent> {
-        let mut decoder = SseDecoder::new();
-        decoder.push(text.as_bytes());
-        std::iter::from_fn(|| decoder.next_event()).collect()
-    }
 
     fn data(value: Value) -> String {
         format!("data: {value}\n\n")

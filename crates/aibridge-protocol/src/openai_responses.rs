@@ -13,9 +13,9 @@ use crate::observe::{
 };
 use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
-use crate::splice::{ObjectEdit, append_to_array, members, set_member};
+use crate::splice::{append_to_array, members, set_member};
 use crate::sse::{SseEvent, encode_event};
-use crate::tools::{ToolOutcome, ToolSpec, rendered_values, summed_usage};
+use crate::tools::{ToolOutcome, ToolSpec, inject_parallel_off, prepend_earlier, rendered_values};
 
 pub(crate) struct Rules;
 
@@ -52,10 +52,7 @@ impl WireRules for Rules {
     }
 
     fn inject_rendered(&self, body: &[u8], tools: &[u8]) -> Result<Vec<u8>, BadRequest> {
-        let mut edit = ObjectEdit::new(body)?;
-        edit.append_to_array("tools", tools)?;
-        edit.set("parallel_tool_calls", b"false");
-        Ok(edit.finish())
+        inject_parallel_off(body, tools)
     }
 
     fn continue_with(
@@ -88,18 +85,8 @@ impl WireRules for Rules {
         append_to_array(&request, "input", &rendered_values(&items))
     }
 
-    fn combine_answers(&self, earlier: &[Value], mut last: Value) -> Value {
-        let mut output: Vec<Value> = earlier
-            .iter()
-            .flat_map(|answer| answer["output"].as_array().into_iter().flatten())
-            .filter(|item| item["type"] == "message")
-            .cloned()
-            .collect();
-        output.extend(last["output"].as_array().cloned().unwrap_or_default());
-        let usage = summed_usage(earlier, &last);
-        last["output"] = Value::Array(output);
-        last["usage"] = usage;
-        last
+    fn combine_answers(&self, earlier: &[Value], last: Value) -> Value {
+        prepend_earlier(earlier, last, "output", "message")
     }
 
     fn prompt(&self, request: &Value) -> Option<String> {
@@ -365,15 +352,9 @@ impl ObserveStream for StreamWatch {
 #[cfg(test)]
 mod loop_tests {
     use super::ResponsesLoop;
-    use crate::sse::SseDecoder;
     use crate::stream_loop::{IterationEnd, StreamLoop};
+    use crate::test_support::events;
     use serde_json::{Value, json};
-
-    fn events(text: &str) -> Vec<crate::SseEvent> {
-        let mut decoder = SseDecoder::new();
-        decoder.push(text.as_bytes());
-        std::iter::from_fn(|| decoder.next_event()).collect()
-    }
 
     fn sse(data: Value) -> String {
         format!(

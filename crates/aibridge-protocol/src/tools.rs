@@ -3,6 +3,9 @@
 
 use serde_json::{Value, json};
 
+use crate::request::BadRequest;
+use crate::splice::ObjectEdit;
+
 /// A tool as the model is to see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolSpec {
@@ -39,6 +42,31 @@ pub(crate) fn rendered_values(values: &[Value]) -> Vec<Vec<u8>> {
         .iter()
         .map(|value| serde_json::to_vec(value).unwrap_or_default())
         .collect()
+}
+
+/// `body` with `tools` (rendered, comma-joined) appended to its `tools` array and
+/// `parallel_tool_calls` off: the OpenAI APIs' injection (Chat Completions and Responses alike).
+pub(crate) fn inject_parallel_off(body: &[u8], tools: &[u8]) -> Result<Vec<u8>, BadRequest> {
+    let mut edit = ObjectEdit::new(body)?;
+    edit.append_to_array("tools", tools)?;
+    edit.set("parallel_tool_calls", b"false");
+    Ok(edit.finish())
+}
+
+/// One answer out of a loop's answers: `last`, with the `kind` entries of the earlier answers'
+/// `list` (their text) before its own, and `usage` summed over all of them.
+pub(crate) fn prepend_earlier(earlier: &[Value], mut last: Value, list: &str, kind: &str) -> Value {
+    let mut entries: Vec<Value> = earlier
+        .iter()
+        .flat_map(|answer| answer[list].as_array().into_iter().flatten())
+        .filter(|entry| entry["type"] == kind)
+        .cloned()
+        .collect();
+    entries.extend(last[list].as_array().cloned().unwrap_or_default());
+    let usage = summed_usage(earlier, &last);
+    last[list] = Value::Array(entries);
+    last["usage"] = usage;
+    last
 }
 
 /// The `usage` of `earlier` answers and `last` summed.

@@ -354,7 +354,7 @@ pub fn summary(config: &Config) -> String {
             out,
             "mcp server: {} -> {}{}",
             server.name,
-            redact_url(&server.url),
+            crate::mcp::client::redacted_url(&server.url),
             if headers.is_empty() {
                 String::new()
             } else {

@@ -91,8 +91,9 @@ impl fmt::Debug for McpEndpoint {
     }
 }
 
-/// `scheme://host[:port]/path` of `url`: no user info, query or fragment.
-fn redacted_url(url: &str) -> String {
+/// `scheme://host[:port]/path` of `url`: no user info, query or fragment (they may hold a
+/// secret). What logs, records and `check-config` show of an MCP server's URL.
+pub(crate) fn redacted_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(url) => {
             let port = url

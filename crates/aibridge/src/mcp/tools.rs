@@ -13,8 +13,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::client::{McpConnection, McpEndpoint, McpTool};
-use crate::config::{McpServerConfig, McpSettings, ToolFilter};
+use super::client::{McpConnection, McpEndpoint, McpTool, redacted_url};
+use crate::config::{McpServerConfig, McpSettings};
 
 /// Prefix of every injected tool's name: `bmcp_<server>_<tool>`.
 pub use aibridge_protocol::GATEWAY_TOOL_PREFIX as TOOL_PREFIX;
@@ -238,7 +238,7 @@ impl McpTools {
                     .servers
                     .iter()
                     .find(|s| s.config.name == *server)
-                    .map(|s| redact(&s.config.url))
+                    .map(|s| redacted_url(&s.config.url))
                     .unwrap_or_default(),
                 tool_name: tool.clone(),
                 result: (!result.is_error).then(|| result.text.clone()),
@@ -339,7 +339,7 @@ async fn keep_current(server: Arc<Server>, client: reqwest::Client, stop: Cancel
 fn injected(config: &McpServerConfig, listed: &[McpTool]) -> Vec<InjectedTool> {
     listed
         .iter()
-        .filter(|tool| filter_admits(&config.tools, &tool.name))
+        .filter(|tool| config.tools.admits(&tool.name))
         .filter_map(|tool| {
             let id = format!("{TOOL_PREFIX}{}_{}", config.name, tool.name);
             if id.len() > MAX_TOOL_NAME {
@@ -358,21 +358,4 @@ fn injected(config: &McpServerConfig, listed: &[McpTool]) -> Vec<InjectedTool> {
             })
         })
         .collect()
-}
-
-fn filter_admits(filter: &ToolFilter, tool: &str) -> bool {
-    filter.admits(tool)
-}
-
-/// A URL without user info or query (they may hold a secret), for the record.
-fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) => {
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.set_query(None);
-            parsed.to_string()
-        }
-        Err(_) => String::new(),
-    }
 }

@@ -64,6 +64,37 @@ fn the_example_config_is_valid() {
 }
 
 #[test]
+fn check_config_shows_mcp_urls_without_their_secrets() {
+    let dir = std::env::temp_dir().join(format!("aibridge-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mcp.toml");
+    std::fs::write(
+        &path,
+        "[[providers]]\nname = \"anthropic\"\ntype = \"anthropic\"\nkeys = [\"sk-ant-cli-0001\"]\n\n[[mcp_servers]]\nname = \"tools\"\nurl = \"http://user:pw-secret@127.0.0.1:9000/mcp?token=tok-secret\"\n",
+    )
+    .unwrap();
+    let output = aibridge()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("mcp server: tools -> http://127.0.0.1:9000/mcp"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("secret"),
+        "user info and query are not shown: {stdout}"
+    );
+}
+
+#[test]
 fn check_config_names_the_field_at_fault_and_exits_non_zero() {
     let dir = std::env::temp_dir().join(format!("aibridge-cli-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
