@@ -8,8 +8,9 @@
 # 200 warm-up requests, counters zeroed, then N (default 2000) blocking Anthropic Messages
 # requests from oha with 4 connections; prints instructions per request (every thread of the
 # gateway, the kernel's part excluded). MCP=1 configures an MCP server whose tools are injected
-# into every request (the model never calls them). Needs valgrind and the bench's oha (bench/run.sh
-# installs it). KEEP=DIR keeps each measured dump there for callgrind_annotate. Loopback only;
+# into every request (the model never calls them); STREAM=1 makes the requests streaming.
+# Needs valgrind and the bench's oha (bench/run.sh installs it). KEEP=DIR keeps each measured
+# dump there for callgrind_annotate. Loopback only;
 # every process is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +49,10 @@ MCP_PORT=$(free_port)
 PIDS+=($!)
 wait_http "http://127.0.0.1:$MOCK_PORT/_mock/stats"
 
-BODY='{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Say hello"}]}'
+# STREAM=1: streaming requests (each answer 5 text deltas, read whole by oha).
+STREAMING=false
+[ -n "${STREAM:-}" ] && STREAMING=true
+BODY='{"model":"claude-sonnet-4-5","max_tokens":64,"stream":'$STREAMING',"messages":[{"role":"user","content":"Say hello"}]}'
 printf '%-60s %-10s %s\n' binary recording instructions/request
 # MCP=1: the gateway injects the mock MCP server's tools into every request (never called).
 CONFIG=()

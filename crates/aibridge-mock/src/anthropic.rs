@@ -1,10 +1,12 @@
-//! Anthropic Messages API bodies: messages (blocking and SSE), count_tokens, models, errors.
+//! Anthropic Messages API bodies: messages (blocking and SSE, text or a `tool_use` call),
+//! count_tokens, models, errors.
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use crate::body::{
-    Ctx, Endpoint, Outcome, TEXT, input_tokens, output_tokens, parse_object, piece, sse_event,
+    Ctx, Endpoint, Outcome, TEXT, ToolCall, input_tokens, output_tokens, parse_object, piece,
+    split, sse_event,
 };
 
 /// The only model the mock lists.
@@ -146,8 +148,26 @@ fn messages(ctx: &Ctx<'_>) -> Outcome {
     let id = format!("msg_mock_{}", ctx.seq);
     let input = input_tokens(n_messages);
     let output = output_tokens(ctx.deltas);
+    let call = ctx.tool_call.map(ToolCall::new);
+    let stop_reason = if call.is_some() {
+        "tool_use"
+    } else {
+        "end_turn"
+    };
     let stream = map.get("stream").and_then(Value::as_bool) == Some(true);
     if !stream {
+        let content = match &call {
+            None => vec![json!({"type": "text", "text": TEXT})],
+            Some(call) => {
+                let mut content: Vec<Value> = call
+                    .text
+                    .map(|text| json!({"type": "text", "text": text}))
+                    .into_iter()
+                    .collect();
+                content.push(tool_use(call, call.arguments.clone()));
+                content
+            }
+        };
         return Outcome::Json {
             status: 200,
             body: json!({
@@ -155,8 +175,8 @@ fn messages(ctx: &Ctx<'_>) -> Outcome {
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [{"type": "text", "text": TEXT}],
-                "stop_reason": "end_turn",
+                "content": content,
+                "stop_reason": stop_reason,
                 "stop_sequence": null,
                 "usage": {
                     "input_tokens": input,
@@ -167,7 +187,7 @@ fn messages(ctx: &Ctx<'_>) -> Outcome {
             }),
         };
     }
-    let mut frames = Vec::with_capacity(ctx.deltas + 6);
+    let mut frames = Vec::with_capacity(2 * ctx.deltas + 9);
     frames.push(sse_event(
         "message_start",
         &json!({
@@ -189,33 +209,28 @@ fn messages(ctx: &Ctx<'_>) -> Outcome {
             },
         }),
     ));
-    frames.push(sse_event(
-        "content_block_start",
-        &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-    ));
-    // Real Anthropic writes the ping with a space after the colon.
-    frames.push(Bytes::from_static(
-        b"event: ping\ndata: {\"type\": \"ping\"}\n\n",
-    ));
-    for i in 0..ctx.deltas {
-        frames.push(sse_event(
-            "content_block_delta",
-            &json!({
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": piece(i)},
-            }),
-        ));
+    match &call {
+        None => text_block(&mut frames, 0, (0..ctx.deltas).map(piece)),
+        Some(call) => {
+            let mut index = 0;
+            if let Some(text) = call.text {
+                text_block(&mut frames, index, split(text, ctx.deltas));
+                index += 1;
+            }
+            tool_use_block(&mut frames, index, call, call.argument_pieces(ctx.deltas));
+        }
     }
-    frames.push(sse_event(
-        "content_block_stop",
-        &json!({"type": "content_block_stop", "index": 0}),
-    ));
+    // Real Anthropic sends the ping right after the first content_block_start, with a space
+    // after the colon.
+    frames.insert(
+        2,
+        Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n"),
+    );
     frames.push(sse_event(
         "message_delta",
         &json!({
             "type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "delta": {"stop_reason": stop_reason, "stop_sequence": null},
             "usage": {"output_tokens": output},
         }),
     ));
@@ -224,4 +239,68 @@ fn messages(ctx: &Ctx<'_>) -> Outcome {
         frames,
         error_frame: stream_error_frame,
     }
+}
+
+/// A `tool_use` content block with this `input` (the arguments, or `{}` when it opens a stream).
+fn tool_use(call: &ToolCall<'_>, input: Value) -> Value {
+    json!({
+        "type": "tool_use",
+        "id": format!("toolu_mock_{}", call.id),
+        "name": call.name,
+        "input": input,
+    })
+}
+
+/// The events of a streamed text block: start, one `text_delta` per piece, stop.
+fn text_block<'p>(
+    frames: &mut Vec<Bytes>,
+    index: usize,
+    pieces: impl IntoIterator<Item = &'p str>,
+) {
+    frames.push(sse_event(
+        "content_block_start",
+        &json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+    ));
+    for text in pieces {
+        frames.push(sse_event(
+            "content_block_delta",
+            &json!({
+                "type": "content_block_delta",
+                "index": index,
+                "delta": {"type": "text_delta", "text": text},
+            }),
+        ));
+    }
+    block_stop(frames, index);
+}
+
+/// The events of a streamed `tool_use` block: start with an empty `input`, one
+/// `input_json_delta` per piece of the arguments' JSON, stop.
+fn tool_use_block(frames: &mut Vec<Bytes>, index: usize, call: &ToolCall<'_>, pieces: Vec<&str>) {
+    frames.push(sse_event(
+        "content_block_start",
+        &json!({
+            "type": "content_block_start",
+            "index": index,
+            "content_block": tool_use(call, json!({})),
+        }),
+    ));
+    for partial_json in pieces {
+        frames.push(sse_event(
+            "content_block_delta",
+            &json!({
+                "type": "content_block_delta",
+                "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": partial_json},
+            }),
+        ));
+    }
+    block_stop(frames, index);
+}
+
+fn block_stop(frames: &mut Vec<Bytes>, index: usize) {
+    frames.push(sse_event(
+        "content_block_stop",
+        &json!({"type": "content_block_stop", "index": index}),
+    ));
 }

@@ -1,8 +1,12 @@
 //! What every dialect's body generator shares: the endpoint being served, the request's inputs,
 //! the deterministic text and token counts, and JSON/SSE encoding in the providers' key order.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use serde_json::Value;
+
+use crate::reply::ToolCallReply;
 
 /// What a route serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +36,55 @@ pub(crate) struct Ctx<'a> {
     pub body: &'a [u8],
     /// Effective number of text deltas (also the base of the output token count).
     pub deltas: usize,
+    /// Answer a success with this tool call instead of the text.
+    pub tool_call: Option<&'a ToolCallReply>,
+}
+
+/// A scripted tool call, ready to encode.
+pub(crate) struct ToolCall<'a> {
+    pub name: &'a str,
+    pub arguments: &'a Value,
+    /// The arguments' compact JSON (what OpenAI sends as a string).
+    pub arguments_json: String,
+    /// The text part before the call, if any (an empty one counts as none).
+    pub text: Option<&'a str>,
+    /// Process-wide unique number for the call's ids: clients pair tool results with calls by id,
+    /// so ids must not repeat across requests, resets or mocks.
+    pub id: u64,
+}
+
+static NEXT_TOOL_ID: AtomicU64 = AtomicU64::new(1);
+
+impl<'a> ToolCall<'a> {
+    pub(crate) fn new(call: &'a ToolCallReply) -> Self {
+        Self {
+            name: &call.name,
+            arguments: &call.arguments,
+            arguments_json: call.arguments.to_string(),
+            text: call.text.as_deref().filter(|t| !t.is_empty()),
+            id: NEXT_TOOL_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The arguments' JSON in `deltas` pieces, at least 2 (so clients must reassemble them).
+    pub(crate) fn argument_pieces(&self, deltas: usize) -> Vec<&str> {
+        split(&self.arguments_json, deltas.max(2))
+    }
+}
+
+/// `s` cut at char boundaries into `n` pieces of near-equal length (fewer when `s` has fewer
+/// chars, at least one); their concatenation is `s`.
+pub(crate) fn split(s: &str, n: usize) -> Vec<&str> {
+    let starts: Vec<usize> = s.char_indices().map(|(i, _)| i).collect();
+    let n = n.clamp(1, starts.len().max(1));
+    let mut pieces = Vec::with_capacity(n);
+    let mut from = 0;
+    for k in 1..=n {
+        let to = starts.get(k * starts.len() / n).copied().unwrap_or(s.len());
+        pieces.push(s.get(from..to).unwrap_or_default());
+        from = to;
+    }
+    pieces
 }
 
 /// What a generator produced.
@@ -164,5 +217,14 @@ mod tests {
         assert_eq!(output_tokens(5), 10);
         let text: String = (0..5).map(piece).collect();
         assert_eq!(text, TEXT);
+    }
+
+    #[test]
+    fn split_keeps_chars_whole() {
+        assert_eq!(split("abcde", 2), ["ab", "cde"]);
+        assert_eq!(split("abc", 5), ["a", "b", "c"]);
+        assert_eq!(split("", 3), [""]);
+        assert_eq!(split("héé", 2), ["h", "éé"]);
+        assert_eq!(split("{}", 0), ["{}"]);
     }
 }

@@ -16,6 +16,14 @@
 //! `message_start` carries `output_tokens: 1`, the final `message_delta` the full output count.
 //! The text is "Hello from aibridge-mock." (deltas cycle over "Hello", " from", " aibridge",
 //! "-mock", ".").
+//!
+//! Tool calls: a success whose reply sets [`Reply::tool_call`] ([`ToolCallReply`]; scripted as
+//! `"tool_call": {"name": .., "arguments": {..}, "text": ..}`) answers with a call of that tool in
+//! the route's wire format instead of the text: Anthropic `tool_use` (`stop_reason: "tool_use"`),
+//! Chat Completions `tool_calls` (`finish_reason: "tool_calls"`), Responses `function_call`. The
+//! optional `text` comes first. Streamed, the arguments' JSON is split over `stream_deltas`
+//! delta events (at least 2), the text over `stream_deltas` deltas. Call ids (`toolu_mock_<n>`,
+//! `call_mock_<n>`, `fc_mock_<n>`) are unique in the process.
 
 mod anthropic;
 mod body;
@@ -43,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use reply::{DEFAULT_DELTAS, MidStreamFailure, Reply, SeenRequest};
+pub use reply::{DEFAULT_DELTAS, MidStreamFailure, Reply, SeenRequest, ToolCallReply};
 
 use body::{Ctx, Outcome};
 
@@ -460,6 +468,7 @@ async fn mock_handler(State(state): State<Shared>, req: Request) -> Response {
         seq,
         body: &body,
         deltas: reply.deltas(),
+        tool_call: reply.tool_call.as_ref(),
     };
     respond(&route, &ctx, &reply, too_large)
 }

@@ -1,12 +1,13 @@
 //! OpenAI bodies: chat completions (blocking and `data:` chunks ending in `[DONE]`), responses
-//! (blocking and `response.created` … `response.completed` events), models, errors.
+//! (blocking and `response.created` … `response.completed` events), each answering with text or
+//! a function call; models, errors.
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use crate::body::{
-    CREATED, Ctx, Endpoint, Outcome, TEXT, input_tokens, ordered_json, output_tokens, parse_object,
-    piece, sse_data, sse_event,
+    CREATED, Ctx, Endpoint, Outcome, TEXT, ToolCall, input_tokens, ordered_json, output_tokens,
+    parse_object, piece, split, sse_data, sse_event,
 };
 
 /// The only model the mock lists on the OpenAI dialect.
@@ -114,11 +115,6 @@ fn is_stream(map: &Map<String, Value>) -> bool {
     map.get("stream").and_then(Value::as_bool) == Some(true)
 }
 
-/// The streamed text for `deltas` deltas.
-fn streamed_text(deltas: usize) -> String {
-    (0..deltas).map(piece).collect()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Chat completions
 
@@ -169,7 +165,25 @@ fn chat_completions(ctx: &Ctx<'_>) -> Outcome {
     let id = format!("chatcmpl-mock-{}", ctx.seq);
     let prompt = input_tokens(n_messages);
     let completion = output_tokens(ctx.deltas);
+    let call = ctx.tool_call.map(ToolCall::new);
+    let finish_reason = if call.is_some() { "tool_calls" } else { "stop" };
     if !is_stream(&map) {
+        let message = match &call {
+            None => {
+                json!({"role": "assistant", "content": TEXT, "refusal": null, "annotations": []})
+            }
+            Some(call) => json!({
+                "role": "assistant",
+                "content": call.text,
+                "tool_calls": [{
+                    "id": format!("call_mock_{}", call.id),
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments_json}
+                }],
+                "refusal": null,
+                "annotations": []
+            }),
+        };
         return Outcome::Json {
             status: 200,
             body: json!({
@@ -179,9 +193,9 @@ fn chat_completions(ctx: &Ctx<'_>) -> Outcome {
                 "model": model,
                 "choices": [{
                     "index": 0,
-                    "message": {"role": "assistant", "content": TEXT, "refusal": null, "annotations": []},
+                    "message": message,
                     "logprobs": null,
-                    "finish_reason": "stop"
+                    "finish_reason": finish_reason
                 }],
                 "usage": chat_usage(prompt, completion),
                 "service_tier": "default",
@@ -209,19 +223,53 @@ fn chat_completions(ctx: &Ctx<'_>) -> Outcome {
         }
         sse_data(&ordered_json(&c))
     };
-    let mut frames = Vec::with_capacity(ctx.deltas + 4);
-    frames.push(chunk(
-        json!([{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": null}, "logprobs": null, "finish_reason": null}]),
-        None,
-    ));
-    for i in 0..ctx.deltas {
-        frames.push(chunk(
-            json!([{"index": 0, "delta": {"content": piece(i)}, "logprobs": null, "finish_reason": null}]),
+    let delta = |delta: Value| {
+        chunk(
+            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}]),
             None,
-        ));
+        )
+    };
+    let role = || json!({"role": "assistant", "content": "", "refusal": null});
+    let mut frames = Vec::with_capacity(2 * ctx.deltas + 5);
+    match &call {
+        None => {
+            frames.push(delta(role()));
+            for i in 0..ctx.deltas {
+                frames.push(delta(json!({"content": piece(i)})));
+            }
+        }
+        Some(call) => {
+            let opening = json!([{
+                "index": 0,
+                "id": format!("call_mock_{}", call.id),
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""}
+            }]);
+            match call.text {
+                Some(text) => {
+                    frames.push(delta(role()));
+                    for piece in split(text, ctx.deltas) {
+                        frames.push(delta(json!({"content": piece})));
+                    }
+                    frames.push(delta(json!({"tool_calls": opening})));
+                }
+                // Without text OpenAI opens with the role and the call in one chunk.
+                None => frames.push(delta(json!({
+                    "role": "assistant",
+                    "content": null,
+                    "tool_calls": opening,
+                    "refusal": null
+                }))),
+            }
+            for piece in call.argument_pieces(ctx.deltas) {
+                frames.push(delta(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                ));
+            }
+        }
     }
     frames.push(chunk(
-        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}]),
+        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason}]),
         None,
     ));
     if include_usage {
@@ -303,6 +351,102 @@ fn message_item(item_id: &str, status: &str, text: Option<&str>) -> Value {
     json!({"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content})
 }
 
+/// A `function_call` output item with these `arguments` (`""` while in progress).
+fn function_call_item(call: &ToolCall<'_>, status: &str, arguments: &str) -> Value {
+    json!({
+        "id": format!("fc_mock_{}", call.id),
+        "type": "function_call",
+        "status": status,
+        "arguments": arguments,
+        "call_id": format!("call_mock_{}", call.id),
+        "name": call.name
+    })
+}
+
+/// The events of a streamed message item at `output_index` whose text comes in `pieces`, and
+/// the completed item.
+fn message_events(
+    events: &mut Vec<(&'static str, Value)>,
+    item_id: &str,
+    output_index: usize,
+    pieces: &[&str],
+) -> Value {
+    let text: String = pieces.concat();
+    events.push((
+        "response.output_item.added",
+        json!({"output_index": output_index, "item": message_item(item_id, "in_progress", None)}),
+    ));
+    events.push((
+        "response.content_part.added",
+        json!({
+            "item_id": item_id, "output_index": output_index, "content_index": 0,
+            "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        }),
+    ));
+    for piece in pieces {
+        events.push((
+            "response.output_text.delta",
+            json!({
+                "item_id": item_id, "output_index": output_index, "content_index": 0,
+                "delta": piece, "logprobs": []
+            }),
+        ));
+    }
+    events.push((
+        "response.output_text.done",
+        json!({
+            "item_id": item_id, "output_index": output_index, "content_index": 0,
+            "text": text, "logprobs": []
+        }),
+    ));
+    events.push((
+        "response.content_part.done",
+        json!({
+            "item_id": item_id, "output_index": output_index, "content_index": 0,
+            "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+        }),
+    ));
+    let done = message_item(item_id, "completed", Some(&text));
+    events.push((
+        "response.output_item.done",
+        json!({"output_index": output_index, "item": done.clone()}),
+    ));
+    done
+}
+
+/// The events of a streamed `function_call` item at `output_index`, and the completed item.
+fn function_call_events(
+    events: &mut Vec<(&'static str, Value)>,
+    call: &ToolCall<'_>,
+    output_index: usize,
+    deltas: usize,
+) -> Value {
+    let item_id = format!("fc_mock_{}", call.id);
+    events.push((
+        "response.output_item.added",
+        json!({"output_index": output_index, "item": function_call_item(call, "in_progress", "")}),
+    ));
+    for piece in call.argument_pieces(deltas) {
+        events.push((
+            "response.function_call_arguments.delta",
+            json!({"item_id": item_id, "output_index": output_index, "delta": piece}),
+        ));
+    }
+    events.push((
+        "response.function_call_arguments.done",
+        json!({
+            "item_id": item_id, "output_index": output_index,
+            "name": call.name, "arguments": call.arguments_json
+        }),
+    ));
+    let done = function_call_item(call, "completed", &call.arguments_json);
+    events.push((
+        "response.output_item.done",
+        json!({"output_index": output_index, "item": done.clone()}),
+    ));
+    done
+}
+
 fn responses(ctx: &Ctx<'_>) -> Outcome {
     let map = match parse_object(ctx.body) {
         Ok(map) => map,
@@ -327,60 +471,52 @@ fn responses(ctx: &Ctx<'_>) -> Outcome {
     let id = format!("resp_mock_{}", ctx.seq);
     let item_id = format!("msg_mock_{}", ctx.seq);
     let usage = (input_tokens(n_input), output_tokens(ctx.deltas));
+    let call = ctx.tool_call.map(ToolCall::new);
     if !is_stream(&map) {
-        let output = json!([message_item(&item_id, "completed", Some(TEXT))]);
+        let output = match &call {
+            None => vec![message_item(&item_id, "completed", Some(TEXT))],
+            Some(call) => {
+                let mut output: Vec<Value> = call
+                    .text
+                    .map(|text| message_item(&item_id, "completed", Some(text)))
+                    .into_iter()
+                    .collect();
+                output.push(function_call_item(call, "completed", &call.arguments_json));
+                output
+            }
+        };
         return Outcome::Json {
             status: 200,
-            body: response_object(&id, &model, "completed", output, Some(usage)),
+            body: response_object(&id, &model, "completed", Value::Array(output), Some(usage)),
         };
     }
-    let text = streamed_text(ctx.deltas);
-    let mut events: Vec<(&str, Value)> = Vec::with_capacity(ctx.deltas + 8);
+    let mut events: Vec<(&str, Value)> = Vec::with_capacity(2 * ctx.deltas + 12);
     let in_progress = response_object(&id, &model, "in_progress", json!([]), None);
     events.push(("response.created", json!({"response": in_progress.clone()})));
     events.push(("response.in_progress", json!({"response": in_progress})));
-    events.push((
-        "response.output_item.added",
-        json!({"output_index": 0, "item": message_item(&item_id, "in_progress", None)}),
-    ));
-    events.push((
-        "response.content_part.added",
-        json!({
-            "item_id": item_id, "output_index": 0, "content_index": 0,
-            "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        }),
-    ));
-    for i in 0..ctx.deltas {
-        events.push((
-            "response.output_text.delta",
-            json!({
-                "item_id": item_id, "output_index": 0, "content_index": 0,
-                "delta": piece(i), "logprobs": []
-            }),
-        ));
+    let mut output = Vec::with_capacity(2);
+    match &call {
+        None => {
+            let pieces: Vec<&str> = (0..ctx.deltas).map(piece).collect();
+            output.push(message_events(&mut events, &item_id, 0, &pieces));
+        }
+        Some(call) => {
+            if let Some(text) = call.text {
+                let pieces = split(text, ctx.deltas);
+                output.push(message_events(&mut events, &item_id, 0, &pieces));
+            }
+            let output_index = output.len();
+            output.push(function_call_events(
+                &mut events,
+                call,
+                output_index,
+                ctx.deltas,
+            ));
+        }
     }
     events.push((
-        "response.output_text.done",
-        json!({
-            "item_id": item_id, "output_index": 0, "content_index": 0,
-            "text": text, "logprobs": []
-        }),
-    ));
-    events.push((
-        "response.content_part.done",
-        json!({
-            "item_id": item_id, "output_index": 0, "content_index": 0,
-            "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-        }),
-    ));
-    let done_item = message_item(&item_id, "completed", Some(&text));
-    events.push((
-        "response.output_item.done",
-        json!({"output_index": 0, "item": done_item.clone()}),
-    ));
-    events.push((
         "response.completed",
-        json!({"response": response_object(&id, &model, "completed", json!([done_item]), Some(usage))}),
+        json!({"response": response_object(&id, &model, "completed", Value::Array(output), Some(usage))}),
     ));
     let frames = events
         .into_iter()

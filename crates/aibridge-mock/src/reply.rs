@@ -1,6 +1,7 @@
 //! The scripted behaviour of one request ([`Reply`]) and what the mock recorded ([`SeenRequest`]).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 
 /// What the mock does for one request of a key.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -26,6 +27,39 @@ pub struct Reply {
     /// How to fail: `ErrorEvent` = send the provider's mid-stream error event and end the stream
     /// cleanly; `Cut` = abort the connection abruptly (no terminating chunk).
     pub failure: MidStreamFailure,
+    /// A success answers with a call of this tool (in the route's wire format, blocking or
+    /// streamed) instead of the usual text. Ignored on errors and when `body` is set. Left out of
+    /// the JSON when unset, so text replies serialize as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call: Option<ToolCallReply>,
+}
+
+/// The tool call a success answers with (see [`Reply::tool_call`]). Scripted as
+/// `"tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}, "text": "Let me check."}`
+/// (`arguments` defaults to `{}`, `text` to none).
+///
+/// Streamed, the arguments' JSON comes in `stream_deltas` pieces (at least 2) and the text in
+/// `stream_deltas` pieces (fewer when it is shorter); usage follows the usual rule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolCallReply {
+    /// The tool's name.
+    pub name: String,
+    /// The call's arguments: a JSON object (scripts with anything else are rejected).
+    #[serde(default = "empty_object", deserialize_with = "object")]
+    pub arguments: Value,
+    /// A text part before the call (none when absent or empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// Tool arguments are an object on every API (Anthropic's `input`, OpenAI's parsed `arguments`).
+fn object<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+    let map = serde_json::Map::<String, Value>::deserialize(deserializer)?;
+    Ok(Value::Object(map))
 }
 
 /// How a streaming success fails after [`Reply::fail_after_events`] events.
@@ -54,6 +88,27 @@ impl Reply {
             status: code,
             ..Self::default()
         }
+    }
+
+    /// A success that calls the tool `name` with `arguments` (a JSON object) instead of answering
+    /// with text.
+    pub fn tool_call(name: impl Into<String>, arguments: Value) -> Self {
+        Self {
+            tool_call: Some(ToolCallReply {
+                name: name.into(),
+                arguments,
+                text: None,
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// The text part before the tool call of a [`Reply::tool_call`] (no effect without one).
+    pub fn with_text(mut self, text: impl Into<String>) -> Self {
+        if let Some(call) = &mut self.tool_call {
+            call.text = Some(text.into());
+        }
+        self
     }
 
     /// Adds a response header.

@@ -382,17 +382,18 @@ mod tests {
 /// content blocks numbered on across iterations, the gateway's `tool_use` blocks and each
 /// continued iteration's `message_delta` / `message_stop` left out, and the final
 /// `message_delta` carrying the usage of every iteration.
+///
+/// Deltas, nearly every event of a stream, are read into borrowed fields, not a `Value`, and
+/// relayed as they came while the client's block index is the upstream's (a first iteration
+/// before any call of the gateway's): an answer that calls no tool of the gateway's costs
+/// little more than a plain relay.
 #[derive(Debug, Default)]
 pub(crate) struct MessagesLoop {
     iteration: u32,
     /// Client index of the next content block.
     next_index: u64,
-    /// This iteration's blocks: upstream index → client index (`None`: the gateway's call).
-    blocks: std::collections::BTreeMap<u64, Option<u64>>,
-    /// This iteration's answer, rebuilt: content blocks by upstream index.
-    content: std::collections::BTreeMap<u64, Value>,
-    /// The partial JSON of each tool_use block's input.
-    inputs: std::collections::BTreeMap<u64, String>,
+    /// This iteration's content blocks by upstream index.
+    blocks: std::collections::BTreeMap<u64, LoopBlock>,
     /// Usage of the iterations so far (summed), and of this one.
     usage_before: Value,
     usage_now: Value,
@@ -401,15 +402,95 @@ pub(crate) struct MessagesLoop {
     message: Value,
 }
 
+/// One content block of the current iteration: where the client sees it, and the block rebuilt
+/// from its start and its deltas (for the next iteration's assistant turn).
+#[derive(Debug)]
+struct LoopBlock {
+    /// The client's index; `None` for the gateway's own tool call (not shown).
+    client: Option<u64>,
+    /// The block as `content_block_start` gave it.
+    start: Value,
+    text: String,
+    thinking: String,
+    signature: Option<String>,
+    /// The tool input's JSON, when `input_json_delta`s came.
+    input: Option<String>,
+}
+
+impl LoopBlock {
+    fn content(&self) -> Value {
+        let mut block = self.start.clone();
+        for (field, more) in [("text", &self.text), ("thinking", &self.thinking)] {
+            if !more.is_empty() {
+                let text = format!("{}{more}", block[field].as_str().unwrap_or(""));
+                block[field] = Value::String(text);
+            }
+        }
+        if let Some(signature) = &self.signature {
+            block["signature"] = Value::String(signature.clone());
+        }
+        if let Some(input) = &self.input {
+            block["input"] = if input.trim().is_empty() {
+                Value::Object(Default::default())
+            } else {
+                serde_json::from_str(input).unwrap_or(Value::Null)
+            };
+        }
+        block
+    }
+}
+
+/// A `content_block_delta`, read without building a `Value`.
+#[derive(serde::Deserialize)]
+struct DeltaEvent<'a> {
+    index: u64,
+    #[serde(borrow)]
+    delta: DeltaFields<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeltaFields<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    thinking: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    signature: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    partial_json: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Any event's `index`.
+#[derive(serde::Deserialize)]
+struct IndexOf {
+    index: u64,
+}
+
 impl MessagesLoop {
     fn frame(kind: &str, data: &Value) -> Bytes {
         crate::sse::encode_event(Some(kind), &data.to_string())
     }
 
-    fn remapped(&self, mut data: Value, client: u64) -> Bytes {
-        let kind = data["type"].as_str().unwrap_or("").to_string();
-        data["index"] = Value::from(client);
-        Self::frame(&kind, &data)
+    /// What the client gets of `event` (of block `index`, whose data is `data`): nothing for
+    /// the gateway's own block, the event as it came when the client's index is the same, the
+    /// event renumbered otherwise.
+    fn forward(&self, event: &SseEvent, data: &str, index: u64) -> Vec<Bytes> {
+        match self.blocks.get(&index).map(|block| block.client) {
+            Some(None) => Vec::new(),
+            Some(Some(client)) if client != index => {
+                let kind = event.event_type().unwrap_or("");
+                match set_member(data.as_bytes(), "index", client.to_string().as_bytes()) {
+                    Ok(data) => vec![crate::sse::encode_event(
+                        Some(kind),
+                        &String::from_utf8_lossy(&data),
+                    )],
+                    Err(_) => vec![event.raw().clone()],
+                }
+            }
+            _ => vec![event.raw().clone()],
+        }
     }
 
     fn merge_usage(&mut self, usage: &Value) {
@@ -426,84 +507,84 @@ impl MessagesLoop {
 
 impl crate::stream_loop::StreamLoop for MessagesLoop {
     fn relay(&mut self, event: &SseEvent) -> Vec<Bytes> {
-        let Ok(data) = serde_json::from_str::<Value>(&event.data()) else {
-            return vec![event.raw().clone()];
-        };
+        let data = event.data();
         match event.event_type().unwrap_or("") {
+            "content_block_delta" => {
+                let Ok(delta) = serde_json::from_str::<DeltaEvent<'_>>(&data) else {
+                    return vec![event.raw().clone()];
+                };
+                if let Some(block) = self.blocks.get_mut(&delta.index) {
+                    let fields = &delta.delta;
+                    match fields.kind.as_ref() {
+                        "text_delta" => block.text.push_str(fields.text.as_deref().unwrap_or("")),
+                        "thinking_delta" => block
+                            .thinking
+                            .push_str(fields.thinking.as_deref().unwrap_or("")),
+                        "signature_delta" => {
+                            block.signature = fields.signature.as_deref().map(str::to_string);
+                        }
+                        "input_json_delta" => block
+                            .input
+                            .get_or_insert_with(String::new)
+                            .push_str(fields.partial_json.as_deref().unwrap_or("")),
+                        _ => {}
+                    }
+                }
+                self.forward(event, &data, delta.index)
+            }
+            "content_block_stop" => match serde_json::from_str::<IndexOf>(&data) {
+                Ok(stop) => self.forward(event, &data, stop.index),
+                Err(_) => vec![event.raw().clone()],
+            },
+            "content_block_start" => {
+                let Ok(start) = serde_json::from_str::<Value>(&data) else {
+                    return vec![event.raw().clone()];
+                };
+                let index = start["index"].as_u64().unwrap_or(0);
+                let block = start["content_block"].clone();
+                let ours = block["type"] == "tool_use"
+                    && block["name"]
+                        .as_str()
+                        .is_some_and(crate::stream_loop::is_gateway_tool);
+                let client = (!ours).then(|| {
+                    self.next_index += 1;
+                    self.next_index - 1
+                });
+                self.blocks.insert(
+                    index,
+                    LoopBlock {
+                        client,
+                        start: block,
+                        text: String::new(),
+                        thinking: String::new(),
+                        signature: None,
+                        input: None,
+                    },
+                );
+                self.forward(event, &data, index)
+            }
             "message_start" => {
+                let Ok(start) = serde_json::from_str::<Value>(&data) else {
+                    return vec![event.raw().clone()];
+                };
                 self.iteration += 1;
                 self.blocks.clear();
-                self.content.clear();
-                self.inputs.clear();
                 self.delta = None;
                 self.usage_now = Value::Null;
-                self.merge_usage(&data["message"]["usage"]);
-                self.message = data["message"].clone();
+                self.merge_usage(&start["message"]["usage"]);
+                self.message = start["message"].clone();
                 if self.iteration == 1 {
                     vec![event.raw().clone()]
                 } else {
                     Vec::new()
                 }
             }
-            "content_block_start" => {
-                let index = data["index"].as_u64().unwrap_or(0);
-                let block = data["content_block"].clone();
-                let ours = block["type"] == "tool_use"
-                    && block["name"]
-                        .as_str()
-                        .is_some_and(crate::stream_loop::is_gateway_tool);
-                self.content.insert(index, block);
-                if ours {
-                    self.blocks.insert(index, None);
-                    return Vec::new();
-                }
-                let client = self.next_index;
-                self.next_index += 1;
-                self.blocks.insert(index, Some(client));
-                vec![self.remapped(data, client)]
-            }
-            "content_block_delta" => {
-                let index = data["index"].as_u64().unwrap_or(0);
-                let delta = &data["delta"];
-                if let Some(block) = self.content.get_mut(&index) {
-                    match delta["type"].as_str() {
-                        Some("text_delta") => append(block, "text", &delta["text"]),
-                        Some("thinking_delta") => append(block, "thinking", &delta["thinking"]),
-                        Some("signature_delta") => block["signature"] = delta["signature"].clone(),
-                        Some("input_json_delta") => self
-                            .inputs
-                            .entry(index)
-                            .or_default()
-                            .push_str(delta["partial_json"].as_str().unwrap_or("")),
-                        _ => {}
-                    }
-                }
-                match self.blocks.get(&index) {
-                    Some(Some(client)) => vec![self.remapped(data, *client)],
-                    Some(None) => Vec::new(),
-                    None => vec![event.raw().clone()],
-                }
-            }
-            "content_block_stop" => {
-                let index = data["index"].as_u64().unwrap_or(0);
-                if let (Some(input), Some(block)) =
-                    (self.inputs.remove(&index), self.content.get_mut(&index))
-                {
-                    block["input"] = if input.trim().is_empty() {
-                        Value::Object(Default::default())
-                    } else {
-                        serde_json::from_str(&input).unwrap_or(Value::Null)
-                    };
-                }
-                match self.blocks.get(&index) {
-                    Some(Some(client)) => vec![self.remapped(data, *client)],
-                    Some(None) => Vec::new(),
-                    None => vec![event.raw().clone()],
-                }
-            }
             "message_delta" => {
-                self.merge_usage(&data["usage"]);
-                self.delta = Some(data);
+                let Ok(delta) = serde_json::from_str::<Value>(&data) else {
+                    return vec![event.raw().clone()];
+                };
+                self.merge_usage(&delta["usage"]);
+                self.delta = Some(delta);
                 Vec::new()
             }
             // Held back: the iteration's end decides.
@@ -513,9 +594,9 @@ impl crate::stream_loop::StreamLoop for MessagesLoop {
     }
 
     fn end_iteration(&mut self) -> crate::stream_loop::IterationEnd {
-        let calls: Vec<ToolCall> = self
-            .content
-            .values()
+        let content: Vec<Value> = self.blocks.values().map(LoopBlock::content).collect();
+        let calls: Vec<ToolCall> = content
+            .iter()
             .filter(|block| block["type"] == "tool_use")
             .map(|block| ToolCall {
                 id: block["id"].as_str().map(str::to_string),
@@ -531,7 +612,7 @@ impl crate::stream_loop::StreamLoop for MessagesLoop {
         let total = crate::tools::sum_usage(&[&self.usage_before, &usage_now]);
         if ours {
             let mut answer = self.message.clone();
-            answer["content"] = Value::Array(self.content.values().cloned().collect());
+            answer["content"] = Value::Array(content);
             answer["usage"] = usage_now;
             self.usage_before = total;
             return crate::stream_loop::IterationEnd::Continue { answer, calls };
@@ -555,15 +636,6 @@ impl crate::stream_loop::StreamLoop for MessagesLoop {
     fn error_frames(&self, message: &str) -> Bytes {
         Dialect::Anthropic.stream_error_frames(ErrorKind::Api, message)
     }
-}
-
-fn append(block: &mut Value, field: &str, more: &Value) {
-    let text = format!(
-        "{}{}",
-        block[field].as_str().unwrap_or(""),
-        more.as_str().unwrap_or("")
-    );
-    block[field] = Value::String(text);
 }
 
 #[cfg(test)]

@@ -181,6 +181,8 @@ impl crate::stream_loop::StreamLoop for ChatLoop {
             return vec![event.raw().clone()];
         };
         let id = self.id.get_or_insert_with(|| chunk["id"].clone()).clone();
+        // Unchanged (the first iteration's id, no call of the gateway's): relayed as it came.
+        let as_came = chunk["id"] == id;
         chunk["id"] = id;
         if chunk["usage"].is_object() && chunk["choices"].as_array().is_none_or(Vec::is_empty) {
             self.usage_chunk = Some(chunk);
@@ -232,6 +234,9 @@ impl crate::stream_loop::StreamLoop for ChatLoop {
         });
         if empty && had_calls {
             return Vec::new();
+        }
+        if as_came && !had_calls {
+            return vec![event.raw().clone()];
         }
         vec![Self::frame(&chunk)]
     }

@@ -161,7 +161,18 @@ pub(crate) struct ResponsesLoop {
 }
 
 impl ResponsesLoop {
-    fn emit(&mut self, kind: &str, mut data: Value) -> Bytes {
+    /// `data` as the client's next event; `event` as it came when nothing in it changes (a
+    /// first iteration before any call of the gateway's).
+    fn emit(&mut self, event: &SseEvent, kind: &str, data: Value) -> Bytes {
+        if data["sequence_number"].as_u64() == Some(self.sequence) {
+            self.sequence += 1;
+            return event.raw().clone();
+        }
+        self.numbered(kind, data)
+    }
+
+    /// `data` as the client's next event, numbered on.
+    fn numbered(&mut self, kind: &str, mut data: Value) -> Bytes {
         data["sequence_number"] = Value::from(self.sequence);
         self.sequence += 1;
         encode_event(Some(kind), &data.to_string())
@@ -183,7 +194,7 @@ impl crate::stream_loop::StreamLoop for ResponsesLoop {
                     return Vec::new();
                 }
                 self.first_id = Some(data["response"]["id"].clone());
-                vec![self.emit(&kind, data)]
+                vec![self.emit(event, &kind, data)]
             }
             "response.in_progress" if self.iteration > 1 => Vec::new(),
             "response.completed" => {
@@ -192,7 +203,7 @@ impl crate::stream_loop::StreamLoop for ResponsesLoop {
             }
             _ => {
                 let Some(upstream) = data["output_index"].as_u64() else {
-                    return vec![self.emit(&kind, data)];
+                    return vec![self.emit(event, &kind, data)];
                 };
                 if kind == "response.output_item.added" {
                     let item = &data["item"];
@@ -208,11 +219,17 @@ impl crate::stream_loop::StreamLoop for ResponsesLoop {
                 }
                 match self.outputs.get(&upstream).copied().flatten() {
                     Some(client) => {
-                        data["output_index"] = Value::from(client);
                         if kind == "response.output_item.done" {
                             self.visible.push(data["item"].clone());
                         }
-                        vec![self.emit(&kind, data)]
+                        if client == upstream {
+                            vec![self.emit(event, &kind, data)]
+                        } else {
+                            data["output_index"] = Value::from(client);
+                            // Renumbered: never the event as it came.
+                            data["sequence_number"] = Value::Null;
+                            vec![self.emit(event, &kind, data)]
+                        }
                     }
                     None => Vec::new(),
                 }
@@ -247,7 +264,9 @@ impl crate::stream_loop::StreamLoop for ResponsesLoop {
             completed["response"]["output"] = Value::Array(std::mem::take(&mut self.visible));
             completed["response"]["usage"] = total;
         }
-        crate::stream_loop::IterationEnd::Finish(vec![self.emit("response.completed", completed)])
+        crate::stream_loop::IterationEnd::Finish(vec![
+            self.numbered("response.completed", completed),
+        ])
     }
 
     fn keep_alive(&self) -> Bytes {

@@ -5,3 +5,4 @@ mod anthropic;
 mod control;
 mod load_mode;
 mod openai;
+mod tool_calls;

@@ -117,18 +117,10 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
     println!("Asking the fake model something it answers with a call of the gateway's MCP tool…");
     mock.script(
         HEALTHY_KEY,
-        vec![Reply::ok().body(
-            json!({
-                "id": "msg_demo", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
-                "content": [
-                    {"type": "text", "text": "Let me add that up. "},
-                    {"type": "tool_use", "id": "toolu_demo", "name": "bmcp_demo_add", "input": {"a": 2, "b": 3}}
-                ],
-                "stop_reason": "tool_use",
-                "usage": {"input_tokens": 12, "output_tokens": 9}
-            })
-            .to_string(),
-        )],
+        vec![
+            Reply::tool_call("bmcp_demo_add", json!({"a": 2, "b": 3}))
+                .with_text("Let me add that up. "),
+        ],
     );
     let (_, path, body) = demo_requests()[0].clone();
     match demo_answer(&base, path, &body).await {

@@ -37,6 +37,10 @@ use crate::state::AppState;
 use crate::upstream::apidump::DumpSubject;
 use crate::upstream::{CallDeadline, CallDump, UpstreamCall};
 
+/// The gateway's tool prefix as it starts a JSON string: an answer without it calls none of
+/// the gateway's tools.
+const QUOTED_TOOL_PREFIX: &[u8] = b"\"bmcp_";
+
 /// How often a keep-alive frame goes out while the gateway's tools run.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
@@ -94,6 +98,18 @@ pub async fn stream(
         Some(Frame::Failed(error)) => Err(error),
         None => Err(GatewayError::ShuttingDown),
     }
+}
+
+/// `frames` as one piece.
+fn joined(mut frames: Vec<Bytes>) -> Bytes {
+    if frames.len() == 1 {
+        return frames.pop().unwrap_or_default();
+    }
+    let mut whole = bytes::BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+    for frame in &frames {
+        whole.extend_from_slice(frame);
+    }
+    whole.freeze()
 }
 
 /// Sends `frame`; false when the client has gone.
@@ -210,33 +226,43 @@ async fn run(
                 }
             };
             decoder.push(&chunk);
+            // What this chunk's events come to for the client, sent together: one hand-off to
+            // the response body per upstream read, not per event.
+            let mut out = Vec::new();
+            let mut upstream_error = false;
             while let Some(event) = decoder.next_event() {
                 observer.observe(&event);
                 if api.is_error_report(&event) {
                     // The upstream's own error: relayed as it came, and the stream is over.
-                    recording.observation(observer.finish());
-                    recording.end(Outcome::UpstreamError, Some(200), None);
-                    if !committed {
-                        recording.answered(200);
-                    }
-                    let _ = send(&frames, event.raw().clone()).await;
-                    return;
+                    out.push(event.raw().clone());
+                    upstream_error = true;
+                    break;
                 }
                 let terminal = api.is_terminal(&event);
-                for frame in looped.relay(&event) {
-                    if !committed {
-                        committed = true;
-                        recording.answered(200);
-                    }
-                    if !send(&frames, frame).await {
-                        recording.observation(observer.finish());
-                        recording.client_left(Some(200));
-                        return;
-                    }
-                }
+                out.extend(looped.relay(&event));
                 if terminal {
                     ended = true;
                     break;
+                }
+            }
+            if upstream_error {
+                recording.observation(observer.finish());
+                recording.end(Outcome::UpstreamError, Some(200), None);
+                if !committed {
+                    recording.answered(200);
+                }
+                let _ = send(&frames, joined(out)).await;
+                return;
+            }
+            if !out.is_empty() {
+                if !committed {
+                    committed = true;
+                    recording.answered(200);
+                }
+                if !send(&frames, joined(out)).await {
+                    recording.observation(observer.finish());
+                    recording.client_left(Some(200));
+                    return;
                 }
             }
         }
@@ -273,14 +299,12 @@ async fn run(
                     if let (Some(server), Some(tool)) = (&result.server, &result.tool) {
                         state.metrics.mcp_tool_call(server, tool, !result.is_error);
                     }
-                    if let Some(run) = run {
-                        recording.tool_run(
-                            tool_call.id.clone(),
-                            &tool_call.name,
-                            &tool_call.input,
-                            run,
-                        );
-                    }
+                    recording.tool_run(
+                        tool_call.id.clone(),
+                        &tool_call.name,
+                        &tool_call.input,
+                        run,
+                    );
                     outcomes.push(ToolOutcome {
                         call_id: tool_call.id.unwrap_or_default(),
                         text: result.text,
@@ -341,9 +365,7 @@ pub async fn blocking(
         };
         // Most answers call none of the gateway's tools: without its prefix in the body, the
         // answer is read as any other (only its usage when nothing is recorded).
-        let mentions_ours = body
-            .windows(TOOL_PREFIX.len() + 1)
-            .any(|w| w[0] == b'"' && &w[1..] == TOOL_PREFIX.as_bytes());
+        let mentions_ours = memchr::memmem::find(&body, QUOTED_TOOL_PREFIX).is_some();
         let observation = if mentions_ours || recording.is_recorded() {
             api.observe_body(&body)
         } else {
@@ -352,11 +374,20 @@ pub async fn blocking(
                 ..Observation::default()
             }
         };
-        let calls = observation.tool_calls.clone();
+        let calls = if mentions_ours {
+            observation.tool_calls.clone()
+        } else {
+            Vec::new()
+        };
         recording.observation(observation);
         let ours = !calls.is_empty() && calls.iter().all(|c| c.name.starts_with(TOOL_PREFIX));
-        let answer = serde_json::from_slice::<serde_json::Value>(&body).ok();
-        let Some(answer) = answer.filter(|_| ours) else {
+        // Parsed whole only when the loop goes on: it is the next request's assistant turn.
+        let answer = if ours {
+            serde_json::from_slice::<serde_json::Value>(&body).ok()
+        } else {
+            None
+        };
+        let Some(answer) = answer else {
             // The client's to handle (its own tool, or no tool): the loop is over.
             if earlier.is_empty() {
                 recording.end(Outcome::Completed, Some(status), None);
@@ -373,9 +404,7 @@ pub async fn blocking(
             if let (Some(server), Some(tool)) = (&result.server, &result.tool) {
                 state.metrics.mcp_tool_call(server, tool, !result.is_error);
             }
-            if let Some(run) = run {
-                recording.tool_run(tool_call.id.clone(), &tool_call.name, &tool_call.input, run);
-            }
+            recording.tool_run(tool_call.id.clone(), &tool_call.name, &tool_call.input, run);
             tracing::info!(
                 tool = %tool_call.name,
                 is_error = result.is_error,

@@ -214,7 +214,7 @@ impl McpTools {
         &self,
         id: &str,
         arguments: &str,
-    ) -> (ToolCallResult, Option<aibridge_store::ToolRun>) {
+    ) -> (ToolCallResult, aibridge_store::ToolRun) {
         let span = tracing::info_span!(
             "mcp_tool_call",
             otel.name = %format_args!("execute_tool {id}"),
@@ -231,21 +231,21 @@ impl McpTools {
         if result.is_error {
             span.record("otel.status_code", "error");
         }
-        let run = match (&result.server, &result.tool) {
-            (Some(server), Some(tool)) => Some(aibridge_store::ToolRun {
-                server_name: server.clone(),
-                server_url: self
-                    .servers
-                    .iter()
-                    .find(|s| s.config.name == *server)
-                    .map(|s| redacted_url(&s.config.url))
-                    .unwrap_or_default(),
-                tool_name: tool.clone(),
-                result: (!result.is_error).then(|| result.text.clone()),
-                error: result.is_error.then(|| result.text.clone()),
-                duration_ms: i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX),
-            }),
-            _ => None,
+        // A tool the gateway does not know (not listed, or denied) is answered with an error
+        // and recorded with no server.
+        let server = result.server.as_deref().unwrap_or_default();
+        let run = aibridge_store::ToolRun {
+            server_name: server.to_string(),
+            server_url: self
+                .servers
+                .iter()
+                .find(|s| s.config.name == server)
+                .map(|s| redacted_url(&s.config.url))
+                .unwrap_or_default(),
+            tool_name: result.tool.clone().unwrap_or_else(|| id.to_string()),
+            result: (!result.is_error).then(|| result.text.clone()),
+            error: result.is_error.then(|| result.text.clone()),
+            duration_ms: i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX),
         };
         (result, run)
     }

@@ -135,6 +135,10 @@ pub struct Recording {
     /// The `seq` of the next usage, prompt, tool call or thought row: with the id it names the
     /// row, so a retried write cannot count it twice.
     next_seq: u32,
+    /// Calls of the gateway's tools the model made in this iteration and the gateway has not
+    /// run (yet): written as not run unless `tool_run` claims them first (an unknown tool, an
+    /// answer that also calls the client's tool).
+    unrun: Vec<ToolCallRow>,
     ended: bool,
 }
 
@@ -150,6 +154,7 @@ impl Recording {
             attempt_base: 0,
             key_hint: None,
             next_seq: 0,
+            unrun: Vec::new(),
             ended: false,
         }
     }
@@ -241,22 +246,24 @@ impl Recording {
             self.recorder.record(record);
         }
         for call in observation.tool_calls {
-            // The gateway's own (MCP) tools are recorded when they have run (`tool_run`).
-            if call.name.starts_with(crate::mcp::tools::TOOL_PREFIX) {
-                continue;
-            }
-            let record = Record::ToolCall(ToolCallRow {
+            let injected = call.name.starts_with(crate::mcp::tools::TOOL_PREFIX);
+            let row = ToolCallRow {
                 interception_id: self.id.clone(),
                 seq: self.seq(),
                 provider_response_id: response_id.clone(),
                 tool_call_id: call.id,
                 name: call.name,
                 input: call.input,
-                injected: false,
+                injected,
                 run: None,
                 created_at: now,
-            });
-            self.recorder.record(record);
+            };
+            // The gateway's own (MCP) tools are written with their run (`tool_run`).
+            if injected {
+                self.unrun.push(row);
+            } else {
+                self.recorder.record(Record::ToolCall(row));
+            }
         }
         for thought in observation.thoughts {
             let record = Record::Thought(ThoughtRow {
@@ -272,6 +279,7 @@ impl Recording {
 
     /// An inner loop's next iteration walks the pool afresh: its attempts number on from here.
     pub fn next_iteration(&mut self) {
+        self.write_unrun();
         self.attempt_base = self.attempts;
     }
 
@@ -296,18 +304,36 @@ impl Recording {
         if !self.recorder.enabled() {
             return;
         }
-        let record = Record::ToolCall(ToolCallRow {
-            interception_id: self.id.clone(),
-            seq: self.seq(),
-            provider_response_id: None,
-            tool_call_id: call_id,
-            name: name.to_string(),
-            input: input.to_string(),
-            injected: true,
-            run: Some(run),
-            created_at: now_millis(),
-        });
-        self.recorder.record(record);
+        let observed = self
+            .unrun
+            .iter()
+            .position(|row| row.tool_call_id == call_id && row.name == name)
+            .map(|at| self.unrun.remove(at));
+        let row = match observed {
+            Some(row) => ToolCallRow {
+                run: Some(run),
+                ..row
+            },
+            None => ToolCallRow {
+                interception_id: self.id.clone(),
+                seq: self.seq(),
+                provider_response_id: None,
+                tool_call_id: call_id,
+                name: name.to_string(),
+                input: input.to_string(),
+                injected: true,
+                run: Some(run),
+                created_at: now_millis(),
+            },
+        };
+        self.recorder.record(Record::ToolCall(row));
+    }
+
+    /// Writes the gateway's tool calls of this iteration that were not run.
+    fn write_unrun(&mut self) {
+        for row in std::mem::take(&mut self.unrun) {
+            self.recorder.record(Record::ToolCall(row));
+        }
     }
 
     /// Ends the record, the metrics and the log line; later calls do nothing.
@@ -349,6 +375,7 @@ impl Recording {
         if !self.recorder.enabled() {
             return;
         }
+        self.write_unrun();
         // A prompt is worth keeping even when no response came back.
         if let Some(prompt) = self.prompt.take() {
             let record = Record::Prompt(PromptRow {

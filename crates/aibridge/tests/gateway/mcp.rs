@@ -298,6 +298,51 @@ async fn client_tools_and_unknown_bmcp_tools_and_the_iteration_bound() {
         mcp.mock().calls().is_empty(),
         "a denied tool is never called"
     );
+    // Its record shows the call the gateway answered, with no server and the error.
+    let records = wait_for_ended(&gw, None, 2).await;
+    let denied = find_tool_call(&records, "bmcp_tools_secret_lookup");
+    assert_eq!(denied["injected"], true, "{denied}");
+    assert_eq!(denied["tool_call_id"], "call_s");
+    assert_eq!(denied["run"]["server_name"], "", "{denied}");
+    assert_eq!(denied["run"]["tool_name"], "bmcp_tools_secret_lookup");
+    assert!(
+        denied["run"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not found"),
+        "{denied}"
+    );
+
+    // An answer calling the client's tool and the gateway's at once is the client's: relayed,
+    // the gateway's call not run but recorded as such.
+    mock.reset();
+    let mixed = json!({
+        "id": "chatcmpl-mixed", "object": "chat.completion", "model": "gpt-5",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": null,
+            "tool_calls": [
+                {"id": "call_m1", "type": "function", "function": {"name": "client_search", "arguments": "{}"}},
+                {"id": "call_m2", "type": "function", "function": {"name": "bmcp_tools_add", "arguments": "{\"a\":1,\"b\":2}"}}
+            ]
+        }}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    });
+    mock.script("k0", vec![Reply::ok().body(mixed.to_string())]);
+    let relayed: Value = api
+        .request(&gw, false)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(relayed, mixed);
+    assert!(mcp.mock().calls().is_empty());
+    let records = wait_for_ended(&gw, None, 3).await;
+    let not_run = find_tool_call(&records, "call_m2");
+    assert_eq!(not_run["injected"], true, "{not_run}");
+    assert!(not_run["run"].is_null(), "{not_run}");
+    assert_eq!(find_tool_call(&records, "call_m1")["injected"], false);
 
     // The model keeps calling: past max_iterations the client gets a 502 in its dialect.
     mock.reset();
@@ -320,6 +365,15 @@ async fn client_tools_and_unknown_bmcp_tools_and_the_iteration_bound() {
         2,
         "no more upstream calls than the bound"
     );
+}
+
+/// The tool call named `name` (or with that call id) among `records`' tool calls.
+fn find_tool_call(records: &[Value], name: &str) -> Value {
+    records
+        .iter()
+        .flat_map(|record| record["tool_calls"].as_array().cloned().unwrap_or_default())
+        .find(|call| call["name"] == name || call["tool_call_id"] == name)
+        .unwrap_or_else(|| panic!("no tool call {name} in {records:#?}"))
 }
 
 #[tokio::test]
