@@ -115,7 +115,10 @@ pub(crate) fn respond(endpoint: &Endpoint, ctx: &Ctx<'_>) -> Outcome {
             status: 200,
             body: model_object(id),
         },
-        Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::NotFound => Outcome::Json {
+        Endpoint::ChatCompletions
+        | Endpoint::Responses
+        | Endpoint::NotFound
+        | Endpoint::Bedrock(_) => Outcome::Json {
             status: 404,
             body: error_body(404, None),
         },
@@ -146,51 +149,88 @@ fn messages(ctx: &Ctx<'_>) -> Outcome {
         Err(e) => return invalid(e),
     };
     let id = format!("msg_mock_{}", ctx.seq);
-    let input = input_tokens(n_messages);
-    let output = output_tokens(ctx.deltas);
-    let call = ctx.tool_call.map(ToolCall::new);
-    let stop_reason = if call.is_some() {
+    if map.get("stream").and_then(Value::as_bool) != Some(true) {
+        return Outcome::Json {
+            status: 200,
+            body: message(ctx, &id, &model, n_messages),
+        };
+    }
+    let frames = stream_events(ctx, &id, &model, n_messages)
+        .into_iter()
+        .map(|event| match event.name {
+            // Real Anthropic writes the ping with a space after the colon.
+            "ping" => Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n"),
+            name => sse_event(name, &event.data),
+        })
+        .collect();
+    Outcome::Stream {
+        frames,
+        error_frame: stream_error_frame,
+    }
+}
+
+/// `stop_reason` of a success: `tool_use` when it answers with a call.
+fn stop_reason(call: Option<&ToolCall<'_>>) -> &'static str {
+    if call.is_some() {
         "tool_use"
     } else {
         "end_turn"
-    };
-    let stream = map.get("stream").and_then(Value::as_bool) == Some(true);
-    if !stream {
-        let content = match &call {
-            None => vec![json!({"type": "text", "text": TEXT})],
-            Some(call) => {
-                let mut content: Vec<Value> = call
-                    .text
-                    .map(|text| json!({"type": "text", "text": text}))
-                    .into_iter()
-                    .collect();
-                content.push(tool_use(call, call.arguments.clone()));
-                content
-            }
-        };
-        return Outcome::Json {
-            status: 200,
-            body: json!({
-                "id": id,
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": content,
-                "stop_reason": stop_reason,
-                "stop_sequence": null,
-                "usage": {
-                    "input_tokens": input,
-                    "cache_creation_input_tokens": 0,
-                    "cache_read_input_tokens": 0,
-                    "output_tokens": output,
-                },
-            }),
-        };
     }
-    let mut frames = Vec::with_capacity(2 * ctx.deltas + 9);
-    frames.push(sse_event(
-        "message_start",
-        &json!({
+}
+
+/// The Message object of a blocking success (text, or the scripted tool call), with the usual
+/// usage numbers. Shared with Bedrock's InvokeModel.
+pub(crate) fn message(ctx: &Ctx<'_>, id: &str, model: &str, n_messages: usize) -> Value {
+    let call = ctx.tool_call.map(ToolCall::new);
+    let content = match &call {
+        None => vec![json!({"type": "text", "text": TEXT})],
+        Some(call) => {
+            let mut content: Vec<Value> = call
+                .text
+                .map(|text| json!({"type": "text", "text": text}))
+                .into_iter()
+                .collect();
+            content.push(tool_use(call, call.arguments.clone()));
+            content
+        }
+    };
+    json!({
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason(call.as_ref()),
+        "stop_sequence": null,
+        "usage": {
+            "input_tokens": input_tokens(n_messages),
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": output_tokens(ctx.deltas),
+        },
+    })
+}
+
+/// One event of a streamed Messages success: its SSE name and data.
+pub(crate) struct StreamEvent {
+    pub name: &'static str,
+    pub data: Value,
+}
+
+/// The events of a streamed success, in order: `message_start`, the content blocks (text, or the
+/// scripted tool call) with a `ping` after the first block start, `message_delta`,
+/// `message_stop`. Shared with Bedrock's InvokeModelWithResponseStream.
+pub(crate) fn stream_events(
+    ctx: &Ctx<'_>,
+    id: &str,
+    model: &str,
+    n_messages: usize,
+) -> Vec<StreamEvent> {
+    let call = ctx.tool_call.map(ToolCall::new);
+    let mut events = Vec::with_capacity(2 * ctx.deltas + 9);
+    events.push(StreamEvent {
+        name: "message_start",
+        data: json!({
             "type": "message_start",
             "message": {
                 "id": id,
@@ -201,44 +241,46 @@ fn messages(ctx: &Ctx<'_>) -> Outcome {
                 "stop_reason": null,
                 "stop_sequence": null,
                 "usage": {
-                    "input_tokens": input,
+                    "input_tokens": input_tokens(n_messages),
                     "cache_creation_input_tokens": 0,
                     "cache_read_input_tokens": 0,
                     "output_tokens": 1,
                 },
             },
         }),
-    ));
+    });
     match &call {
-        None => text_block(&mut frames, 0, (0..ctx.deltas).map(piece)),
+        None => text_block(&mut events, 0, (0..ctx.deltas).map(piece)),
         Some(call) => {
             let mut index = 0;
             if let Some(text) = call.text {
-                text_block(&mut frames, index, split(text, ctx.deltas));
+                text_block(&mut events, index, split(text, ctx.deltas));
                 index += 1;
             }
-            tool_use_block(&mut frames, index, call, call.argument_pieces(ctx.deltas));
+            tool_use_block(&mut events, index, call, call.argument_pieces(ctx.deltas));
         }
     }
-    // Real Anthropic sends the ping right after the first content_block_start, with a space
-    // after the colon.
-    frames.insert(
+    // Real Anthropic sends the ping right after the first content_block_start.
+    events.insert(
         2,
-        Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n"),
+        StreamEvent {
+            name: "ping",
+            data: json!({"type": "ping"}),
+        },
     );
-    frames.push(sse_event(
-        "message_delta",
-        &json!({
+    events.push(StreamEvent {
+        name: "message_delta",
+        data: json!({
             "type": "message_delta",
-            "delta": {"stop_reason": stop_reason, "stop_sequence": null},
-            "usage": {"output_tokens": output},
+            "delta": {"stop_reason": stop_reason(call.as_ref()), "stop_sequence": null},
+            "usage": {"output_tokens": output_tokens(ctx.deltas)},
         }),
-    ));
-    frames.push(sse_event("message_stop", &json!({"type": "message_stop"})));
-    Outcome::Stream {
-        frames,
-        error_frame: stream_error_frame,
-    }
+    });
+    events.push(StreamEvent {
+        name: "message_stop",
+        data: json!({"type": "message_stop"}),
+    });
+    events
 }
 
 /// A `tool_use` content block with this `input` (the arguments, or `{}` when it opens a stream).
@@ -253,54 +295,59 @@ fn tool_use(call: &ToolCall<'_>, input: Value) -> Value {
 
 /// The events of a streamed text block: start, one `text_delta` per piece, stop.
 fn text_block<'p>(
-    frames: &mut Vec<Bytes>,
+    events: &mut Vec<StreamEvent>,
     index: usize,
     pieces: impl IntoIterator<Item = &'p str>,
 ) {
-    frames.push(sse_event(
-        "content_block_start",
-        &json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
-    ));
+    events.push(StreamEvent {
+        name: "content_block_start",
+        data: json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+    });
     for text in pieces {
-        frames.push(sse_event(
-            "content_block_delta",
-            &json!({
+        events.push(StreamEvent {
+            name: "content_block_delta",
+            data: json!({
                 "type": "content_block_delta",
                 "index": index,
                 "delta": {"type": "text_delta", "text": text},
             }),
-        ));
+        });
     }
-    block_stop(frames, index);
+    block_stop(events, index);
 }
 
 /// The events of a streamed `tool_use` block: start with an empty `input`, one
 /// `input_json_delta` per piece of the arguments' JSON, stop.
-fn tool_use_block(frames: &mut Vec<Bytes>, index: usize, call: &ToolCall<'_>, pieces: Vec<&str>) {
-    frames.push(sse_event(
-        "content_block_start",
-        &json!({
+fn tool_use_block(
+    events: &mut Vec<StreamEvent>,
+    index: usize,
+    call: &ToolCall<'_>,
+    pieces: Vec<&str>,
+) {
+    events.push(StreamEvent {
+        name: "content_block_start",
+        data: json!({
             "type": "content_block_start",
             "index": index,
             "content_block": tool_use(call, json!({})),
         }),
-    ));
+    });
     for partial_json in pieces {
-        frames.push(sse_event(
-            "content_block_delta",
-            &json!({
+        events.push(StreamEvent {
+            name: "content_block_delta",
+            data: json!({
                 "type": "content_block_delta",
                 "index": index,
                 "delta": {"type": "input_json_delta", "partial_json": partial_json},
             }),
-        ));
+        });
     }
-    block_stop(frames, index);
+    block_stop(events, index);
 }
 
-fn block_stop(frames: &mut Vec<Bytes>, index: usize) {
-    frames.push(sse_event(
-        "content_block_stop",
-        &json!({"type": "content_block_stop", "index": index}),
-    ));
+fn block_stop(events: &mut Vec<StreamEvent>, index: usize) {
+    events.push(StreamEvent {
+        name: "content_block_stop",
+        data: json!({"type": "content_block_stop", "index": index}),
+    });
 }

@@ -8,6 +8,19 @@ use serde_json::Value;
 
 use crate::reply::ToolCallReply;
 
+/// A Bedrock operation, from the request's method and path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// `POST /model/{modelId}/invoke` (`stream: false`) or `.../invoke-with-response-stream`.
+    Invoke { model: String, stream: bool },
+    /// `POST /model/{modelId}/count-tokens`.
+    CountTokens,
+    /// `GET /foundation-models`.
+    ListFoundationModels,
+    /// Any other method or path under `/model/`: Bedrock's 404.
+    Unknown,
+}
+
 /// What a route serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Endpoint {
@@ -25,6 +38,8 @@ pub(crate) enum Endpoint {
     Responses,
     /// No such route: the dialect's 404.
     NotFound,
+    /// A Bedrock operation (answered by [`crate::bedrock::respond`]).
+    Bedrock(Op),
 }
 
 /// Per-request inputs of the body generators.

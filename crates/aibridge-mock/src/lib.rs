@@ -1,10 +1,11 @@
-//! aibridge-mock: a fake upstream provider (Anthropic and OpenAI dialects) on a real socket, for tests,
-//! benchmarks and `aibridge demo`.
+//! aibridge-mock: a fake upstream provider (Anthropic, OpenAI and Amazon Bedrock dialects) on a real
+//! socket, for tests, benchmarks and `aibridge demo`.
 //!
-//! Each request is attributed to a *key* (`x-api-key`, else `Authorization: Bearer <key>`, else "")
-//! and answered by the next [`Reply`] of that key's script (then its `then` reply, then
-//! [`Reply::default`], a success). Every request except the control API (`/_mock/...`) is recorded
-//! as a [`SeenRequest`] and counted per key.
+//! Each request is attributed to a *key* (`x-api-key`, else `Authorization: Bearer <key>`, else "";
+//! on Bedrock routes the SigV4 access key id, else the bearer API key) and answered by the next
+//! [`Reply`] of that key's script (then its `then` reply, then [`Reply::default`], a success).
+//! Every request except the control API (`/_mock/...`) is recorded as a [`SeenRequest`] and
+//! counted per key.
 //!
 //! Load mode ([`MockOptions`], the binary's `--latency-ms`, `--stream-events`, `--event-delay-ms`
 //! and `--no-record`): server-wide defaults for benchmarks. [`MockUpstream::start`] and
@@ -24,13 +25,59 @@
 //! optional `text` comes first. Streamed, the arguments' JSON is split over `stream_deltas`
 //! delta events (at least 2), the text over `stream_deltas` deltas. Call ids (`toolu_mock_<n>`,
 //! `call_mock_<n>`, `fc_mock_<n>`) are unique in the process.
+//!
+//! Amazon Bedrock (Anthropic models), on the same listener:
+//! - `POST /model/{modelId}/invoke`: the body is an Anthropic Messages body with
+//!   `"anthropic_version": "bedrock-2023-05-31"` and without `model`/`stream` (otherwise a 400
+//!   `ValidationException` worded like Bedrock's, e.g. `Malformed input request: #: extraneous
+//!   key [model] is not permitted, please reformat your input and try again.`). Success: the
+//!   Anthropic Message (id `msg_bdrk_mock_<seq>`, `model` = the percent-decoded model id, the
+//!   usual text, usage and tool calls) with `x-amzn-bedrock-input-token-count`,
+//!   `x-amzn-bedrock-output-token-count` and `x-amzn-bedrock-invocation-latency`.
+//! - `POST /model/{modelId}/invoke-with-response-stream`: `application/vnd.amazon.eventstream`,
+//!   one frame per Anthropic stream event (the `/v1/messages` events), each with headers
+//!   `:event-type: chunk`, `:content-type: application/json`, `:message-type: event` and payload
+//!   `{"bytes": <base64 of the event's JSON>, "p": <padding>}`; the last event (`message_stop`)
+//!   carries `amazon-bedrock-invocationMetrics` (`inputTokenCount`, `outputTokenCount`,
+//!   `firstByteLatency` = the delay before the headers, `invocationLatency` = that plus
+//!   `event_delay_ms` per later frame). A mid-stream `ErrorEvent` failure sends an exception frame
+//!   (`:exception-type` = the reply's `exception` in lowerCamel case, default
+//!   `internalServerException`; `:message-type: exception`; payload `{"message": ..}`) and ends;
+//!   `Cut` aborts the connection. [`decode_event_stream`] splits such a body into frames.
+//! - `POST /model/{modelId}/count-tokens`: `{"input": {"invokeModel": {"body": <base64 invoke
+//!   body>}}}` (or `{"input": {"converse": {"messages": [..]}}}`) → `{"inputTokens": 10 + messages}`.
+//! - `GET /foundation-models`: `{"modelSummaries": [..]}` listing [`BEDROCK_MODELS`] (provider
+//!   `Anthropic`), authenticated and scripted like the rest.
+//!
+//! Bedrock authentication is verified before the script (a refused request is recorded and counted
+//! but consumes no scripted reply): SigV4 (`AWS4-HMAC-SHA256`, service `bedrock`, any region) is
+//! recomputed from the request as received, the secret of every access key id being
+//! [`bedrock_secret_for`] (`"<id>-secret"`); a mismatch is a 403 `InvalidSignatureException`, so
+//! is an `x-amz-date` more than 15 minutes off (`Signature expired: ..`); a key id starting with
+//! `UNKNOWN` is `UnrecognizedClientException`, a session token (`x-amz-security-token`) starting
+//! with `expired` is `ExpiredTokenException`, no Authorization is
+//! `MissingAuthenticationTokenException`, a garbled one `IncompleteSignatureException`. A Bedrock
+//! API key (`Authorization: Bearer <key>`) is accepted unless it starts with `bad` (403
+//! `AccessDeniedException`, body `{"Message": "Authentication failed: Please make sure your API
+//! Key is valid."}`, capitalised as Bedrock does). Errors carry `x-amzn-ErrorType:
+//! <Name>:http://internal.amazon.com/coral/com.amazon.bedrock/` (`com.amazon.coral.service` for
+//! the authentication exceptions) and `{"message": ..}`; a scripted error status answers with its
+//! Bedrock exception (429 `ThrottlingException`, 400 `ValidationException`, 403
+//! `AccessDeniedException`, 404 `ResourceNotFoundException`, 408 `ModelTimeoutException`, 424
+//! `ModelErrorException`, 500 `InternalServerException`, 503 `ServiceUnavailableException`) unless
+//! [`Reply::exception`] names another. Request ids (`x-amzn-RequestId`) are UUID-shaped:
+//! `00000000-0000-4000-8000-<seq as 12 hex digits>`.
 
 mod anthropic;
+mod bedrock;
 mod body;
+mod eventstream;
+mod exceptions;
 pub mod mcp;
 mod openai;
 mod reply;
 mod route;
+mod sigv4;
 mod sse;
 
 use std::borrow::Cow;
@@ -51,9 +98,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use bedrock::{BEDROCK_ANTHROPIC_VERSION, BEDROCK_MODELS};
+pub use eventstream::{EventStreamError, EventStreamFrame, decode_event_stream};
 pub use reply::{DEFAULT_DELTAS, MidStreamFailure, Reply, SeenRequest, ToolCallReply};
+pub use sigv4::bedrock_secret_for;
 
-use body::{Ctx, Outcome};
+use body::{Ctx, Endpoint, Outcome};
 
 /// Server-wide settings of a mock, for load tests. The default is the plain test mock: no added
 /// latency, the replies' own stream settings, every request recorded.
@@ -143,8 +193,9 @@ struct MockState {
 }
 
 impl MockState {
-    /// Counts a request of `key` and takes its reply. Returns the request's sequence number.
-    fn take(&mut self, key: &str) -> (u64, Reply) {
+    /// Counts a request of `key` and records `seen` (when recording). Returns the request's
+    /// sequence number.
+    fn count(&mut self, key: &str, seen: Option<SeenRequest>) -> u64 {
         self.seq += 1;
         match self.hits.get_mut(key) {
             Some(n) => *n += 1,
@@ -152,6 +203,14 @@ impl MockState {
                 self.hits.insert(key.to_owned(), 1);
             }
         }
+        self.requests.extend(seen);
+        self.seq
+    }
+
+    /// Counts and records a request of `key` and takes its reply. Returns the request's sequence
+    /// number.
+    fn take(&mut self, key: &str, seen: Option<SeenRequest>) -> (u64, Reply) {
+        let seq = self.count(key, seen);
         let reply = match self.scripts.get_mut(key) {
             Some(script) => match script.queue.pop_front() {
                 Some(step) => step,
@@ -159,14 +218,7 @@ impl MockState {
             },
             None => Reply::default(),
         };
-        (self.seq, reply)
-    }
-
-    /// Records `seen` and takes the reply for its key. Returns the request's sequence number.
-    fn record_and_take(&mut self, seen: SeenRequest) -> (u64, Reply) {
-        let taken = self.take(&seen.key);
-        self.requests.push(seen);
-        taken
+        (seq, reply)
     }
 
     fn reset(&mut self) {
@@ -433,31 +485,47 @@ async fn mock_handler(State(state): State<Shared>, req: Request) -> Response {
             (Bytes::new(), true)
         }
     };
-    let key = key_of(&parts.headers);
-    let (seq, mut reply) = if state.options.record {
-        let seen = SeenRequest {
-            key: key.into_owned(),
-            method: parts.method.as_str().to_owned(),
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().map(str::to_owned),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body: String::from_utf8_lossy(&body).into_owned(),
-        };
-        lock(&state).record_and_take(seen)
-    } else {
-        lock(&state).take(&key)
-    };
-    state.options.apply(&mut reply);
     let route = route::resolve(&parts.method, parts.uri.path(), &parts.headers);
+    // Bedrock authenticates for real, before the script: a refused request is counted and
+    // recorded but consumes no scripted reply.
+    let admitted = match route.endpoint {
+        Endpoint::Bedrock(_) => Some(bedrock::admit(
+            &sigv4::Signed {
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                headers: &parts.headers,
+                body: &body,
+            },
+            too_large,
+            time::OffsetDateTime::now_utc(),
+        )),
+        _ => None,
+    };
+    let key: Cow<'_, str> = match &admitted {
+        Some(Ok(caller)) => Cow::Borrowed(&caller.key),
+        Some(Err(rejection)) => Cow::Borrowed(&rejection.key),
+        None => key_of(&parts.headers),
+    };
+    let seen = state
+        .options
+        .record
+        .then(|| seen_request(&parts, &key, &body));
+    let caller = match &admitted {
+        Some(Err(rejection)) => {
+            let seq = lock(&state).count(&key, seen);
+            if state.options.latency_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(state.options.latency_ms)).await;
+            }
+            let mut response = rejection.response();
+            set_request_id(&mut response, route.dialect, seq);
+            return response;
+        }
+        Some(Ok(caller)) => Some(caller),
+        None => None,
+    };
+    let (seq, mut reply) = lock(&state).take(&key, seen);
+    state.options.apply(&mut reply);
     let delay = reply.delay_ms.saturating_add(state.options.latency_ms);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -470,18 +538,74 @@ async fn mock_handler(State(state): State<Shared>, req: Request) -> Response {
         deltas: reply.deltas(),
         tool_call: reply.tool_call.as_ref(),
     };
-    respond(&route, &ctx, &reply, too_large)
+    let mut response = match (&route.endpoint, &caller) {
+        (Endpoint::Bedrock(op), Some(caller)) => bedrock::respond(op, &ctx, &reply, caller, delay),
+        _ => respond(&route, &ctx, &reply, too_large),
+    };
+    set_request_id(&mut response, route.dialect, seq);
+    add_scripted_headers(&mut response, &reply);
+    response
+}
+
+fn seen_request(parts: &http::request::Parts, key: &str, body: &[u8]) -> SeenRequest {
+    SeenRequest {
+        key: key.to_owned(),
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+fn set_request_id(response: &mut Response, dialect: route::Dialect, seq: u64) {
+    if let Ok(v) = HeaderValue::from_str(&dialect.request_id(seq)) {
+        response
+            .headers_mut()
+            .insert(dialect.request_id_header(), v);
+    }
+}
+
+/// The reply's headers: the first scripted value of a name replaces a generated header; later
+/// ones are appended.
+fn add_scripted_headers(response: &mut Response, reply: &Reply) {
+    let headers = response.headers_mut();
+    let mut replaced: Vec<HeaderName> = Vec::new();
+    for (name, value) in &reply.headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) else {
+            tracing::warn!(%name, "aibridge-mock: invalid scripted header skipped");
+            continue;
+        };
+        if replaced.contains(&name) {
+            headers.append(name, value);
+        } else {
+            headers.insert(name.clone(), value);
+            replaced.push(name);
+        }
+    }
 }
 
 const JSON: &str = "application/json";
 const EVENT_STREAM: &str = "text/event-stream";
 
+/// The response of an Anthropic or OpenAI route (request id and scripted headers not yet added).
 fn respond(route: &route::Route, ctx: &Ctx<'_>, reply: &Reply, too_large: bool) -> Response {
-    let seq = ctx.seq;
     let dialect = route.dialect;
-    let mut response = if !reply.is_success() {
-        let status =
-            StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if !reply.is_success() {
+        let status = StatusCode::from_u16(reply.effective_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let text = reply
             .body
             .clone()
@@ -520,29 +644,7 @@ fn respond(route: &route::Route, ctx: &Ctx<'_>, reply: &Reply, too_large: bool) 
                 response
             }
         }
-    };
-    let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&format!("req_mock_{seq}")) {
-        headers.insert(dialect.request_id_header(), v);
     }
-    // The first scripted value of a name replaces a generated header; later ones are appended.
-    let mut replaced: Vec<HeaderName> = Vec::new();
-    for (name, value) in &reply.headers {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) else {
-            tracing::warn!(%name, "aibridge-mock: invalid scripted header skipped");
-            continue;
-        };
-        if replaced.contains(&name) {
-            headers.append(name, value);
-        } else {
-            headers.insert(name.clone(), value);
-            replaced.push(name);
-        }
-    }
-    response
 }
 
 fn plain(status: StatusCode, content_type: &'static str, body: String) -> Response {
@@ -585,11 +687,17 @@ mod tests {
         st.scripts.entry("k".into()).or_default().queue =
             vec![Reply::status(429), Reply::status(500)].into();
         st.scripts.entry("k".into()).or_default().then = Some(Reply::status(401));
-        assert_eq!(st.record_and_take(seen("k")), (1, Reply::status(429)));
-        assert_eq!(st.record_and_take(seen("k")), (2, Reply::status(500)));
-        assert_eq!(st.record_and_take(seen("k")), (3, Reply::status(401)));
-        assert_eq!(st.record_and_take(seen("k")), (4, Reply::status(401)));
-        assert_eq!(st.record_and_take(seen("other")), (5, Reply::ok()));
+        assert_eq!(st.take("k", Some(seen("k"))), (1, Reply::status(429)));
+        assert_eq!(st.take("k", Some(seen("k"))), (2, Reply::status(500)));
+        assert_eq!(st.take("k", Some(seen("k"))), (3, Reply::status(401)));
+        assert_eq!(st.take("k", Some(seen("k"))), (4, Reply::status(401)));
+        assert_eq!(st.take("other", Some(seen("other"))), (5, Reply::ok()));
         assert_eq!(st.requests.len(), 5);
+        // A request refused before its script (Bedrock authentication) counts but takes nothing.
+        st.scripts.entry("b".into()).or_default().queue = vec![Reply::status(429)].into();
+        assert_eq!(st.count("b", Some(seen("b"))), 6);
+        assert_eq!(st.take("b", None), (7, Reply::status(429)));
+        assert_eq!(st.hits.get("b"), Some(&2));
+        assert_eq!(st.requests.len(), 6);
     }
 }

@@ -86,15 +86,17 @@ pub(crate) fn respond(endpoint: &Endpoint, ctx: &Ctx<'_>) -> Outcome {
             status: 200,
             body: model_object(id),
         },
-        Endpoint::Messages | Endpoint::CountTokens | Endpoint::NotFound => Outcome::Json {
-            status: 404,
-            body: json!({"error": {
-                "message": format!("Invalid URL ({} {})", ctx.method, ctx.path),
-                "type": "invalid_request_error",
-                "param": null,
-                "code": null,
-            }}),
-        },
+        Endpoint::Messages | Endpoint::CountTokens | Endpoint::NotFound | Endpoint::Bedrock(_) => {
+            Outcome::Json {
+                status: 404,
+                body: json!({"error": {
+                    "message": format!("Invalid URL ({} {})", ctx.method, ctx.path),
+                    "type": "invalid_request_error",
+                    "param": null,
+                    "code": null,
+                }}),
+            }
+        }
     }
 }
 

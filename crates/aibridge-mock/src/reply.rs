@@ -10,7 +10,9 @@ pub struct Reply {
     /// HTTP status. 0 or 200 = success (a realistic body for the route). Any other status = an error
     /// response whose body is the provider's error JSON for that status (Anthropic shape on Anthropic
     /// routes: `{"type":"error","error":{"type":<type for status>,"message":...}}`; OpenAI shape on
-    /// OpenAI routes) unless `body` is set.
+    /// OpenAI routes; Bedrock's `{"message":...}` with `x-amzn-ErrorType` on Bedrock routes) unless
+    /// `body` is set. 0 with an [`exception`](Reply::exception) and no `fail_after_events` is an
+    /// error with the exception's status.
     pub status: u16,
     /// Extra response headers, e.g. `[("retry-after","5")]`.
     pub headers: Vec<(String, String)>,
@@ -32,6 +34,14 @@ pub struct Reply {
     /// the JSON when unset, so text replies serialize as before.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call: Option<ToolCallReply>,
+    /// Bedrock routes: the exception an error answers with (`x-amzn-ErrorType`, e.g.
+    /// `ThrottlingException`, `ServiceQuotaExceededException`, `ExpiredTokenException`; the
+    /// status's default exception when unset), and the `:exception-type` of a streaming success's
+    /// mid-stream `ErrorEvent` failure (sent in lowerCamel case; `internalServerException` when
+    /// unset). Either case of the first letter is accepted. Other routes ignore the name but
+    /// honour the status it implies. Left out of the JSON when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exception: Option<String>,
 }
 
 /// The tool call a success answers with (see [`Reply::tool_call`]). Scripted as
@@ -103,6 +113,29 @@ impl Reply {
         }
     }
 
+    /// A Bedrock error: the exception `name` with its status (`ThrottlingException` and
+    /// `ModelNotReadyException` 429; `ServiceQuotaExceededException` and `ValidationException`
+    /// 400; `AccessDeniedException`, `ExpiredTokenException`, `UnrecognizedClientException` 403;
+    /// `ResourceNotFoundException` 404; `ModelTimeoutException` 408; `ModelErrorException` 424;
+    /// `InternalServerException` 500; `ServiceUnavailableException` 503; other names 400).
+    pub fn exception(name: impl Into<String>) -> Self {
+        let name = name.into();
+        Self {
+            status: crate::exceptions::exception_status(&name),
+            exception: Some(name),
+            ..Self::default()
+        }
+    }
+
+    /// Names the Bedrock exception of this reply without touching its status: the exception of
+    /// an error (`Reply::status(400).with_exception("ModelErrorException")`), or the
+    /// `:exception-type` of a streaming success's mid-stream failure
+    /// (`Reply::ok().fail_after_events(3, MidStreamFailure::ErrorEvent).with_exception("throttlingException")`).
+    pub fn with_exception(mut self, name: impl Into<String>) -> Self {
+        self.exception = Some(name.into());
+        self
+    }
+
     /// The text part before the tool call of a [`Reply::tool_call`] (no effect without one).
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
         if let Some(call) = &mut self.tool_call {
@@ -148,9 +181,22 @@ impl Reply {
         self
     }
 
-    /// True when this reply is a success (status 0 or 200).
+    /// The status this reply answers with: `status`; when 0, the status of its `exception` if it
+    /// has one and no `fail_after_events` (an error), else 200.
+    pub fn effective_status(&self) -> u16 {
+        match (&self.exception, self.status) {
+            (Some(name), 0) if self.fail_after_events.is_none() => {
+                crate::exceptions::exception_status(name)
+            }
+            (_, 0) => 200,
+            (_, status) => status,
+        }
+    }
+
+    /// True when this reply is a success (its [`effective_status`](Reply::effective_status) is
+    /// 200).
     pub fn is_success(&self) -> bool {
-        self.status == 0 || self.status == 200
+        self.effective_status() == 200
     }
 
     /// The effective number of text deltas (`stream_deltas`, or 5 when 0).
@@ -166,7 +212,8 @@ impl Reply {
 /// One request the mock received (control API requests excluded).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SeenRequest {
-    /// From `x-api-key`, else `Authorization: Bearer <key>`, else "".
+    /// From `x-api-key`, else `Authorization: Bearer <key>`, else "". Bedrock routes: the SigV4
+    /// credential's access key id, else the bearer API key (also when authentication failed).
     pub key: String,
     pub method: String,
     pub path: String,

@@ -7,13 +7,16 @@ use http::{HeaderMap, Method};
 use serde_json::Value;
 
 use crate::body::{Ctx, Endpoint, Outcome};
-use crate::{anthropic, openai};
+use crate::{anthropic, bedrock, openai};
 
 /// The API dialect of a route: decides the success bodies, the error JSON and the SSE framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
     Anthropic,
     OpenAi,
+    /// Amazon Bedrock's paths (`/model/{id}/...`, `/foundation-models`), answered by
+    /// [`crate::bedrock`] (authenticated, event-stream framing).
+    Bedrock,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,8 +119,14 @@ fn shared_dialect(headers: &HeaderMap) -> Dialect {
     }
 }
 
-/// Resolves a request against [`ROUTES`].
+/// Resolves a request: Bedrock's paths first (they collide with no other), then [`ROUTES`].
 pub(crate) fn resolve(method: &Method, path: &str, headers: &HeaderMap) -> Route {
+    if let Some(op) = bedrock::resolve(method, path) {
+        return Route {
+            dialect: Dialect::Bedrock,
+            endpoint: Endpoint::Bedrock(op),
+        };
+    }
     let m = if method == Method::GET {
         Some(M::Get)
     } else if method == Method::POST {
@@ -172,6 +181,7 @@ impl Dialect {
         match self {
             Dialect::Anthropic => anthropic::error_body(status, message),
             Dialect::OpenAi => openai::error_body(status, message),
+            Dialect::Bedrock => bedrock::error_body(status, message),
         }
     }
 
@@ -180,14 +190,29 @@ impl Dialect {
         match self {
             Dialect::Anthropic => "request-id",
             Dialect::OpenAi => "x-request-id",
+            Dialect::Bedrock => "x-amzn-requestid",
         }
     }
 
-    /// Generates the success (or validation error) for `endpoint`.
+    /// The request id of request `seq`.
+    pub(crate) fn request_id(self, seq: u64) -> String {
+        match self {
+            Dialect::Anthropic | Dialect::OpenAi => format!("req_mock_{seq}"),
+            Dialect::Bedrock => bedrock::request_id(seq),
+        }
+    }
+
+    /// Generates the success (or validation error) for `endpoint`. Bedrock's operations are
+    /// answered by [`bedrock::respond`] instead (their responses need more than a JSON or SSE
+    /// body); here they get Bedrock's 404.
     pub(crate) fn respond(self, endpoint: &Endpoint, ctx: &Ctx<'_>) -> Outcome {
         match self {
             Dialect::Anthropic => anthropic::respond(endpoint, ctx),
             Dialect::OpenAi => openai::respond(endpoint, ctx),
+            Dialect::Bedrock => Outcome::Json {
+                status: 404,
+                body: bedrock::error_body(404, None),
+            },
         }
     }
 }
@@ -237,6 +262,14 @@ mod tests {
         assert_eq!(
             (r.dialect, r.endpoint),
             (Dialect::OpenAi, Endpoint::Responses)
+        );
+        let r = resolve(&Method::POST, "/model/m%3A0/count-tokens", &none);
+        assert_eq!(
+            (r.dialect, r.endpoint),
+            (
+                Dialect::Bedrock,
+                Endpoint::Bedrock(crate::body::Op::CountTokens)
+            )
         );
     }
 

@@ -22,10 +22,11 @@ pub(crate) enum Frame {
     Cut,
 }
 
-/// The frames to send for `frames` under `reply`'s `fail_after_events`/`failure`.
+/// The frames to send for `frames` under `reply`'s `fail_after_events`/`failure`
+/// (`error_frame(events_already_sent)` replaces the rest on an `ErrorEvent` failure).
 pub(crate) fn plan(
     frames: Vec<Bytes>,
-    error_frame: fn(usize) -> Bytes,
+    error_frame: impl FnOnce(usize) -> Bytes,
     reply: &Reply,
 ) -> Vec<Frame> {
     let mut out: Vec<Frame> = frames.into_iter().map(Frame::Data).collect();

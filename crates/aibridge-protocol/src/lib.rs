@@ -9,6 +9,7 @@
 
 mod anthropic_messages;
 mod api;
+pub mod bedrock;
 mod errors;
 mod observe;
 mod openai_chat;

@@ -5,11 +5,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aibridge_keypool::ApiKey;
 use serde::Deserialize;
 
+use crate::bedrock::{BedrockCredential, BedrockSettings};
 use crate::breaker::BreakerSettings;
 use crate::provider::{KeyScope, ProviderKind};
 
@@ -100,6 +102,8 @@ pub struct ProviderConfig {
     pub keys: Vec<ApiKey>,
     /// What each key (same order) is scoped to; sent with it.
     pub key_scopes: Vec<KeyScope>,
+    /// `type = "bedrock"`: region, models and the credentials behind `keys`.
+    pub bedrock: Option<Arc<BedrockSettings>>,
 }
 
 impl std::fmt::Debug for ProviderConfig {
@@ -113,6 +117,7 @@ impl std::fmt::Debug for ProviderConfig {
                 &self.keys.iter().map(ApiKey::hint).collect::<Vec<_>>(),
             )
             .field("key_scopes", &self.key_scopes)
+            .field("bedrock", &self.bedrock)
             .finish()
     }
 }
@@ -300,6 +305,25 @@ struct FileProvider {
     keys: Vec<KeySource>,
     /// Name of an environment variable holding a comma-separated list of keys.
     keys_env: Option<String>,
+    /// Bedrock only: the AWS region (signing, default endpoint).
+    region: Option<String>,
+    /// Bedrock only: client model name → Bedrock model id.
+    models: Option<BTreeMap<String, String>>,
+    /// Bedrock only: the model id for client models not in `models`.
+    default_model: Option<String>,
+    /// Bedrock only: the credentials pool, in priority order.
+    #[serde(default)]
+    credentials: Vec<FileCredential>,
+}
+
+/// One Bedrock credential: an access key pair (and session token), or a Bedrock API key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCredential {
+    access_key_id: Option<SecretSource>,
+    secret_access_key: Option<SecretSource>,
+    session_token: Option<SecretSource>,
+    api_key: Option<SecretSource>,
 }
 
 /// A key written in the file, or a table: `{ env = "VAR" }` (the key from the environment, so
@@ -781,6 +805,8 @@ fn build_providers(
     let mut providers = Vec::new();
     // Scopes by the key's field; keys that come from `AIBRIDGE_*_KEYS` have none.
     let mut scopes: HashMap<String, KeyScope> = HashMap::new();
+    // Bedrock settings by the provider's field.
+    let mut bedrock: HashMap<String, BedrockSettings> = HashMap::new();
     let file_providers = file.unwrap_or_else(|| {
         // No providers section: one Anthropic and one OpenAI instance under their type's name.
         vec![
@@ -790,6 +816,10 @@ fn build_providers(
                 base_url: None,
                 keys: vec![],
                 keys_env: None,
+                region: None,
+                models: None,
+                default_model: None,
+                credentials: vec![],
             },
             FileProvider {
                 name: None,
@@ -797,6 +827,10 @@ fn build_providers(
                 base_url: None,
                 keys: vec![],
                 keys_env: None,
+                region: None,
+                models: None,
+                default_model: None,
+                credentials: vec![],
             },
         ]
     });
@@ -807,7 +841,7 @@ fn build_providers(
             p.push(
                 &format!("{at}.type"),
                 format!(
-                    "`{}` is not a provider type; expected one of: anthropic, openai, copilot",
+                    "`{}` is not a provider type; expected one of: anthropic, openai, copilot, bedrock",
                     fp.kind
                 ),
             );
@@ -815,6 +849,44 @@ fn build_providers(
         };
         let name = fp.name.unwrap_or_else(|| kind.as_str().to_string());
         let mut keys = Vec::new();
+        let mut base_url = fp.base_url;
+        if kind == ProviderKind::Bedrock {
+            if !fp.keys.is_empty() || fp.keys_env.is_some() {
+                p.push(
+                    &format!("{at}.keys"),
+                    "bedrock providers take `credentials`, not `keys`".to_string(),
+                );
+            }
+            let settings = build_bedrock(
+                &at,
+                fp.region,
+                fp.models,
+                fp.default_model,
+                fp.credentials,
+                env,
+                p,
+            );
+            if let Some(settings) = settings {
+                for (c, credential) in settings.credentials.iter().enumerate() {
+                    keys.push((
+                        format!("{at}.credentials[{c}]"),
+                        credential.pool_key().expose().to_string(),
+                    ));
+                }
+                base_url.get_or_insert_with(|| BedrockSettings::default_base_url(&settings.region));
+                bedrock.insert(at.clone(), settings);
+            }
+        } else if fp.region.is_some()
+            || fp.models.is_some()
+            || fp.default_model.is_some()
+            || !fp.credentials.is_empty()
+        {
+            p.push(
+                &at,
+                "`region`, `models`, `default_model` and `credentials` are for bedrock providers only"
+                    .to_string(),
+            );
+        }
         for (k, source) in fp.keys.into_iter().enumerate() {
             let field = format!("{at}.keys[{k}]");
             let table = match source {
@@ -864,8 +936,7 @@ fn build_providers(
             name,
             kind,
             (
-                fp.base_url
-                    .unwrap_or_else(|| kind.default_base_url().to_string()),
+                base_url.unwrap_or_else(|| kind.default_base_url().to_string()),
                 format!("{at}.base_url"),
             ),
             keys,
@@ -958,6 +1029,7 @@ fn build_providers(
             .collect();
         let keys = validate_keys(keys, p);
         out.push(ProviderConfig {
+            bedrock: bedrock.remove(&at).map(Arc::new),
             name,
             kind,
             base_url,
@@ -966,6 +1038,142 @@ fn build_providers(
         });
     }
     out
+}
+
+/// A Bedrock provider's region, models and credentials; `None` when they cannot make one.
+fn build_bedrock(
+    at: &str,
+    region: Option<String>,
+    models: Option<BTreeMap<String, String>>,
+    default_model: Option<String>,
+    credentials: Vec<FileCredential>,
+    env: &dyn Environment,
+    p: &mut Checker<'_>,
+) -> Option<BedrockSettings> {
+    let region = match region {
+        Some(region)
+            if !region.is_empty()
+                && region
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+        {
+            Some(region)
+        }
+        Some(_) => {
+            p.push(
+                &format!("{at}.region"),
+                "not an AWS region (like `us-east-1`)".to_string(),
+            );
+            None
+        }
+        None => {
+            p.push(
+                &format!("{at}.region"),
+                "bedrock providers need a `region`".to_string(),
+            );
+            None
+        }
+    };
+    let models = models.unwrap_or_default();
+    if models.is_empty() && default_model.is_none() {
+        p.push(
+            &format!("{at}.models"),
+            "give `models`, `default_model` or both: which Bedrock model serves a request"
+                .to_string(),
+        );
+    }
+    let mut pool = Vec::new();
+    for (c, credential) in credentials.into_iter().enumerate() {
+        let field = format!("{at}.credentials[{c}]");
+        let FileCredential {
+            access_key_id,
+            secret_access_key,
+            session_token,
+            api_key,
+        } = credential;
+        let pair = access_key_id.is_some() || secret_access_key.is_some();
+        match (pair, api_key) {
+            (false, Some(api_key)) if session_token.is_none() => {
+                if let Some(key) = secret(format!("{field}.api_key"), Some(api_key), env, p) {
+                    pool.push(BedrockCredential::ApiKey(ApiKey::new(key)));
+                }
+            }
+            (true, None) => {
+                if access_key_id.is_none() || secret_access_key.is_none() {
+                    p.push(
+                        &field,
+                        "an access key pair needs both `access_key_id` and `secret_access_key`"
+                            .to_string(),
+                    );
+                    continue;
+                }
+                let id = secret(format!("{field}.access_key_id"), access_key_id, env, p);
+                let key = secret(
+                    format!("{field}.secret_access_key"),
+                    secret_access_key,
+                    env,
+                    p,
+                );
+                let token = session_token
+                    .map(|token| secret(format!("{field}.session_token"), Some(token), env, p));
+                if let (Some(access_key_id), Some(key)) = (id, key)
+                    && !matches!(token, Some(None))
+                {
+                    pool.push(BedrockCredential::AccessKey {
+                        access_key_id,
+                        secret_access_key: ApiKey::new(key),
+                        session_token: token.flatten().map(ApiKey::new),
+                    });
+                }
+            }
+            _ => p.push(
+                &field,
+                "give either `access_key_id` + `secret_access_key` (+ `session_token`) or `api_key`"
+                    .to_string(),
+            ),
+        }
+    }
+    if pool.is_empty() {
+        p.push(
+            &format!("{at}.credentials"),
+            "bedrock providers need at least one credential".to_string(),
+        );
+    }
+    Some(BedrockSettings {
+        region: region?,
+        models,
+        default_model,
+        credentials: pool,
+    })
+}
+
+/// A credential's part, from the file or the environment; `None` (and a problem) when it is
+/// missing or unusable.
+fn secret(
+    field: String,
+    source: Option<SecretSource>,
+    env: &dyn Environment,
+    p: &mut Checker<'_>,
+) -> Option<String> {
+    let value = match source? {
+        SecretSource::Literal(value) => Some(value),
+        SecretSource::Env { env: var } => {
+            let value = env.var(&var);
+            if value.is_none() {
+                p.push(&field, format!("environment variable {var} is not set"));
+            }
+            value
+        }
+    }?;
+    if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // A secret: say what is wrong, never what it is.
+        p.push(
+            &field,
+            "empty, or holds whitespace or control characters".to_string(),
+        );
+        return None;
+    }
+    Some(value)
 }
 
 /// Organization and project are OpenAI's, and travel as header values.

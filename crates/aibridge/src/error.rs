@@ -74,6 +74,12 @@ pub enum GatewayError {
         "the model kept calling the gateway's tools: stopped after {0} upstream calls (mcp.max_iterations)"
     )]
     InnerLoopLimit(u32),
+    #[error(
+        "model `{model}` is not served by provider `{provider}`: it is not in its `models` and it has no `default_model`"
+    )]
+    UnmappedModel { provider: String, model: String },
+    #[error("{0}")]
+    Signing(#[from] crate::bedrock::SigningFailed),
 }
 
 impl From<BodyRefused> for GatewayError {
@@ -98,7 +104,10 @@ impl GatewayError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::BodyRead(_) | Self::UnmappedModel { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -128,7 +137,9 @@ impl GatewayError {
             Self::BadRequest(_)
             | Self::BodyRead(_)
             | Self::MethodNotAllowed { .. }
+            | Self::UnmappedModel { .. }
             | Self::NotImplemented(_) => ErrorKind::InvalidRequest,
+            Self::Signing(_) => ErrorKind::Api,
             Self::BodyTooLarge { .. } => ErrorKind::RequestTooLarge,
             Self::RouteNotFound { .. } => ErrorKind::NotFound,
             Self::MissingToken | Self::InvalidToken | Self::NoPool { .. } => {
@@ -168,6 +179,7 @@ impl GatewayError {
             | Self::NoPool { .. }
             | Self::NotImplemented(_)
             | Self::Foreign(_)
+            | Self::UnmappedModel { .. }
             | Self::CircuitOpen { .. } => Outcome::Rejected,
             Self::TokenStore(_)
             | Self::RecordingUnavailable(_)
@@ -177,6 +189,7 @@ impl GatewayError {
             | Self::UpstreamTimeout
             | Self::UpstreamStreamFailed(_)
             | Self::InnerLoopLimit(_)
+            | Self::Signing(_)
             | Self::ShuttingDown => Outcome::GatewayError,
         }
     }

@@ -8,6 +8,7 @@
 //! commits it). `state` holds what every request shares; `serve` runs it; `cli` is the binary's
 //! edge.
 
+pub mod bedrock;
 pub mod breaker;
 pub mod cli;
 pub mod config;

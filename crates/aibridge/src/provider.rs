@@ -3,9 +3,14 @@
 
 use std::sync::Arc;
 
-use aibridge_keypool::{ApiKey, KeyPool, PoolKey, ProbeOutcome};
-use aibridge_protocol::{Api, Dialect};
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use aibridge_keypool::{ApiKey, DisableReason, KeyPool, PoolKey, ProbeOutcome, Verdict};
+use aibridge_protocol::bedrock::{self as bedrock_wire, ExceptionClass};
+use aibridge_protocol::{Api, Dialect, RequestSummary};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+
+use crate::bedrock::BedrockSettings;
+use crate::error::GatewayError;
 
 use crate::single_flight::SingleFlight;
 use crate::telemetry::metrics::ProviderMetrics;
@@ -21,6 +26,9 @@ pub enum ProviderKind {
     OpenAi,
     /// GitHub Copilot's OpenAI-compatible API: always the user's own Copilot token, no pool.
     Copilot,
+    /// AWS Bedrock's InvokeModel behind the Anthropic Messages API, with a pool of AWS
+    /// credentials (`crate::bedrock`).
+    Bedrock,
 }
 
 impl ProviderKind {
@@ -29,6 +37,7 @@ impl ProviderKind {
             "anthropic" => Some(Self::Anthropic),
             "openai" => Some(Self::OpenAi),
             "copilot" => Some(Self::Copilot),
+            "bedrock" => Some(Self::Bedrock),
             _ => None,
         }
     }
@@ -38,6 +47,7 @@ impl ProviderKind {
             Self::Anthropic => "anthropic",
             Self::OpenAi => "openai",
             Self::Copilot => "copilot",
+            Self::Bedrock => "bedrock",
         }
     }
 
@@ -47,6 +57,7 @@ impl ProviderKind {
             Self::Anthropic => "anthropic",
             Self::OpenAi => "openai",
             Self::Copilot => "github.copilot",
+            Self::Bedrock => "aws.bedrock",
         }
     }
 
@@ -55,6 +66,8 @@ impl ProviderKind {
             Self::Anthropic => DEFAULT_ANTHROPIC_BASE_URL,
             Self::OpenAi => DEFAULT_OPENAI_BASE_URL,
             Self::Copilot => DEFAULT_COPILOT_BASE_URL,
+            // Made from the region (`BedrockSettings::default_base_url`).
+            Self::Bedrock => "",
         }
     }
 
@@ -63,7 +76,7 @@ impl ProviderKind {
         match self {
             Self::Anthropic => Some("ANTHROPIC"),
             Self::OpenAi => Some("OPENAI"),
-            Self::Copilot => None,
+            Self::Copilot | Self::Bedrock => None,
         }
     }
 
@@ -74,7 +87,7 @@ impl ProviderKind {
 
     pub fn dialect(self) -> Dialect {
         match self {
-            Self::Anthropic => Dialect::Anthropic,
+            Self::Anthropic | Self::Bedrock => Dialect::Anthropic,
             Self::OpenAi | Self::Copilot => Dialect::OpenAi,
         }
     }
@@ -83,7 +96,7 @@ impl ProviderKind {
     /// (`/openai/v1/chat/completions` → `https://api.openai.com/v1/chat/completions`).
     pub fn client_path_prefix(self) -> &'static str {
         match self {
-            Self::Anthropic | Self::Copilot => "",
+            Self::Anthropic | Self::Copilot | Self::Bedrock => "",
             Self::OpenAi => "/v1",
         }
     }
@@ -91,7 +104,7 @@ impl ProviderKind {
     /// The bridged APIs this type serves.
     pub fn apis(self) -> &'static [Api] {
         match self {
-            Self::Anthropic => &[Api::AnthropicMessages],
+            Self::Anthropic | Self::Bedrock => &[Api::AnthropicMessages],
             Self::OpenAi | Self::Copilot => &[Api::OpenAiChat, Api::OpenAiResponses],
         }
     }
@@ -113,7 +126,9 @@ impl ProviderKind {
                 HeaderName::from_static("x-api-key"),
                 key.expose().to_string(),
             ),
-            Self::OpenAi | Self::Copilot => {
+            // Bedrock's access keys are signed for (`Provider::authorize`); an API key is a
+            // bearer token.
+            Self::OpenAi | Self::Copilot | Self::Bedrock => {
                 (header::AUTHORIZATION, format!("Bearer {}", key.expose()))
             }
         };
@@ -165,6 +180,9 @@ impl ProviderKind {
                 "/mcp/*",
                 "/.well-known/*",
             ],
+            // Nothing is reverse-proxied to Bedrock: its other routes are answered or translated
+            // by the gateway (`ingress/bedrock.rs`).
+            Self::Bedrock => &[],
         }
     }
 
@@ -181,7 +199,7 @@ impl ProviderKind {
     /// request-scoped headers is itself the key's check.
     pub fn models_path(self) -> &'static str {
         match self {
-            Self::Anthropic => "/v1/models",
+            Self::Anthropic | Self::Bedrock => "/v1/models",
             Self::OpenAi | Self::Copilot => "/models",
         }
     }
@@ -191,6 +209,8 @@ impl ProviderKind {
         match self {
             Self::Anthropic => "/v1/models?limit=1",
             Self::OpenAi | Self::Copilot => "/models",
+            // On the control plane's path; the runtime endpoint of a test or VPC serves it too.
+            Self::Bedrock => "/foundation-models",
         }
     }
 }
@@ -218,9 +238,87 @@ pub struct Provider {
     pub key_scopes: Vec<KeyScope>,
     /// Its series in `/metrics`.
     pub metrics: Arc<ProviderMetrics>,
+    /// `type = "bedrock"`: region, models and the credential behind each pool key.
+    pub bedrock: Option<Arc<BedrockSettings>>,
+}
+
+/// What an error answer means for the pool key that got it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judged {
+    pub verdict: Verdict,
+    /// The answer alone names the key as the fault (a Bedrock credential refused by its
+    /// exception's name): no check of the key is needed before it is disabled.
+    pub named: bool,
 }
 
 impl Provider {
+    /// Puts a pool key on a request about to be sent as `method url` with `body`: where the
+    /// provider expects it, with its scope; a Bedrock access key signs the request.
+    pub fn authorize(
+        &self,
+        headers: &mut HeaderMap,
+        key: &PoolKey,
+        method: &Method,
+        url: &str,
+        body: &[u8],
+    ) -> Result<(), GatewayError> {
+        match self
+            .bedrock
+            .as_ref()
+            .and_then(|bedrock| Some((bedrock, bedrock.credentials.get(key.index)?)))
+        {
+            Some((bedrock, credential)) => Ok(bedrock.authorize(
+                credential,
+                method,
+                url,
+                headers,
+                body,
+                std::time::SystemTime::now(),
+            )?),
+            None => {
+                self.attach_key(headers, key);
+                Ok(())
+            }
+        }
+    }
+
+    /// What the error answer `status` + `headers` means for the key that got it. Bedrock says
+    /// it by the exception's name: throttling and quotas cool the credential (the pool's
+    /// default cooldown without a hint), a refused credential is named as such, anything else
+    /// (a model not enabled, a model not ready, a bad request) is relayed.
+    pub fn judge(&self, pool: &KeyPool, status: StatusCode, headers: &HeaderMap) -> Judged {
+        let exception = match self.kind {
+            ProviderKind::Bedrock => bedrock_wire::exception_name(headers),
+            _ => None,
+        };
+        let Some(exception) = exception else {
+            return Judged {
+                verdict: pool.judge(status, headers),
+                named: false,
+            };
+        };
+        match bedrock_wire::classify_exception(exception) {
+            ExceptionClass::Throttled => Judged {
+                verdict: pool.judge(StatusCode::TOO_MANY_REQUESTS, headers),
+                named: false,
+            },
+            ExceptionClass::CredentialRefused => Judged {
+                verdict: Verdict::Rejected {
+                    reason: if status == StatusCode::UNAUTHORIZED {
+                        DisableReason::Unauthorized
+                    } else {
+                        DisableReason::Forbidden
+                    },
+                },
+                named: true,
+            },
+            ExceptionClass::Other => Judged {
+                verdict: Verdict::NotKeySpecific,
+                named: false,
+            },
+        }
+    }
+
     /// Puts a pool key, and the scope it belongs to, where the provider expects them.
     pub fn attach_key(&self, headers: &mut HeaderMap, key: &PoolKey) {
         self.kind.attach_key(headers, &key.secret);
@@ -238,6 +336,48 @@ impl Provider {
                 headers.insert(name, value);
             }
         }
+    }
+
+    /// Where a bridged request goes and what it carries: the API's path on the base URL with
+    /// the client's body; for Bedrock, the mapped model's InvokeModel path with the body Bedrock
+    /// takes (the client's `anthropic-beta` flags moved into it).
+    pub fn bridged_target(
+        &self,
+        api: Api,
+        summary: &RequestSummary,
+        body: Bytes,
+        client_headers: &HeaderMap,
+        query: Option<&str>,
+        pool_paid: bool,
+    ) -> Result<(String, Bytes), GatewayError> {
+        let Some(bedrock) = &self.bedrock else {
+            return Ok((self.upstream_url(api.path(), query), body));
+        };
+        if !pool_paid {
+            return Err(GatewayError::NotImplemented(
+                "bedrock providers serve pool requests only: their credentials are the gateway's",
+            ));
+        }
+        let model =
+            bedrock
+                .model_id(&summary.model)
+                .ok_or_else(|| GatewayError::UnmappedModel {
+                    provider: self.name.clone(),
+                    model: summary.model.clone(),
+                })?;
+        let body = bedrock_wire::invoke_body(&body, client_headers)?;
+        let path = bedrock_wire::invoke_path(model, summary.stream);
+        Ok((format!("{}{path}", self.base_url), Bytes::from(body)))
+    }
+
+    /// The headers of a bridged request as this provider takes them: Bedrock's carry no
+    /// `anthropic-*` header (the version and the flags are in the body).
+    pub fn bridged_headers(&self, mut headers: HeaderMap) -> HeaderMap {
+        if self.bedrock.is_some() {
+            headers.remove("anthropic-beta");
+            headers.remove("anthropic-version");
+        }
+        headers
     }
 
     /// Upstream URL for a path relative to the base URL, keeping the client's query string.

@@ -148,6 +148,7 @@ impl AppState {
                     key_checks: Default::default(),
                     key_scopes: pc.key_scopes.clone(),
                     metrics: Arc::new(provider_metrics),
+                    bedrock: pc.bedrock.clone(),
                 }),
             );
         }

@@ -32,6 +32,8 @@ struct Admitted {
     caller: Caller,
     meta: RequestMeta,
     summary: RequestSummary,
+    /// Where it goes upstream.
+    url: String,
     /// What goes upstream (the client's body, adjusted, with any tools injected).
     body: Bytes,
     /// The client's body as it came, when tools were injected into `body`: what the record's
@@ -61,6 +63,7 @@ pub async fn handle(
         caller,
         meta,
         summary,
+        url,
         body,
         sent,
         tools,
@@ -107,12 +110,12 @@ pub async fn handle(
         client: &state.client,
         provider,
         method: Method::POST,
-        url: provider.upstream_url(api.path(), meta.query.as_deref()),
-        headers: crate::intake::headers::upstream_headers(
+        url,
+        headers: provider.bridged_headers(crate::intake::headers::upstream_headers(
             &meta.headers,
             &caller,
             state.config.send_actor_headers,
-        ),
+        )),
         body,
         payer: caller.payer,
         deadline: if summary.stream {
@@ -186,6 +189,14 @@ async fn admit(
         }
         _ => (body, None, None),
     };
+    let (url, body) = provider.bridged_target(
+        api,
+        &summary,
+        body,
+        &meta.headers,
+        meta.query.as_deref(),
+        caller.payer == Payer::Pool,
+    )?;
     if let Some(breakers) = &state.breakers {
         let permit = breakers
             .admit(&provider.name, api.path(), &summary.model)
@@ -198,6 +209,7 @@ async fn admit(
         caller,
         meta,
         summary,
+        url,
         body,
         sent,
         tools,

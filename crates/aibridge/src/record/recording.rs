@@ -29,6 +29,8 @@ pub enum KeyCheck {
     Inconclusive,
     /// The request was itself the key's check (a passthrough model list).
     Implied,
+    /// The answer named the key as the fault (a Bedrock credential refused by name).
+    Named,
 }
 
 impl KeyCheck {
@@ -38,6 +40,7 @@ impl KeyCheck {
             Self::Accepted => "accepted",
             Self::Inconclusive => "inconclusive",
             Self::Implied => "implied",
+            Self::Named => "named",
         }
     }
 }

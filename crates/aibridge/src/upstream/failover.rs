@@ -17,7 +17,7 @@ use tracing::field::Empty;
 
 use crate::error::GatewayError;
 use crate::intake::Payer;
-use crate::provider::Provider;
+use crate::provider::{Provider, ProviderKind};
 use crate::record::{AttemptRecord, KeyCheck, Recording};
 use crate::telemetry::metrics::{Exhaustion, Transition};
 use crate::upstream::apidump::{ApiDump, DumpSubject};
@@ -112,7 +112,8 @@ impl UpstreamCall<'_> {
     ) -> Result<reqwest::Response, GatewayError> {
         let mut headers = self.headers.clone();
         if let Some(key) = key {
-            self.provider.attach_key(&mut headers, key);
+            self.provider
+                .authorize(&mut headers, key, &self.method, &self.url, &self.body)?;
         }
         // The upstream continues the trace from this attempt (the client's own `traceparent`
         // passes as it came when traces are not exported).
@@ -145,10 +146,19 @@ impl UpstreamCall<'_> {
     /// Sends the call, failing over between pool keys when the payer is the pool. Each attempt
     /// is recorded as it ends; a call that fails as a whole ends the record too.
     pub async fn send(&self, recording: &mut Recording) -> Result<Served, GatewayError> {
-        let result = match self.payer {
+        let mut result = match self.payer {
             Payer::Byok => self.send_once(recording).await,
             Payer::Pool => self.send_with_failover(recording).await,
         };
+        if self.provider.kind == ProviderKind::Bedrock
+            && let Ok(served) = &mut result
+        {
+            let response = std::mem::replace(
+                &mut served.response,
+                reqwest::Response::from(http::Response::new(reqwest::Body::from(""))),
+            );
+            served.response = super::bedrock::adapt(response).await;
+        }
         if let Err(error) = &result {
             recording.failed(error);
         }
@@ -231,8 +241,11 @@ impl UpstreamCall<'_> {
                 attempt_ended(recording, &span, &attempt);
                 return Ok(served(response));
             }
-            let mut verdict = pool.judge(status, response.headers());
-            if matches!(verdict, Verdict::Rejected { .. }) {
+            let judged = provider.judge(pool, status, response.headers());
+            let mut verdict = judged.verdict;
+            if judged.named {
+                attempt.key_check = Some(KeyCheck::Named);
+            } else if matches!(verdict, Verdict::Rejected { .. }) {
                 let checking = Instant::now();
                 let check = self.check_key(&key).await;
                 // The key's check is a wait for the upstream too, not the gateway's own time.

@@ -138,14 +138,20 @@ pub fn check_key(
     timeout: Duration,
 ) -> futures_util::future::BoxFuture<'static, ProbeOutcome> {
     let mut headers = HeaderMap::new();
-    provider.attach_key(&mut headers, key);
+    let url = format!("{}{}", provider.base_url, provider.kind.probe_path());
+    if provider
+        .authorize(&mut headers, key, &http::Method::GET, &url, b"")
+        .is_err()
+    {
+        return Box::pin(async { ProbeOutcome::Inconclusive });
+    }
     if provider.kind == ProviderKind::Anthropic {
         headers.insert(
             "anthropic-version",
             http::HeaderValue::from_static("2023-06-01"),
         );
     }
-    let url = format!("{}{}", provider.base_url, provider.kind.probe_path());
+    let by_name = provider.kind == ProviderKind::Bedrock;
     Box::pin(async move {
         match client
             .get(url)
@@ -155,6 +161,18 @@ pub fn check_key(
             .await
         {
             Ok(response) if response.status().is_success() => ProbeOutcome::Healthy,
+            // Bedrock names a refused credential; any other 403 (not allowed to list the
+            // models) means the credential itself was taken.
+            Ok(response) if by_name && response.status().as_u16() == 403 => {
+                match aibridge_protocol::bedrock::exception_name(response.headers())
+                    .map(aibridge_protocol::bedrock::classify_exception)
+                {
+                    Some(aibridge_protocol::bedrock::ExceptionClass::CredentialRefused) | None => {
+                        ProbeOutcome::StillRejected
+                    }
+                    Some(_) => ProbeOutcome::Healthy,
+                }
+            }
             Ok(response) if matches!(response.status().as_u16(), 401 | 403) => {
                 ProbeOutcome::StillRejected
             }

@@ -6,6 +6,7 @@ mod common;
 
 mod apidump;
 mod bad_input;
+mod bedrock;
 mod breaker;
 mod cli;
 mod failover;
