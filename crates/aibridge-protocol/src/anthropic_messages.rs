@@ -383,10 +383,10 @@ mod tests {
 /// continued iteration's `message_delta` / `message_stop` left out, and the final
 /// `message_delta` carrying the usage of every iteration.
 ///
-/// Deltas, nearly every event of a stream, are read into borrowed fields, not a `Value`, and
-/// relayed as they came while the client's block index is the upstream's (a first iteration
-/// before any call of the gateway's): an answer that calls no tool of the gateway's costs
-/// little more than a plain relay.
+/// Nothing is parsed into a `Value` unless the loop goes on or numbers differ: deltas are read
+/// into borrowed fields, events whose numbering is the upstream's are relayed as they came, and
+/// a first iteration that calls none of the gateway's tools ends with its own `message_delta`
+/// and `message_stop`. Tools that are injected but not called cost little.
 #[derive(Debug, Default)]
 pub(crate) struct MessagesLoop {
     iteration: u32,
@@ -394,22 +394,25 @@ pub(crate) struct MessagesLoop {
     next_index: u64,
     /// This iteration's content blocks by upstream index.
     blocks: std::collections::BTreeMap<u64, LoopBlock>,
-    /// Usage of the iterations so far (summed), and of this one.
+    /// Usage of the iterations so far, summed.
     usage_before: Value,
-    usage_now: Value,
-    /// This iteration's held-back `message_delta`.
-    delta: Option<Value>,
-    message: Value,
+    /// This iteration's `message_start` data, and its held-back `message_delta` and
+    /// `message_stop`.
+    start: Option<String>,
+    delta: Option<SseEvent>,
+    stop: Option<SseEvent>,
 }
 
-/// One content block of the current iteration: where the client sees it, and the block rebuilt
-/// from its start and its deltas (for the next iteration's assistant turn).
+/// One content block of the current iteration: where the client sees it, and what rebuilds it
+/// for the next iteration's assistant turn (its start and its deltas).
 #[derive(Debug)]
 struct LoopBlock {
     /// The client's index; `None` for the gateway's own tool call (not shown).
     client: Option<u64>,
-    /// The block as `content_block_start` gave it.
-    start: Value,
+    is_tool_use: bool,
+    name: Option<String>,
+    /// The `content_block_start` event's data.
+    start: String,
     text: String,
     thinking: String,
     signature: Option<String>,
@@ -419,7 +422,9 @@ struct LoopBlock {
 
 impl LoopBlock {
     fn content(&self) -> Value {
-        let mut block = self.start.clone();
+        let mut block = serde_json::from_str::<Value>(&self.start)
+            .map(|mut start| start["content_block"].take())
+            .unwrap_or(Value::Null);
         for (field, more) in [("text", &self.text), ("thinking", &self.thinking)] {
             if !more.is_empty() {
                 let text = format!("{}{more}", block[field].as_str().unwrap_or(""));
@@ -462,6 +467,22 @@ struct DeltaFields<'a> {
     partial_json: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// A `content_block_start`: its index, and what kind of block it opens.
+#[derive(serde::Deserialize)]
+struct BlockStart<'a> {
+    index: u64,
+    #[serde(borrow)]
+    content_block: BlockHead<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct BlockHead<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    name: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// Any event's `index`.
 #[derive(serde::Deserialize)]
 struct IndexOf {
@@ -493,22 +514,46 @@ impl MessagesLoop {
         }
     }
 
-    fn merge_usage(&mut self, usage: &Value) {
-        // Within one stream the counts are cumulative: the latest wins per field.
-        if let (Some(now), Some(new)) = (self.usage_now.as_object_mut(), usage.as_object()) {
-            for (key, value) in new {
-                now.insert(key.clone(), value.clone());
-            }
-        } else if usage.is_object() {
-            self.usage_now = usage.clone();
+    /// This iteration's usage: `message_start`'s, updated by the cumulative `message_delta`.
+    fn usage_now(&self) -> Value {
+        let mut usage = self
+            .start
+            .as_deref()
+            .and_then(|start| serde_json::from_str::<Value>(start).ok())
+            .map(|mut start| start["message"]["usage"].take())
+            .filter(Value::is_object)
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        let delta = self
+            .delta
+            .as_ref()
+            .and_then(|delta| serde_json::from_str::<Value>(&delta.data()).ok());
+        if let (Some(now), Some(Value::Object(later))) = (
+            usage.as_object_mut(),
+            delta.map(|mut delta| delta["usage"].take()),
+        ) {
+            // Within one stream the counts are cumulative: the latest wins per field.
+            now.extend(later);
         }
+        usage
     }
 }
 
 impl crate::stream_loop::StreamLoop for MessagesLoop {
     fn relay(&mut self, event: &SseEvent) -> Vec<Bytes> {
+        let kind = event.event_type().unwrap_or("");
+        if !matches!(
+            kind,
+            "content_block_delta"
+                | "content_block_stop"
+                | "content_block_start"
+                | "message_start"
+                | "message_delta"
+                | "message_stop"
+        ) {
+            return vec![event.raw().clone()];
+        }
         let data = event.data();
-        match event.event_type().unwrap_or("") {
+        match kind {
             "content_block_delta" => {
                 let Ok(delta) = serde_json::from_str::<DeltaEvent<'_>>(&data) else {
                     return vec![event.raw().clone()];
@@ -537,24 +582,27 @@ impl crate::stream_loop::StreamLoop for MessagesLoop {
                 Err(_) => vec![event.raw().clone()],
             },
             "content_block_start" => {
-                let Ok(start) = serde_json::from_str::<Value>(&data) else {
+                let Ok(start) = serde_json::from_str::<BlockStart<'_>>(&data) else {
                     return vec![event.raw().clone()];
                 };
-                let index = start["index"].as_u64().unwrap_or(0);
-                let block = start["content_block"].clone();
-                let ours = block["type"] == "tool_use"
-                    && block["name"]
-                        .as_str()
+                let is_tool_use = start.content_block.kind == "tool_use";
+                let name = start.content_block.name.map(std::borrow::Cow::into_owned);
+                let ours = is_tool_use
+                    && name
+                        .as_deref()
                         .is_some_and(crate::stream_loop::is_gateway_tool);
                 let client = (!ours).then(|| {
                     self.next_index += 1;
                     self.next_index - 1
                 });
+                let index = start.index;
                 self.blocks.insert(
                     index,
                     LoopBlock {
                         client,
-                        start: block,
+                        is_tool_use,
+                        name,
+                        start: data.clone(),
                         text: String::new(),
                         thinking: String::new(),
                         signature: None,
@@ -564,69 +612,79 @@ impl crate::stream_loop::StreamLoop for MessagesLoop {
                 self.forward(event, &data, index)
             }
             "message_start" => {
-                let Ok(start) = serde_json::from_str::<Value>(&data) else {
-                    return vec![event.raw().clone()];
-                };
                 self.iteration += 1;
                 self.blocks.clear();
                 self.delta = None;
-                self.usage_now = Value::Null;
-                self.merge_usage(&start["message"]["usage"]);
-                self.message = start["message"].clone();
+                self.stop = None;
+                self.start = Some(data);
                 if self.iteration == 1 {
                     vec![event.raw().clone()]
                 } else {
                     Vec::new()
                 }
             }
+            // Held back: the iteration's end decides.
             "message_delta" => {
-                let Ok(delta) = serde_json::from_str::<Value>(&data) else {
-                    return vec![event.raw().clone()];
-                };
-                self.merge_usage(&delta["usage"]);
-                self.delta = Some(delta);
+                self.delta = Some(event.clone());
                 Vec::new()
             }
-            // Held back: the iteration's end decides.
-            "message_stop" => Vec::new(),
-            _ => vec![event.raw().clone()],
+            _ => {
+                self.stop = Some(event.clone());
+                Vec::new()
+            }
         }
     }
 
     fn end_iteration(&mut self) -> crate::stream_loop::IterationEnd {
-        let content: Vec<Value> = self.blocks.values().map(LoopBlock::content).collect();
-        let calls: Vec<ToolCall> = content
-            .iter()
-            .filter(|block| block["type"] == "tool_use")
-            .map(|block| ToolCall {
-                id: block["id"].as_str().map(str::to_string),
-                name: block["name"].as_str().unwrap_or("").to_string(),
-                input: block["input"].to_string(),
-            })
-            .collect();
-        let ours = !calls.is_empty()
-            && calls
-                .iter()
-                .all(|call| crate::stream_loop::is_gateway_tool(&call.name));
-        let usage_now = std::mem::take(&mut self.usage_now);
-        let total = crate::tools::sum_usage(&[&self.usage_before, &usage_now]);
+        let mut tool_uses = self.blocks.values().filter(|block| block.is_tool_use);
+        let ours = tool_uses.clone().next().is_some()
+            && tool_uses.all(|block| {
+                block
+                    .name
+                    .as_deref()
+                    .is_some_and(crate::stream_loop::is_gateway_tool)
+            });
         if ours {
-            let mut answer = self.message.clone();
+            let content: Vec<Value> = self.blocks.values().map(LoopBlock::content).collect();
+            let calls: Vec<ToolCall> = content
+                .iter()
+                .filter(|block| block["type"] == "tool_use")
+                .map(|block| ToolCall {
+                    id: block["id"].as_str().map(str::to_string),
+                    name: block["name"].as_str().unwrap_or("").to_string(),
+                    input: block["input"].to_string(),
+                })
+                .collect();
+            let usage_now = self.usage_now();
+            let mut answer = self
+                .start
+                .as_deref()
+                .and_then(|start| serde_json::from_str::<Value>(start).ok())
+                .map(|mut start| start["message"].take())
+                .unwrap_or_else(|| Value::Object(Default::default()));
             answer["content"] = Value::Array(content);
+            self.usage_before = crate::tools::sum_usage(&[&self.usage_before, &usage_now]);
             answer["usage"] = usage_now;
-            self.usage_before = total;
             return crate::stream_loop::IterationEnd::Continue { answer, calls };
         }
-        let mut delta = self.delta.take().unwrap_or_else(
-            || serde_json::json!({"type": "message_delta", "delta": {}, "usage": {}}),
+        let stop = self.stop.take().map_or_else(
+            || Self::frame("message_stop", &serde_json::json!({"type": "message_stop"})),
+            SseEvent::into_raw,
         );
-        if self.iteration > 1 {
-            delta["usage"] = total;
+        if self.iteration <= 1
+            && let Some(delta) = self.delta.take()
+        {
+            // A single iteration: its own end, as it came.
+            return crate::stream_loop::IterationEnd::Finish(vec![delta.into_raw(), stop]);
         }
-        crate::stream_loop::IterationEnd::Finish(vec![
-            Self::frame("message_delta", &delta),
-            Self::frame("message_stop", &serde_json::json!({"type": "message_stop"})),
-        ])
+        let total = crate::tools::sum_usage(&[&self.usage_before, &self.usage_now()]);
+        let mut delta = self
+            .delta
+            .take()
+            .and_then(|delta| serde_json::from_str::<Value>(&delta.data()).ok())
+            .unwrap_or_else(|| serde_json::json!({"type": "message_delta", "delta": {}}));
+        delta["usage"] = total;
+        crate::stream_loop::IterationEnd::Finish(vec![Self::frame("message_delta", &delta), stop])
     }
 
     fn keep_alive(&self) -> Bytes {
@@ -675,6 +733,22 @@ mod loop_tests {
             sse("message_stop", json!({"type":"message_stop"})),
         ]
         .concat()
+    }
+
+    #[test]
+    fn an_answer_without_the_gateways_tools_is_relayed_byte_for_byte() {
+        let stream = final_iteration();
+        let mut looped = MessagesLoop::default();
+        let mut client = Vec::new();
+        for event in events(&stream) {
+            client.extend(looped.relay(&event));
+        }
+        let IterationEnd::Finish(end) = looped.end_iteration() else {
+            panic!("no tool call: the stream ends")
+        };
+        client.extend(end);
+        let relayed: Vec<u8> = client.concat();
+        assert_eq!(String::from_utf8(relayed).unwrap(), stream);
     }
 
     #[test]
