@@ -180,9 +180,8 @@ impl ProviderKind {
                 "/mcp/*",
                 "/.well-known/*",
             ],
-            // Nothing is reverse-proxied to Bedrock: its other routes are answered or translated
-            // by the gateway (`ingress/bedrock.rs`).
-            Self::Bedrock => &[],
+            // Not reverse-proxied: answered or translated by the gateway (`ingress/bedrock.rs`).
+            Self::Bedrock => &["/v1/models", "/v1/messages/count_tokens"],
         }
     }
 

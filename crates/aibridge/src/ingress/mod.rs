@@ -4,6 +4,7 @@
 
 mod admin;
 mod agentic;
+mod bedrock;
 mod bridged;
 mod passthrough;
 
@@ -166,6 +167,18 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         // Boxed: the dispatch future stays small (a future is moved, whole, into the heap
         // for every request, and the bridged one is large).
         Some(api) => Box::pin(bridged::handle(&state, provider, api, incoming, tally)).await,
+        None if let Some(bedrock) = &provider.bedrock => {
+            bedrock::handle(
+                &state,
+                provider,
+                bedrock,
+                method,
+                upstream_path,
+                incoming,
+                tally,
+            )
+            .await
+        }
         None => {
             passthrough::handle(
                 &state,

@@ -344,3 +344,77 @@ async fn an_unmapped_model_is_the_clients_mistake() {
     );
     assert!(invocations(&mock).is_empty());
 }
+
+#[tokio::test]
+async fn models_count_tokens_and_a_refused_credential_that_comes_back() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = start(
+        &mock,
+        &bedrock_secret_for("AKIDK0"),
+        "[key_pool]\nprobe_initial_interval = \"1s\"\n",
+    )
+    .await;
+    // The model list is the configured models, answered by the gateway.
+    let models: Value = client()
+        .get(gw.url("/bedrock/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["claude-sonnet-4-5"]);
+    assert!(mock.requests().is_empty(), "nothing asked of Bedrock");
+
+    // count_tokens is Bedrock's CountTokens for the mapped model, in Anthropic's shape.
+    let counted: Value = client()
+        .post(gw.url("/bedrock/v1/messages/count_tokens"))
+        .header("anthropic-version", "2023-06-01")
+        .json(
+            &json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "Hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counted, json!({"input_tokens": 11}));
+    let seen = &mock.requests()[0];
+    assert_eq!(
+        seen.path,
+        "/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/count-tokens"
+    );
+    assert_eq!(seen.key, "AKIDK0");
+
+    // A credential refused by name is disabled, then re-validated in the background
+    // (`GET /foundation-models`, signed) and back in rotation.
+    mock.script(
+        "AKIDK0",
+        vec![Reply::exception("UnrecognizedClientException")],
+    );
+    assert_eq!(ask(&gw, false).send().await.unwrap().status(), 200);
+    assert_eq!(gw.key_states("bedrock").await[0], "disabled");
+    let mut states = Vec::new();
+    for _ in 0..100 {
+        states = gw.key_states("bedrock").await;
+        if states[0] == "valid" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(states, ["valid", "valid", "valid"]);
+    let probe = mock
+        .requests()
+        .into_iter()
+        .find(|s| s.path == "/foundation-models")
+        .expect("the credential was re-validated");
+    assert_eq!(probe.key, "AKIDK0");
+    assert_eq!(probe.method, "GET");
+}
