@@ -418,3 +418,83 @@ async fn models_count_tokens_and_a_refused_credential_that_comes_back() {
     assert_eq!(probe.key, "AKIDK0");
     assert_eq!(probe.method, "GET");
 }
+
+#[tokio::test]
+async fn mcp_tools_run_through_bedrock_and_the_metrics_name_the_provider() {
+    use aibridge_mock::mcp::{McpMock, McpMockOptions};
+    let mcp = McpMock::new(McpMockOptions::default())
+        .start()
+        .await
+        .unwrap();
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = start(
+        &mock,
+        &bedrock_secret_for("AKIDK0"),
+        &format!(
+            "[[mcp_servers]]\nname = \"tools\"\nurl = \"{}\"\ntool_deny = \"^(secret|noop)\"\n",
+            mcp.url()
+        ),
+    )
+    .await;
+    // Iteration 1 calls the gateway's tool; iteration 2 (a continuation, signed anew) answers.
+    for stream in [false, true] {
+        mock.reset();
+        mock.script(
+            "AKIDK0",
+            vec![Reply::tool_call("bmcp_tools_add", json!({"a": 2, "b": 3})).with_text("Adding. ")],
+        );
+        let response = ask(&gw, stream).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let text = if stream {
+            text_of_stream(&response.text().await.unwrap())
+        } else {
+            let body: Value = response.json().await.unwrap();
+            body["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|block| block["text"].as_str())
+                .collect()
+        };
+        assert_eq!(text, "Adding. Hello from aibridge-mock.", "stream={stream}");
+        let seen = invocations(&mock);
+        assert_eq!(seen.len(), 2, "stream={stream}");
+        let first: Value = serde_json::from_str(&seen[0].body).unwrap();
+        assert!(
+            first["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|tool| tool["name"] == "bmcp_tools_add"),
+            "injected into the InvokeModel body: {first}"
+        );
+        let continuation: Value = serde_json::from_str(&seen[1].body).unwrap();
+        let result = &continuation["messages"][2]["content"][0];
+        assert_eq!(result["type"], "tool_result", "{continuation}");
+        assert_eq!(result["content"], "5");
+        assert!(continuation.get("model").is_none(), "still Bedrock's body");
+    }
+    let metrics = client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("aibridge_requests_total{")
+                && line.contains("provider=\"bedrock\"")
+                && line.contains("route=\"/v1/messages\"")
+                && line.ends_with(" 2")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "aibridge_mcp_tool_calls_total{server=\"tools\",tool=\"add\",outcome=\"ok\"} 2"
+        ),
+        "{metrics}"
+    );
+}
