@@ -1305,6 +1305,73 @@ mod tests {
     }
 
     #[test]
+    fn bedrock_providers_take_a_region_models_and_credentials() {
+        let text = r#"
+[[providers]]
+name = "bedrock"
+type = "bedrock"
+region = "eu-west-1"
+models = { "claude-sonnet-4-5" = "anthropic.claude-sonnet-4-5-v1:0" }
+credentials = [
+  { access_key_id = "AKIDONE", secret_access_key = { env = "AWS_SECRET" }, session_token = "tok" },
+  { api_key = { env = "BEDROCK_KEY" } },
+]
+"#;
+        let config = parse(
+            text,
+            &[("AWS_SECRET", "the-secret"), ("BEDROCK_KEY", "bedrock-key")],
+        )
+        .unwrap();
+        let bedrock = &config.providers[0];
+        assert_eq!(bedrock.kind, ProviderKind::Bedrock);
+        assert_eq!(
+            bedrock.base_url,
+            "https://bedrock-runtime.eu-west-1.amazonaws.com"
+        );
+        let settings = bedrock.bedrock.as_ref().unwrap();
+        assert_eq!(settings.credentials.len(), 2);
+        let names: Vec<&str> = bedrock.keys.iter().map(ApiKey::expose).collect();
+        assert_eq!(
+            names,
+            ["AKIDONE", "bedrock-key"],
+            "the pool holds public names"
+        );
+        assert!(!format!("{config:?}").contains("the-secret"));
+
+        let broken = r#"
+[[providers]]
+name = "bedrock"
+type = "bedrock"
+keys = ["sk-x"]
+credentials = [
+  { access_key_id = "AKID" },
+  { api_key = "k", access_key_id = "AKID2", secret_access_key = "s" },
+  { access_key_id = "AKID3", secret_access_key = { env = "MISSING" } },
+]
+"#;
+        let fields: Vec<String> = problems(parse(broken, &[]))
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        for field in [
+            "providers[0].keys",
+            "providers[0].region",
+            "providers[0].models",
+            "providers[0].credentials[0]",
+            "providers[0].credentials[1]",
+            "providers[0].credentials[2].secret_access_key",
+        ] {
+            assert!(fields.contains(&field.to_string()), "{field}: {fields:?}");
+        }
+        let anthropic = "[[providers]]\ntype = \"anthropic\"\nregion = \"us-east-1\"\n";
+        let fields: Vec<String> = problems(parse(anthropic, &[]))
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(fields, ["providers[0]"]);
+    }
+
+    #[test]
     fn circuit_breaker_is_off_unless_configured_and_checked_when_it_is() {
         assert_eq!(parse("", &[]).unwrap().circuit_breaker, None);
         let on = parse("[circuit_breaker]\n", &[]).unwrap().circuit_breaker;
