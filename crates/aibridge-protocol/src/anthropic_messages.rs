@@ -602,7 +602,7 @@ impl crate::stream_loop::StreamLoop for MessagesLoop {
                         client,
                         is_tool_use,
                         name,
-                        start: data.clone(),
+                        start: data.to_string(),
                         text: String::new(),
                         thinking: String::new(),
                         signature: None,
@@ -616,7 +616,7 @@ impl crate::stream_loop::StreamLoop for MessagesLoop {
                 self.blocks.clear();
                 self.delta = None;
                 self.stop = None;
-                self.start = Some(data);
+                self.start = Some(data.into_owned());
                 if self.iteration == 1 {
                     vec![event.raw().clone()]
                 } else {

@@ -29,16 +29,22 @@ impl SseEvent {
             .and_then(|v| std::str::from_utf8(v).ok())
     }
 
-    /// All `data:` lines joined with `\n`, per the SSE specification.
-    pub fn data(&self) -> String {
-        let mut out = Vec::new();
-        for value in self.lines().filter_map(|line| field_value(line, b"data")) {
-            if !out.is_empty() {
-                out.push(b'\n');
-            }
+    /// All `data:` lines joined with `\n`, per the SSE specification: borrowed from the event
+    /// when it has one data line (nearly always), so reading it allocates nothing.
+    pub fn data(&self) -> std::borrow::Cow<'_, str> {
+        let mut values = self.lines().filter_map(|line| field_value(line, b"data"));
+        let Some(first) = values.next() else {
+            return std::borrow::Cow::Borrowed("");
+        };
+        let Some(second) = values.next() else {
+            return String::from_utf8_lossy(first);
+        };
+        let mut out = first.to_vec();
+        for value in std::iter::once(second).chain(values) {
+            out.push(b'\n');
             out.extend_from_slice(value);
         }
-        String::from_utf8_lossy(&out).into_owned()
+        std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// True for events that carry only comments (`: keep-alive`).
