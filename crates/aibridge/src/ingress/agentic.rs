@@ -11,9 +11,9 @@
 //! walk of the key pool. Before the first event a failure is a plain HTTP error; after it, the
 //! dialect's SSE error event.
 //!
-//! A task of its own drives the loop and hands frames to the response body through a channel of
-//! one: the upstream is read only as fast as the client reads, and a client that leaves ends the
-//! loop (its record says so).
+//! The response body drives the loop (`LoopStream`, on the connection's own task): the upstream
+//! is read only as fast as the client reads, and a client that leaves drops the loop (its record
+//! says so).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,6 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http::{HeaderMap, HeaderValue, Method, header};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::error::{GatewayError, describe_transport_error};
@@ -71,15 +70,25 @@ pub async fn stream(
     recording: Recording,
     tools: Arc<McpTools>,
 ) -> Result<Response, GatewayError> {
-    let (frames, mut received) = mpsc::channel(1);
-    tokio::spawn(run(state, provider, api, call, recording, tools, frames));
-    match received.recv().await {
+    let frames = Frames::default();
+    let mut looped = LoopStream {
+        run: Box::pin(run(
+            state,
+            provider,
+            api,
+            call,
+            recording,
+            tools,
+            frames.clone(),
+        )),
+        frames,
+        done: false,
+    };
+    match looped.next().await {
         Some(Frame::Bytes(first)) => {
-            let rest = futures_util::stream::unfold(received, |mut received| async move {
-                match received.recv().await {
-                    Some(Frame::Bytes(bytes)) => {
-                        Some((Ok::<_, std::convert::Infallible>(bytes), received))
-                    }
+            let rest = looped.filter_map(|frame| async move {
+                match frame {
+                    Frame::Bytes(bytes) => Some(Ok::<_, std::convert::Infallible>(bytes)),
                     _ => None,
                 }
             });
@@ -100,6 +109,78 @@ pub async fn stream(
     }
 }
 
+/// Where the loop puts its next frame for the response body.
+#[derive(Clone, Default)]
+struct Frames(Arc<std::sync::Mutex<Option<Frame>>>);
+
+impl Frames {
+    /// Hands `frame` to the body and waits until the body asks for the next one. A client that
+    /// leaves drops the loop where it waits (its record ends in `Recording`'s `Drop`).
+    async fn send(&self, frame: Frame) -> bool {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(frame);
+        }
+        YieldOnce(false).await;
+        true
+    }
+
+    fn take(&self) -> Option<Frame> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+/// Pending once, so that the body's poll returns the frame just handed over; the next poll of
+/// the body resumes the loop.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        std::task::Poll::Pending
+    }
+}
+
+/// The loop as the response body's stream: polled by the connection's own task, so the
+/// upstream is read only as fast as the client reads and no frame crosses between tasks.
+struct LoopStream {
+    run: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    frames: Frames,
+    done: bool,
+}
+
+impl futures_util::Stream for LoopStream {
+    type Item = Frame;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Frame>> {
+        if self.done {
+            return std::task::Poll::Ready(self.frames.take());
+        }
+        match self.run.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => {
+                self.done = true;
+                std::task::Poll::Ready(self.frames.take())
+            }
+            // Either the loop handed a frame over (and yields), or it waits for the upstream,
+            // a tool or a timer, which wake this task.
+            std::task::Poll::Pending => match self.frames.take() {
+                Some(frame) => std::task::Poll::Ready(Some(frame)),
+                None => std::task::Poll::Pending,
+            },
+        }
+    }
+}
+
 /// `frames` as one piece.
 fn joined(mut frames: Vec<Bytes>) -> Bytes {
     if frames.len() == 1 {
@@ -113,8 +194,8 @@ fn joined(mut frames: Vec<Bytes>) -> Bytes {
 }
 
 /// Sends `frame`; false when the client has gone.
-async fn send(frames: &mpsc::Sender<Frame>, bytes: Bytes) -> bool {
-    frames.send(Frame::Bytes(bytes)).await.is_ok()
+async fn send(frames: &Frames, bytes: Bytes) -> bool {
+    frames.send(Frame::Bytes(bytes)).await
 }
 
 async fn run(
@@ -124,7 +205,7 @@ async fn run(
     mut call: LoopCall,
     mut recording: Recording,
     tools: Arc<McpTools>,
-    frames: mpsc::Sender<Frame>,
+    frames: Frames,
 ) {
     let Some(mut looped) = api.stream_loop() else {
         let _ = frames

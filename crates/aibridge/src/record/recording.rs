@@ -142,6 +142,8 @@ pub struct Recording {
     /// run (yet): written as not run unless `tool_run` claims them first (an unknown tool, an
     /// answer that also calls the client's tool).
     unrun: Vec<ToolCallRow>,
+    /// The status the client was given (a stream's once its first event went out).
+    answered_with: Option<u16>,
     ended: bool,
 }
 
@@ -158,6 +160,7 @@ impl Recording {
             key_hint: None,
             next_seq: 0,
             unrun: Vec::new(),
+            answered_with: None,
             ended: false,
         }
     }
@@ -295,6 +298,7 @@ impl Recording {
     /// The client has its answer's status (a stream: its head and first event): the breaker
     /// learns it, and the gateway's own time ends.
     pub fn answered(&mut self, status: u16) {
+        self.answered_with = Some(status);
         if let Some(permit) = &mut self.watch.permit {
             permit.answered(status);
         }
@@ -434,9 +438,9 @@ impl Recording {
 }
 
 impl Drop for Recording {
-    /// A request whose handler is dropped before it ended (the client went away while waiting for
-    /// a blocking answer) still gets an end, with the attempts made so far.
+    /// A request whose handler or stream is dropped before it ended (the client went away) still
+    /// gets an end, with the attempts made so far and the status it had been given, if any.
     fn drop(&mut self) {
-        self.client_left(None);
+        self.client_left(self.answered_with);
     }
 }

@@ -610,3 +610,43 @@ async fn a_responses_stream_with_a_tool_call_is_one_live_stream_to_the_client() 
         &json!({"type": "function_call_output", "call_id": "call_1", "output": "5"})
     );
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_a_looped_stream_ends_its_record() {
+    let api = TestApi::Messages;
+    let mcp = mcp_server().await;
+    let mock = MockUpstream::start().await.unwrap();
+    // Iteration 1 calls the gateway's tool; iteration 2 streams slowly (200 ms per event).
+    mock.script(
+        "k0",
+        vec![
+            Reply::tool_call("bmcp_tools_add", json!({"a": 2, "b": 3})).with_text("Adding. "),
+            Reply::ok().stream_deltas(50).event_delay_ms(200),
+        ],
+    );
+    let gw = start(api, &mock, &mcp, "").await;
+    let mut response = api.request(&gw, true).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // Read until the second iteration's text has begun, then go away.
+    let mut seen = String::new();
+    while !seen.contains("Hello") {
+        let chunk = response.chunk().await.unwrap().expect("the stream goes on");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(response);
+    let records = wait_for_ended(&gw, None, 1).await;
+    assert_eq!(
+        records[0]["outcome"], "client_disconnected",
+        "{:#}",
+        records[0]
+    );
+    assert_eq!(records[0]["status"], 200, "the client had its 200");
+    let runs: Vec<&Value> = records[0]["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|call| call["injected"] == true)
+        .collect();
+    assert_eq!(runs.len(), 1, "the tool's run is kept: {:#}", records[0]);
+    assert_eq!(runs[0]["run"]["result"], "5");
+}
