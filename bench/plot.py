@@ -14,9 +14,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"direct": "#555555", "aibridge": "#d9480f", "aibridge-rec": "#f59f00",
-          "litellm": "#1c7ed6", "portkey": "#2b8a3e"}
-ORDER = ["direct", "aibridge", "aibridge-rec", "litellm", "portkey"]
+COLORS = {"direct": "#555555", "nginx": "#7048e8", "aibridge": "#d9480f",
+          "aibridge-rec": "#f59f00", "litellm": "#1c7ed6", "portkey": "#2b8a3e"}
+ORDER = ["direct", "nginx", "aibridge", "aibridge-rec", "litellm", "portkey"]
 TITLES = {"anthropic": "Anthropic Messages (blocking)", "openai": "OpenAI Chat (blocking)"}
 
 

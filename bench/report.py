@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 PCTS = ["p50", "p90", "p99", "p99.9"]
-ORDER = ["direct", "aibridge", "aibridge-rec", "litellm", "portkey"]
+ORDER = ["direct", "nginx", "aibridge", "aibridge-rec", "litellm", "portkey"]
 ENDPOINT_LABEL = {"anthropic": "Anthropic Messages", "openai": "OpenAI Chat Completions"}
 
 # The issue's targets (2-core machine, loopback).
@@ -97,6 +97,36 @@ def lat(run: dict | None, pct: str, key: str | None = None):
     return l.get(pct)
 
 
+def nginx_sat(r: dict, ep: str) -> dict | None:
+    """nginx's saturation run of this endpoint, when this run measured one that answered."""
+    run = ((r["systems"].get("nginx") or {}).get("saturation") or {}).get(ep)
+    return run if run and run.get("ok_rps") else None
+
+
+def vs_nginx(run: dict | None, nginx: dict | None):
+    """Saturation throughput as a multiple of nginx's (same endpoint, same run)."""
+    if not run or not run.get("ok_rps") or not nginx:
+        return None
+    return run["ok_rps"] / nginx["ok_rps"]
+
+
+def times(ratio) -> str:
+    return "–" if ratio is None else f"{ratio:.2f}×"
+
+
+def cpu_us_per_req(run: dict | None):
+    """CPU µs of the system's process tree per successful request (gateway_cpu_s / ok)."""
+    if not run or run.get("gateway_cpu_s") is None or not run.get("ok"):
+        return None
+    return run["gateway_cpu_s"] / run["ok"] * 1e6
+
+
+def nginx_source(r: dict) -> str:
+    """Which run the nginx baseline is from (always the run of this report)."""
+    return (f"nginx measured in this same run (`{r.get('command') or 'bench/run.sh'}`, "
+            f"{r['date']}; `systems.nginx` in results.json)")
+
+
 def blocking_tables(r: dict) -> list[str]:
     S = r["systems"]
     out = []
@@ -132,13 +162,25 @@ def blocking_tables(r: dict) -> list[str]:
 def saturation_table(r: dict) -> list[str]:
     S = r["systems"]
     p = r["profile_settings"]
+    with_nginx = any(nginx_sat(r, ep) for ep in p["blocking_endpoints"])
     out = [f"### Maximum throughput (closed loop, {p['saturation_conns']} connections, "
            f"{p['saturation_seconds']} s)\n",
-           "| endpoint | system | ok req/s | ratio to direct | p50 ms | p99 ms | failures "
-           "| gateway CPU s / 1k req | fake upstream CPU s / 1k req |",
-           "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+           "*CPU µs / req* = CPU time of the system's process tree (utime+stime from /proc, "
+           "children included) during the closed-loop run, divided by the requests answered 200 "
+           "(the same measure as *CPU s / 1k req*, in µs)."
+           + (" *vs nginx* = the system's ok req/s divided by nginx's on the same endpoint: "
+              "nginx relays the same requests with the pool key put on and nothing else, so it "
+              "is about the most one core can pass through here (1.00× = as fast as a plain "
+              "reverse proxy); " + nginx_source(r) + "." if with_nginx else "") + "\n",
+           "| endpoint | system | ok req/s | ratio to direct"
+           + (" | vs nginx" if with_nginx else "")
+           + " | p50 ms | p99 ms | failures | gateway CPU s / 1k req | gateway CPU µs / req "
+           "| fake upstream CPU s / 1k req |",
+           "|---|---|---:|---:|" + ("---:|" if with_nginx else "")
+           + "---:|---:|---|---:|---:|---:|"]
     for ep in p["blocking_endpoints"]:
         base = S.get("direct", {}).get("saturation", {}).get(ep) or {}
+        nginx = nginx_sat(r, ep)
         for name in ordered(S):
             run = S[name].get("saturation", {}).get(ep)
             if run is None:
@@ -146,10 +188,15 @@ def saturation_table(r: dict) -> list[str]:
             ratio = (run.get("ok_rps") / base["ok_rps"]
                      if run.get("ok_rps") and base.get("ok_rps") else None)
             g, m = run.get("gateway_cpu_s_per_1k"), run.get("mock_cpu_s_per_1k")
+            us = cpu_us_per_req(run)
+            us_cell = num(us, 1 if (us or 0) < 100 else 0)
             out.append(f"| {ep} | {name} | {num(run.get('ok_rps'))} | "
-                       f"{'–' if ratio is None else pct(ratio)} | {ms(lat(run, 'p50'))} | "
+                       f"{'–' if ratio is None else pct(ratio)} | "
+                       + (f"{times(vs_nginx(run, nginx))} | " if with_nginx else "")
+                       + f"{ms(lat(run, 'p50'))} | "
                        f"{ms(lat(run, 'p99'))} | {failures(run)} | "
-                       f"{'–' if g is None else f'{g:.3f}'} | {'–' if m is None else f'{m:.3f}'} |")
+                       f"{'–' if g is None else f'{g:.3f}'} | {us_cell} | "
+                       f"{'–' if m is None else f'{m:.3f}'} |")
     out.append("")
     return out
 
@@ -415,8 +462,10 @@ def headline(r: dict) -> list[str]:
     S = r["systems"]
     p = r["profile_settings"]
     rate = "1000" if 1000 in p["rates"] else str(p["rates"][-1])
+    nginx = nginx_sat(r, "anthropic")
     out = [f"| system | added p50 / p99 at {rate} rps, Anthropic blocking (ms) "
-           "| max throughput, Anthropic (req/s, % of direct) "
+           "| max throughput, Anthropic (req/s, % of direct"
+           + (", × nginx" if nginx else "") + ") "
            "| added TTFB p99, Anthropic stream (ms) | peak RSS, long streams (MB) "
            "| CPU s / 1k req at saturation |",
            "|---|---:|---:|---:|---:|---:|"]
@@ -446,8 +495,12 @@ def headline(r: dict) -> list[str]:
             ttfb = signed(added(st, dst, "p99", "first_event"))
             rss = mb(ls.get("hwm_kb"))
             cpu_cell = "–" if cpu is None else f"{cpu:.3f}"
-        out.append(f"| {name} | {lat_cell} | {num(sat.get('ok_rps'))}"
-                   f"{'' if ratio is None else f' ({pct(ratio)})'} | {ttfb} | {rss} | {cpu_cell} |")
+        rel = [pct(ratio)] if ratio is not None else []
+        if vs_nginx(sat, nginx) is not None:
+            rel.append(times(vs_nginx(sat, nginx)) + " nginx")
+        rel_cell = f" ({', '.join(rel)})" if rel else ""
+        out.append(f"| {name} | {lat_cell} | {num(sat.get('ok_rps'))}{rel_cell} | {ttfb} | "
+                   f"{rss} | {cpu_cell} |")
     out.append("")
     return out
 
@@ -510,6 +563,11 @@ def render(r: dict, plot: str | None, findings: str = "") -> str:
                   "`AIBRIDGE_RECORDING`). `bench/run.sh --aibridge-variant NAME:ENV=VALUE` adds "
                   "another aibridge configuration to the same run (TODO(recording) in "
                   "bench/bench.py)."]
+    if nginx_sat(r, "anthropic") or nginx_sat(r, "openai"):
+        lines += ["- **nginx, the anchor**: " + nginx_source(r) + "; pinned like the gateways. "
+                  "A plain reverse proxy (one worker, upstream keepalive, the pool key put on, "
+                  "no buffering either way): *vs nginx* in the throughput tables is each "
+                  "system's saturation throughput divided by nginx's."]
     lines += ["- **Systems**: " + "; ".join(f"`{n}` = {S[n].get('label', n)}" for n in ordered(S)),
               ""]
     if findings:
@@ -538,6 +596,15 @@ def render(r: dict, plot: str | None, findings: str = "") -> str:
         "- CPU: utime+stime from /proc/PID/stat of the gateway process and its children before "
         "and after each run, divided by the successful requests. Memory: VmRSS/VmHWM from "
         "/proc/PID/status.",
+        "- nginx (`nginx`, Debian's nginx-light): generated `bench/out/nginx/nginx.conf`, "
+        "`daemon off`, master + `worker_processes 1` (both pinned; CPU and memory are the "
+        "master's process tree), `access_log off`, an `upstream` block per fake upstream with "
+        "`keepalive 64`, `proxy_http_version 1.1`, `Connection \"\"`, `proxy_buffering off` and "
+        "`proxy_request_buffering off`, `keepalive_requests` raised on both sides; routes "
+        "`/anthropic/`, `/openai/`, `/anthropic-long/` like aibridge's, each putting the pool key "
+        "on (`x-api-key` / `Authorization: Bearer`); `/anthropic-fo/` sends with the 429 key, "
+        "catches the 429 (`proxy_intercept_errors`, `error_page 429 = @next`) and sends again "
+        "with the healthy key, on every request.",
         "- Every request goes to 127.0.0.1. LiteLLM runs with `LITELLM_LOCAL_MODEL_COST_MAP=True` "
         "(no cost-map download) and no master key (like `AIBRIDGE_AUTH=none`); Portkey with "
         "`@hono/node-server` 1.13.8 (later versions break its streaming on Node: "

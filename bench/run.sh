@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The aibridge benchmark, one command: installs the load generator and the gateways compared
-# (into bench/.tools/, once), builds the release binaries, then runs every scenario directly
-# against the fake upstream, through aibridge, through LiteLLM proxy and through the Portkey
-# gateway, and writes bench/out/RESULTS.md, bench/out/results.json and bench/out/latency.png.
+# (into bench/.tools/, once; nginx from Debian's nginx-light), builds the release binaries, then
+# runs every scenario directly against the fake upstream, through nginx (a plain reverse proxy,
+# the anchor), through aibridge, through LiteLLM proxy and through the Portkey gateway, and
+# writes bench/out/RESULTS.md, bench/out/results.json and bench/out/latency.png.
 #
-#   bench/run.sh            full run (under 15 minutes once the tools are installed)
-#   bench/run.sh --quick    quick run (under 3 minutes once the tools are installed)
+#   bench/run.sh            full run (about 15 minutes once the tools are installed)
+#   bench/run.sh --quick    quick run (about 3 minutes once the tools are installed)
 #
 # Options:
 #   --quick                 the quick profile
-#   --systems LIST          subset of direct,aibridge,litellm,portkey (default: all)
+#   --systems LIST          subset of direct,nginx,aibridge,litellm,portkey (default: all)
 #   --aibridge-rev REV      benchmark the gateway as committed at REV (e.g. HEAD) instead of the
 #                           working tree: exported to bench/.tools/src-REV and built there
 #   --aibridge-bin PATH     use this aibridge binary, build none
@@ -29,7 +30,7 @@ OUT=$BENCH/out
 mkdir -p "$TOOLS" "$OUT"
 
 PROFILE=full
-SYSTEMS=direct,aibridge,litellm,portkey
+SYSTEMS=direct,nginx,aibridge,litellm,portkey
 AIBRIDGE_REV=
 AIBRIDGE_BIN=
 PUBLISH=0
@@ -43,7 +44,7 @@ while [ $# -gt 0 ]; do
     --aibridge-bin) AIBRIDGE_BIN=$2; shift ;;
     --aibridge-variant) VARIANTS+=(--aibridge-variant "$2"); shift ;;
     --publish) PUBLISH=1 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -100,6 +101,26 @@ if [[ ",$SYSTEMS," == *",litellm,"* ]] && [ ! -x "$TOOLS/litellm-venv/bin/litell
   if ! { python3 -m venv "$TOOLS/litellm-venv" \
       && "$TOOLS/litellm-venv/bin/pip" install -q 'litellm[proxy]'; } > "$OUT/litellm-install.log" 2>&1; then
     SKIP+=(--skip "litellm=pip install 'litellm[proxy]' failed (bench/out/litellm-install.log)")
+  fi
+fi
+
+# nginx: Debian's nginx-light (as root; the package's own service is not left running).
+NGINX_BIN=$(PATH="$PATH:/usr/sbin:/sbin" command -v nginx || true)
+if [[ ",$SYSTEMS," == *",nginx,"* ]] && [ -z "$NGINX_BIN" ]; then
+  log "installing nginx (apt-get install nginx-light)"
+  NGINX_BEFORE=$(pgrep -x nginx || true)
+  if { DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light \
+      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light; }; \
+      } > "$OUT/nginx-install.log" 2>&1; then
+    NGINX_BIN=$(PATH="$PATH:/usr/sbin:/sbin" command -v nginx || true)
+    # Where the package could start its service (no policy-rc.d), stop the one it started.
+    if [ -z "$NGINX_BEFORE" ] && [ -n "$NGINX_BIN" ] && pgrep -x nginx > /dev/null; then
+      log "stopping the nginx service the package started"
+      "$NGINX_BIN" -s quit >> "$OUT/nginx-install.log" 2>&1 || true
+    fi
+  fi
+  if [ -z "$NGINX_BIN" ]; then
+    SKIP+=(--skip "nginx=apt-get install nginx-light failed (bench/out/nginx-install.log)")
   fi
 fi
 
@@ -163,6 +184,7 @@ log "running the $PROFILE profile"
 START=$(date +%s)
 python3 "$BENCH/bench.py" --profile "$PROFILE" --systems "$SYSTEMS" \
   --aibridge-bin "$AIBRIDGE_BIN" --aibridge-source "$SOURCE" --command "$COMMAND" \
+  ${NGINX_BIN:+--nginx-bin "$NGINX_BIN"} \
   ${SKIP[@]+"${SKIP[@]}"} ${VARIANTS[@]+"${VARIANTS[@]}"} &
 BENCH_PID=$!
 wait "$BENCH_PID"
