@@ -9,7 +9,7 @@
 # requests from oha with 4 connections; prints instructions per request (every thread of the
 # gateway, the kernel's part excluded). MCP=1 configures an MCP server whose tools are injected
 # into every request (the model never calls them); STREAM=1 makes the requests streaming.
-# Needs valgrind and the bench's oha (bench/run.sh installs it). KEEP=DIR keeps each measured
+# Needs valgrind (and oha, else LOAD=python is used). KEEP=DIR keeps each measured
 # dump there for callgrind_annotate. Loopback only;
 # every process is stopped at the end.
 set -euo pipefail
@@ -26,7 +26,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-[ -x "$OHA" ] || { echo "oha not found at $OHA (bench/run.sh installs it)" >&2; exit 1; }
+# The load comes from oha (bench/run.sh installs it) or, with LOAD=python or without oha, from
+# bench/load.py (what CI's gate uses: counts differ a little between the two).
+LOAD=${LOAD:-oha}
+[ -x "$OHA" ] || LOAD=python
 command -v valgrind >/dev/null || { echo "valgrind is needed" >&2; exit 1; }
 [ -x "$MOCK" ] || cargo build --release -p aibridge-mock >&2
 BINS=("$@")
@@ -73,8 +76,12 @@ for bin in "${BINS[@]}"; do
     wait_http "http://127.0.0.1:$port/healthz"
     url=http://127.0.0.1:$port/anthropic/v1/messages
     load() {
-      "$OHA" --no-tui -n "$1" -c 4 -m POST -H 'anthropic-version: 2023-06-01' \
-        -H 'x-api-key: abk_bench' -T application/json -d "$BODY" "$url" > "$OUT/oha.log"
+      if [ "$LOAD" = python ]; then
+        python3 "$ROOT/bench/load.py" "$url" "$1" 4 "$BODY"
+      else
+        "$OHA" --no-tui -n "$1" -c 4 -m POST -H 'anthropic-version: 2023-06-01' \
+          -H 'x-api-key: abk_bench' -T application/json -d "$BODY" "$url" > "$OUT/oha.log"
+      fi
     }
     load 200
     callgrind_control -z "$gw" > /dev/null 2>&1
