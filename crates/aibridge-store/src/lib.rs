@@ -70,10 +70,13 @@
 //! neither multiplies the other. Days are UTC, from integer division of the start time. Rows
 //! come in byte order of `group` on both engines.
 //!
+//! [`Store::usage_by_day`] is the same report with each group split by UTC day (for charts).
+//!
 //! [`Store::interceptions`] lists newest first by (`started_at`, `id`); the cursor is the id of
 //! the last item of the previous page, and the next page holds what sorts strictly after it, so
 //! pages neither repeat nor skip even when start times tie. A page costs six queries whatever
 //! its size: the interceptions, then each child table for all of them at once.
+//! [`Store::interception`] reads one by id the same way.
 //!
 //! # Errors
 //!
@@ -92,10 +95,10 @@ pub use backend::postgres::PostgresStore;
 pub use backend::sqlite::SqliteStore;
 pub use error::{RecordFailure, StoreError};
 pub use types::{
-    AttemptRow, AttemptView, CredentialKind, GroupBy, InterceptionDetail, InterceptionEnded,
-    InterceptionFilter, InterceptionPage, NewInterception, NewToken, PromptRow, Record,
-    RequestKind, ThoughtRow, ThoughtView, TokenInfo, TokenUsageRow, ToolCallRow, ToolCallView,
-    ToolRun, UnixMillis, UsageFilter, UsageRow, UsageView, User, WriteBatch,
+    AttemptRow, AttemptView, CredentialKind, DailyUsageRow, GroupBy, InterceptionDetail,
+    InterceptionEnded, InterceptionFilter, InterceptionPage, NewInterception, NewToken, PromptRow,
+    Record, RequestKind, ThoughtRow, ThoughtView, TokenInfo, TokenUsageRow, ToolCallRow,
+    ToolCallView, ToolRun, UnixMillis, UsageFilter, UsageRow, UsageView, User, WriteBatch,
 };
 
 /// Opens the right backend for the URL (`sqlite://PATH`, `sqlite::memory:`, `postgres://`,
@@ -178,11 +181,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A usage report, one row per group, ordered by group.
     async fn usage(&self, filter: &UsageFilter, by: GroupBy) -> Result<Vec<UsageRow>, StoreError>;
 
+    /// The same report split by UTC day as well: one row per (day, group) that has
+    /// interceptions, ordered by day, then group (byte order).
+    async fn usage_by_day(
+        &self,
+        filter: &UsageFilter,
+        by: GroupBy,
+    ) -> Result<Vec<DailyUsageRow>, StoreError>;
+
     /// One page of interceptions with their records, newest first.
     async fn interceptions(
         &self,
         filter: &InterceptionFilter,
     ) -> Result<InterceptionPage, StoreError>;
+
+    /// One interception with its records, by id; `None` when there is none.
+    async fn interception(&self, id: &str) -> Result<Option<InterceptionDetail>, StoreError>;
 
     /// Requests served per key hint of a provider instance (for `/api/v1/keys`): pool requests
     /// whose end named the key that served them.

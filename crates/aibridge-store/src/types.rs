@@ -310,6 +310,15 @@ pub struct UsageRow {
     pub cache_write_tokens: i64,
 }
 
+/// One group's usage on one UTC day ([`crate::Store::usage_by_day`]): `usage.group` is the
+/// group as in [`UsageRow`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DailyUsageRow {
+    /// `YYYY-MM-DD` (UTC) of the interceptions' start.
+    pub day: String,
+    pub usage: UsageRow,
+}
+
 /// Which interceptions to list, newest first (by start time, then id).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InterceptionFilter {

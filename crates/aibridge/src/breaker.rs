@@ -76,6 +76,42 @@ impl CircuitBreakers {
         self.breaker(provider, route, model).admit()
     }
 
+    /// Every breaker as it stands now, by provider, route and model.
+    pub fn states(&self) -> Vec<BreakerState> {
+        let now = self.clock.now();
+        let all = self
+            .breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<BreakerState> = all
+            .iter()
+            .flat_map(|(provider, routes)| {
+                routes.iter().flat_map(move |(route, models)| {
+                    models.iter().map(move |(model, breaker)| {
+                        let mode = breaker.lock().mode;
+                        let (state, failures, half_opens_in) = match mode {
+                            Mode::Closed { failures } => ("closed", failures, None),
+                            Mode::Open { until } => {
+                                ("open", 0, Some(until.saturating_duration_since(now)))
+                            }
+                            Mode::HalfOpen { .. } => ("half-open", 0, None),
+                        };
+                        BreakerState {
+                            provider: provider.clone(),
+                            route,
+                            model: model.clone(),
+                            state,
+                            failures,
+                            half_opens_in,
+                        }
+                    })
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.provider, a.route, &a.model).cmp(&(&b.provider, b.route, &b.model)));
+        out
+    }
+
     fn breaker(&self, provider: &str, route: &'static str, model: &str) -> Arc<Breaker> {
         let mut all = self
             .breakers
@@ -115,6 +151,20 @@ impl CircuitBreakers {
             })
             .clone()
     }
+}
+
+/// One breaker as [`CircuitBreakers::states`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerState {
+    pub provider: String,
+    pub route: &'static str,
+    pub model: String,
+    /// `closed`, `open` or `half-open`.
+    pub state: &'static str,
+    /// Consecutive failures counted while closed.
+    pub failures: u32,
+    /// While open: the time until it half-opens.
+    pub half_opens_in: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -323,6 +373,31 @@ mod tests {
 
     fn admit(breakers: &CircuitBreakers) -> Result<Permit, Refused> {
         breakers.admit("anthropic", "/v1/messages", "m")
+    }
+
+    #[test]
+    fn states_read_every_breaker() {
+        let (breakers, clock, _) = breakers();
+        assert!(breakers.states().is_empty());
+        answer(&breakers, 429);
+        breakers
+            .admit("anthropic", "/v1/messages", "other")
+            .unwrap()
+            .answered(200);
+        let states = breakers.states();
+        assert_eq!(
+            states
+                .iter()
+                .map(|b| (b.model.as_str(), b.state, b.failures))
+                .collect::<Vec<_>>(),
+            [("m", "closed", 1), ("other", "closed", 0)]
+        );
+        answer(&breakers, 503);
+        answer(&breakers, 504);
+        clock.advance(Duration::from_secs(10));
+        let open = &breakers.states()[0];
+        assert_eq!(open.state, "open");
+        assert_eq!(open.half_opens_in, Some(Duration::from_secs(20)));
     }
 
     #[test]

@@ -69,6 +69,19 @@ macro_rules! delegate_store {
             ) -> Result<Vec<crate::UsageRow>, crate::StoreError> {
                 self.pools.usage(filter, by).await
             }
+            async fn usage_by_day(
+                &self,
+                filter: &crate::UsageFilter,
+                by: crate::GroupBy,
+            ) -> Result<Vec<crate::DailyUsageRow>, crate::StoreError> {
+                self.pools.usage_by_day(filter, by).await
+            }
+            async fn interception(
+                &self,
+                id: &str,
+            ) -> Result<Option<crate::InterceptionDetail>, crate::StoreError> {
+                self.pools.interception(id).await
+            }
             async fn interceptions(
                 &self,
                 filter: &crate::InterceptionFilter,

@@ -11,9 +11,9 @@ use sqlx::{Pool, QueryBuilder, Row};
 use crate::backend::sql::{self, batch_outcome, unknown_interception};
 use crate::error::{RecordFailure, StoreError, db, db_message};
 use crate::types::{
-    AttemptView, CredentialKind, GroupBy, InterceptionDetail, InterceptionFilter, InterceptionPage,
-    NewInterception, NewToken, Record, RequestKind, ThoughtView, TokenInfo, ToolCallView, ToolRun,
-    UnixMillis, UsageFilter, UsageRow, UsageView, User, WriteBatch,
+    AttemptView, CredentialKind, DailyUsageRow, GroupBy, InterceptionDetail, InterceptionFilter,
+    InterceptionPage, NewInterception, NewToken, Record, RequestKind, ThoughtView, TokenInfo,
+    ToolCallView, ToolRun, UnixMillis, UsageFilter, UsageRow, UsageView, User, WriteBatch,
 };
 
 type Conn = <Db as sqlx::Database>::Connection;
@@ -24,6 +24,18 @@ type DbRow = <Db as sqlx::Database>::Row;
 const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
+
+/// The columns `detail_from_row` reads, in its order.
+macro_rules! select_interceptions {
+    () => {
+        "SELECT i.id, i.user_name, i.kind, i.provider_type, i.provider_name, i.method, i.route, \
+         i.model, i.streaming, i.client, i.session_id, i.user_agent, i.credential, i.started_at, \
+         i.ended_at, i.duration_ms, i.status, i.outcome, i.key_hint, i.attempt_count, i.error \
+         FROM interceptions i"
+    };
+}
+const SELECT_INTERCEPTIONS: &str = select_interceptions!();
+const SELECT_INTERCEPTION_BY_ID: &str = concat!(select_interceptions!(), " WHERE i.id = $1");
 
 /// The connections of a store: reads go to `read`, writes to `write`. For PostgreSQL both are
 /// the same pool; for a SQLite file `write` holds the single writer connection.
@@ -237,6 +249,41 @@ impl Pools {
         filter: &UsageFilter,
         by: GroupBy,
     ) -> Result<Vec<UsageRow>, StoreError> {
+        let rows = self.usage_rows(filter, by, false).await?;
+        let mut out: Vec<UsageRow> = rows.into_iter().map(|(_, row)| row).collect();
+        // Byte order, the same on both engines whatever PostgreSQL's collation.
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        Ok(out)
+    }
+
+    pub(crate) async fn usage_by_day(
+        &self,
+        filter: &UsageFilter,
+        by: GroupBy,
+    ) -> Result<Vec<DailyUsageRow>, StoreError> {
+        let rows = self.usage_rows(filter, by, true).await?;
+        let mut out: Vec<(i64, UsageRow)> = rows
+            .into_iter()
+            .map(|(day, usage)| (day.unwrap_or_default(), usage))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.group.cmp(&b.1.group)));
+        Ok(out
+            .into_iter()
+            .map(|(day, usage)| DailyUsageRow {
+                day: day_label(day),
+                usage,
+            })
+            .collect())
+    }
+
+    /// The usage report's rows, grouped by `by` and, with `by_day`, by UTC day as well (the
+    /// day number comes first in each pair then; `None` without `by_day`).
+    async fn usage_rows(
+        &self,
+        filter: &UsageFilter,
+        by: GroupBy,
+        by_day: bool,
+    ) -> Result<Vec<(Option<i64>, UsageRow)>, StoreError> {
         let group = match by {
             GroupBy::User => "i.user_name",
             GroupBy::Model => "COALESCE(i.model, '-')",
@@ -253,7 +300,9 @@ impl Pools {
         // interception_id indexes instead of scanning the child tables.
         let mut q = QueryBuilder::<Db>::new("WITH f AS MATERIALIZED (SELECT i.id, ");
         q.push(group);
-        q.push(" AS grp, i.outcome FROM interceptions i WHERE 1 = 1");
+        q.push(
+            " AS grp, (i.started_at / 86400000) AS dy, i.outcome FROM interceptions i WHERE 1 = 1",
+        );
         if let Some(user) = &filter.user {
             q.push(" AND i.user_name = ").push_bind(user.clone());
         }
@@ -263,8 +312,13 @@ impl Pools {
         if let Some(until) = filter.until {
             q.push(" AND i.started_at < ").push_bind(until);
         }
+        q.push(if by_day {
+            ") SELECT f.dy AS dy, f.grp AS grp,"
+        } else {
+            ") SELECT f.grp AS grp,"
+        });
         q.push(
-            ") SELECT f.grp AS grp, COUNT(*) AS requests, \
+            " COUNT(*) AS requests, \
              CAST(COALESCE(SUM(CASE WHEN f.outcome <> 'completed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS failed_requests, \
              CAST(COALESCE(SUM(a.failovers), 0) AS BIGINT) AS failovers, \
              CAST(COALESCE(SUM(u.input_tokens), 0) AS BIGINT) AS input_tokens, \
@@ -281,34 +335,42 @@ impl Pools {
                  SUM(t.cache_write_tokens) AS cache_write_tokens \
                  FROM token_usages t WHERE t.interception_id IN (SELECT id FROM f) \
                  GROUP BY t.interception_id) u \
-               ON u.interception_id = f.id \
-             GROUP BY f.grp",
+               ON u.interception_id = f.id",
         );
+        q.push(if by_day {
+            " GROUP BY f.dy, f.grp"
+        } else {
+            " GROUP BY f.grp"
+        });
         let rows = q.build().fetch_all(&self.read).await.map_err(db)?;
-        let mut out = rows
-            .iter()
+        rows.iter()
             .map(|row| {
                 let group = if by == GroupBy::Day {
                     day_label(row.try_get("grp")?)
                 } else {
                     row.try_get("grp")?
                 };
-                Ok(UsageRow {
-                    group,
-                    requests: row.try_get("requests")?,
-                    failed_requests: row.try_get("failed_requests")?,
-                    failovers: row.try_get("failovers")?,
-                    input_tokens: row.try_get("input_tokens")?,
-                    output_tokens: row.try_get("output_tokens")?,
-                    cache_read_tokens: row.try_get("cache_read_tokens")?,
-                    cache_write_tokens: row.try_get("cache_write_tokens")?,
-                })
+                let day = if by_day {
+                    Some(row.try_get::<i64, _>("dy")?)
+                } else {
+                    None
+                };
+                Ok((
+                    day,
+                    UsageRow {
+                        group,
+                        requests: row.try_get("requests")?,
+                        failed_requests: row.try_get("failed_requests")?,
+                        failovers: row.try_get("failovers")?,
+                        input_tokens: row.try_get("input_tokens")?,
+                        output_tokens: row.try_get("output_tokens")?,
+                        cache_read_tokens: row.try_get("cache_read_tokens")?,
+                        cache_write_tokens: row.try_get("cache_write_tokens")?,
+                    },
+                ))
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(db)?;
-        // Byte order, the same on both engines whatever PostgreSQL's collation.
-        out.sort_by(|a, b| a.group.cmp(&b.group));
-        Ok(out)
+            .map_err(db)
     }
 
     pub(crate) async fn interceptions(
@@ -319,12 +381,8 @@ impl Pools {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
-        let mut q = QueryBuilder::<Db>::new(
-            "SELECT i.id, i.user_name, i.kind, i.provider_type, i.provider_name, i.method, i.route, \
-             i.model, i.streaming, i.client, i.session_id, i.user_agent, i.credential, i.started_at, \
-             i.ended_at, i.duration_ms, i.status, i.outcome, i.key_hint, i.attempt_count, i.error \
-             FROM interceptions i WHERE 1 = 1",
-        );
+        let mut q = QueryBuilder::<Db>::new(SELECT_INTERCEPTIONS);
+        q.push(" WHERE 1 = 1");
         if let Some(user) = &filter.user {
             q.push(" AND i.user_name = ").push_bind(user.clone());
         }
@@ -359,8 +417,30 @@ impl Pools {
         } else {
             None
         };
+        self.attach_children(&mut items).await?;
+        Ok(InterceptionPage { items, next })
+    }
+
+    pub(crate) async fn interception(
+        &self,
+        id: &str,
+    ) -> Result<Option<InterceptionDetail>, StoreError> {
+        let row = sqlx::query(SELECT_INTERCEPTION_BY_ID)
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let mut items = vec![detail_from_row(&row)?];
+        self.attach_children(&mut items).await?;
+        Ok(items.pop())
+    }
+
+    /// Fills in the child records of `items` (their attempts, usage, prompts, tool calls and
+    /// thoughts): one query per child table for all of them.
+    async fn attach_children(&self, items: &mut [InterceptionDetail]) -> Result<(), StoreError> {
         if items.is_empty() {
-            return Ok(InterceptionPage { items, next });
+            return Ok(());
         }
         let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
         let mut attempts = self.children(
@@ -462,14 +542,14 @@ impl Pools {
                 },
             )
             .await?;
-        for item in &mut items {
+        for item in items.iter_mut() {
             item.attempts = attempts.remove(&item.id).unwrap_or_default();
             item.usage = usage.remove(&item.id).unwrap_or_default();
             item.prompts = prompts.remove(&item.id).unwrap_or_default();
             item.tool_calls = tool_calls.remove(&item.id).unwrap_or_default();
             item.thoughts = thoughts.remove(&item.id).unwrap_or_default();
         }
-        Ok(InterceptionPage { items, next })
+        Ok(())
     }
 
     /// Child rows of the given interceptions in one query, grouped by interception id (the

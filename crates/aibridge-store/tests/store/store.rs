@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use crate::common::TestDb;
 use aibridge_store::{
-    AttemptRow, AttemptView, CredentialKind, GroupBy, InterceptionDetail, InterceptionEnded,
-    InterceptionFilter, NewInterception, NewToken, PromptRow, Record, RequestKind, StoreError,
-    ThoughtRow, ThoughtView, TokenUsageRow, ToolCallRow, ToolCallView, UsageFilter, UsageRow,
-    UsageView, WriteBatch,
+    AttemptRow, AttemptView, CredentialKind, DailyUsageRow, GroupBy, InterceptionDetail,
+    InterceptionEnded, InterceptionFilter, NewInterception, NewToken, PromptRow, Record,
+    RequestKind, StoreError, ThoughtRow, ThoughtView, TokenUsageRow, ToolCallRow, ToolCallView,
+    UsageFilter, UsageRow, UsageView, WriteBatch,
 };
 
 /// 2026-01-01T00:00:00Z.
@@ -27,7 +27,9 @@ store_tests!(
     a_retried_batch_counts_nothing_twice,
     usage_by_each_group,
     usage_filters,
+    usage_by_day,
     interception_filters,
+    one_interception_by_id,
     pagination,
     served_by_key,
     survives_reopen,
@@ -818,6 +820,79 @@ async fn usage_by_each_group(db: Arc<TestDb>) {
             row("openai", 1, 1, 0, 30, 0, 0, 0),
         ]
     );
+}
+
+async fn usage_by_day(db: Arc<TestDb>) {
+    seed(&db).await;
+    let day = |day: &str, usage: UsageRow| DailyUsageRow {
+        day: day.to_owned(),
+        usage,
+    };
+    let all = db
+        .store
+        .usage_by_day(&UsageFilter::default(), GroupBy::Model)
+        .await
+        .unwrap();
+    assert_eq!(
+        all,
+        vec![
+            day("2026-01-01", row("claude-a", 1, 0, 1, 300, 70, 10, 5)),
+            day("2026-01-01", row("gpt-x", 1, 1, 0, 30, 0, 0, 0)),
+            day("2026-01-02", row("-", 1, 1, 2, 0, 0, 0, 0)),
+            day("2026-01-02", row("claude-a", 1, 0, 0, 7, 3, 1, 1)),
+            day("2026-01-03", row("claude-a", 1, 0, 0, 0, 0, 0, 0)),
+        ]
+    );
+    // The split by day sums to the report without it.
+    let plain = db
+        .store
+        .usage(&UsageFilter::default(), GroupBy::Model)
+        .await
+        .unwrap();
+    for total in &plain {
+        let requests: i64 = all
+            .iter()
+            .filter(|d| d.usage.group == total.group)
+            .map(|d| d.usage.requests)
+            .sum();
+        assert_eq!(requests, total.requests, "{}", total.group);
+    }
+    // Filters as for `usage`; grouped by day, the group is the day.
+    let filtered = db
+        .store
+        .usage_by_day(
+            &UsageFilter {
+                since: Some(D0 + DAY),
+                until: Some(D0 + 2 * DAY),
+                user: Some("bob".into()),
+            },
+            GroupBy::Day,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        filtered,
+        vec![day("2026-01-02", row("2026-01-02", 2, 1, 2, 7, 3, 1, 1))]
+    );
+}
+
+async fn one_interception_by_id(db: Arc<TestDb>) {
+    let s = seed(&db).await;
+    let listed = all_interceptions(&db, InterceptionFilter::default()).await;
+    for id in [&s.i1, &s.i4, &s.i5] {
+        let one = db.store.interception(id).await.unwrap();
+        let expected = listed.iter().find(|i| &i.id == id).cloned();
+        assert!(expected.is_some());
+        assert_eq!(one, expected, "{id}");
+    }
+    let i1 = db.store.interception(&s.i1).await.unwrap().unwrap();
+    assert_eq!(
+        i1.attempts.iter().map(|a| a.number).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(i1.usage.len(), 2);
+    assert_eq!(db.store.interception(&uuid()).await.unwrap(), None);
+    assert_eq!(db.store.interception("").await.unwrap(), None);
 }
 
 async fn usage_filters(db: Arc<TestDb>) {

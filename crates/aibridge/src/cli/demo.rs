@@ -72,6 +72,7 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
 
     let base = format!("http://{addr}");
     println!("aibridge demo");
+    println!("  dashboard:      {base}/ui/   (keys, usage, requests, health)");
     println!("  gateway:        {base}");
     println!(
         "  fake upstream:  {} (Anthropic and OpenAI APIs)",
@@ -171,6 +172,7 @@ pub async fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
     println!("  OPENAI_BASE_URL={base}/openai/v1 OPENAI_API_KEY=demo codex");
     println!("  curl -s '{base}/api/v1/usage?by=provider'      # what was recorded");
     println!("  curl -s {base}/api/v1/keys                      # key health");
+    println!("  open {base}/ui/ in a browser                    # the dashboard, with this data");
 
     let served = server.await.context("gateway task");
     let _ = std::fs::remove_file(&database);

@@ -1,12 +1,14 @@
 //! Where a request enters: `/<provider-name>/<api path>` is split here and handed to the
 //! provider's bridged route (`bridged`) or, for allow-listed endpoints, to `passthrough`;
-//! everything else is a 404 in the caller's dialect. The operator API is `admin`.
+//! everything else is a 404 in the caller's dialect. The operator API is `admin`, the
+//! operator dashboard under `/ui/` is `ui`.
 
 mod admin;
 mod agentic;
 mod bedrock;
 mod bridged;
 mod passthrough;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/keys/{provider}/{index}/enable",
             axum::routing::post(admin::enable_key),
         )
+        .merge(ui::router(state.clone()))
         .method_not_allowed_fallback(admin::method_not_allowed)
         .fallback(dispatch);
     // Only without tokens: with them, a request proves who sends it, and the layer's cost

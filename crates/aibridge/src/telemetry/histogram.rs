@@ -87,6 +87,35 @@ impl Histogram {
     }
 }
 
+/// The `q` quantile (0 to 1) of observations counted in `buckets` (upper bound and count, not
+/// cumulative, in ascending order, as [`Histogram::snapshot`] gives them), estimated as
+/// Prometheus's `histogram_quantile` does: linearly within the bucket that holds it (from 0 for
+/// the first); one in the `+Inf` bucket is the highest finite bound. `None` without
+/// observations.
+pub fn quantile(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
+    let total: u64 = buckets.iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let mut below = 0u64;
+    let mut lower = 0.0;
+    for &(bound, count) in buckets {
+        let (below_f, count_f) = (below as f64, count as f64);
+        if count > 0 && below_f + count_f >= rank {
+            if bound.is_infinite() {
+                return Some(lower);
+            }
+            return Some(lower + (bound - lower) * ((rank - below_f) / count_f));
+        }
+        below += count;
+        if bound.is_finite() {
+            lower = bound;
+        }
+    }
+    Some(lower)
+}
+
 impl TypedMetric for Histogram {
     const TYPE: MetricType = MetricType::Histogram;
 }
@@ -116,6 +145,28 @@ mod tests {
         assert_eq!(count, 5);
         assert!((sum - 13.0).abs() < 1e-9);
         assert_eq!(buckets, vec![(1.0, 2), (2.0, 1), (f64::INFINITY, 2)]);
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_their_bucket() {
+        assert_eq!(quantile(&[(1.0, 0), (f64::INFINITY, 0)], 0.5), None);
+        let histogram = Histogram::new(&[1.0, 2.0, 4.0]);
+        for value in [0.5, 1.5, 1.5, 3.0] {
+            histogram.observe(value);
+        }
+        let (_, _, buckets) = histogram.snapshot();
+        // Ranks: 1 in (0, 1], 2 in (1, 2], 1 in (2, 4].
+        assert_eq!(quantile(&buckets, 0.25), Some(1.0));
+        assert_eq!(quantile(&buckets, 0.5), Some(1.5));
+        assert_eq!(quantile(&buckets, 1.0), Some(4.0));
+        assert_eq!(quantile(&buckets, 0.125), Some(0.5));
+        histogram.observe(100.0);
+        let (_, _, buckets) = histogram.snapshot();
+        assert_eq!(
+            quantile(&buckets, 0.99),
+            Some(4.0),
+            "+Inf: the highest bound"
+        );
     }
 
     #[test]

@@ -537,6 +537,28 @@ impl ProviderMetrics {
         &self.name
     }
 
+    /// Every route's series, in the order the provider's routes were given.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<RouteMetrics>> {
+        self.routes.iter().map(|(_, metrics)| metrics)
+    }
+
+    /// How often the key at `key_index` entered cooling or disabled, or came back, since this
+    /// process started: `[rate_limited, unauthorized, forbidden, re_enabled]`.
+    pub fn key_transitions(&self, key_index: usize) -> Option<[u64; 4]> {
+        self.keys
+            .get(key_index)
+            .map(|key| key.transitions.each_ref().map(Counter::get))
+    }
+
+    /// Requests that found no usable key since this process started: (every key cooling, every
+    /// key disabled).
+    pub fn exhaustions(&self) -> (u64, u64) {
+        (
+            self.exhausted_rate_limited.get(),
+            self.exhausted_auth_failed.get(),
+        )
+    }
+
     /// The series of a route the provider serves (every route passed at start has them).
     pub fn route(&self, route: &str) -> Option<&Arc<RouteMetrics>> {
         self.routes

@@ -400,6 +400,29 @@ async fn demo_shows_a_failover_in_its_own_output() {
         ),
         "{output}"
     );
+    // It opens with the dashboard's URL, and the dashboard has the demo's data.
+    let dashboard = output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("dashboard:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the dashboard's URL")
+        .to_string();
+    let keys = client().get(&dashboard).send().await.unwrap();
+    assert_eq!(keys.status(), 200, "{dashboard}");
+    let html = keys.text().await.unwrap();
+    assert!(html.contains("data-state=\"cooling\""), "{html}");
+    let requests = client()
+        .get(format!("{dashboard}requests"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        requests.matches("class=\"request\"").count() >= 3,
+        "{requests}"
+    );
     // Ctrl-C / SIGTERM stops the demo, which removes its throwaway database.
     let pid = child.id().unwrap();
     let database = format!("{}/aibridge-demo-{pid}.db", std::env::temp_dir().display());

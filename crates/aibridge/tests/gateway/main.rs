@@ -9,6 +9,7 @@ mod bad_input;
 mod bedrock;
 mod breaker;
 mod cli;
+mod dashboard;
 mod failover;
 mod faults;
 mod key_checks;
