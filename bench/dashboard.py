@@ -3,9 +3,9 @@
 
     bench/dashboard.py [--records 100000] [--binary target/release/aibridge] [--runs 20]
 
-Starts the gateway once to create its SQLite database, stops it, writes N interceptions (each
-with two attempts, a usage row and a prompt; 20 users, 4 models, spread over 30 days) straight
-into the database in one transaction, starts the gateway again (AIBRIDGE_AUTH=none, loopback
+Starts the gateway once to create its SQLite database, stops it, writes N ended interceptions
+(each with two attempts, a usage row, a prompt and the totals its end writes; 20 users, 4
+models, spread over 30 days) straight into the database in one transaction, starts the gateway again (AIBRIDGE_AUTH=none, loopback
 only) and times each page RUNS times from this process (wall clock, the whole response read).
 Prints the median and the slowest run per page. Every process is stopped at the end.
 """
@@ -81,21 +81,21 @@ def seed(db: Path, records: int) -> str:
         started = now - rng.randrange(month)
         model = rng.choice(models)
         status = 200 if rng.random() > 0.05 else 429
+        tokens_in, tokens_out = rng.randrange(100, 5000), rng.randrange(10, 800)
         interceptions.append((
             rid, rng.choice(users), "bridged", "anthropic", "anthropic", "POST", "/v1/messages",
             model, rng.randrange(2), "claude-code", None, "bench", "pool", started,
             started + 900, 900, status, "completed" if status == 200 else "exhausted",
-            "sk-b...y-1", 2, None,
+            "sk-b...y-1", 2, None, tokens_in, tokens_out, 1,
         ))
         attempts.append((rid, 1, "sk-b...y-0", 429, None, "rate_limited", 60000, 12, started))
         attempts.append((rid, 2, "sk-b...y-1", status, None, None, None, 880, started + 20))
-        usages.append((rid, None, rng.randrange(100, 5000), rng.randrange(10, 800), 0, 0, "{}",
-                       started + 900, 1))
+        usages.append((rid, None, tokens_in, tokens_out, 0, 0, "{}", started + 900, 1))
         prompts.append((rid, None, f"Prompt number {n}: explain the failover of key pools.",
                         started, 2))
         if n == records // 2:
             sample = rid
-    conn.executemany("INSERT INTO interceptions (id, user_name, kind, provider_type, provider_name, method, route, model, streaming, client, session_id, user_agent, credential, started_at, ended_at, duration_ms, status, outcome, key_hint, attempt_count, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", interceptions)
+    conn.executemany("INSERT INTO interceptions (id, user_name, kind, provider_type, provider_name, method, route, model, streaming, client, session_id, user_agent, credential, started_at, ended_at, duration_ms, status, outcome, key_hint, attempt_count, error, input_tokens, output_tokens, failovers) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", interceptions)
     conn.executemany("INSERT INTO attempts (interception_id, number, key_hint, status, transport_error, failover_reason, cooldown_ms, duration_ms, created_at) VALUES (?,?,?,?,?,?,?,?,?)", attempts)
     conn.executemany("INSERT INTO token_usages (interception_id, provider_response_id, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, extra, created_at, seq) VALUES (?,?,?,?,?,?,?,?,?)", usages)
     conn.executemany("INSERT INTO prompts (interception_id, provider_response_id, prompt, created_at, seq) VALUES (?,?,?,?,?)", prompts)

@@ -15,7 +15,8 @@ macro_rules! delegate_store {
                 Self::BACKEND
             }
             async fn migrate(&self) -> Result<(), crate::StoreError> {
-                self.run_migrations().await
+                self.run_migrations().await?;
+                self.pools.total_unended().await
             }
             async fn ping(&self) -> Result<(), crate::StoreError> {
                 self.pools.ping().await

@@ -23,6 +23,9 @@ mod shared {
         pool.begin().await
     }
 
+    /// Reports read the covering index when the planner likes it.
+    const REPORT_SOURCE: &str = "interceptions i";
+
     include!("shared.rs");
 }
 

@@ -244,6 +244,15 @@ impl Pools {
         batch_outcome(batch, failures)
     }
 
+    /// Sets the totals of interceptions that never ended (see `sql::TOTAL_UNENDED`).
+    pub(crate) async fn total_unended(&self) -> Result<(), StoreError> {
+        sqlx::query(sql::TOTAL_UNENDED)
+            .execute(&self.write)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     pub(crate) async fn usage(
         &self,
         filter: &UsageFilter,
@@ -294,15 +303,24 @@ impl Pools {
             GroupBy::Day => "(i.started_at / 86400000)",
             GroupBy::Provider => "i.provider_name",
         };
-        // The filtered interceptions once (f), then failovers and tokens aggregated per
-        // interception before the join, so that neither multiplies the other. `IN (SELECT id
-        // FROM f)` lets the engines drive the child lookups from f through the
-        // interception_id indexes instead of scanning the child tables.
-        let mut q = QueryBuilder::<Db>::new("WITH f AS MATERIALIZED (SELECT i.id, ");
+        // Each ended interception carries its totals (written with its end): one table read.
+        let mut q = QueryBuilder::<Db>::new("SELECT ");
+        if by_day {
+            q.push("(i.started_at / 86400000) AS dy, ");
+        }
         q.push(group);
         q.push(
-            " AS grp, (i.started_at / 86400000) AS dy, i.outcome FROM interceptions i WHERE 1 = 1",
+            " AS grp, COUNT(*) AS requests, \
+             CAST(COALESCE(SUM(CASE WHEN i.outcome <> 'completed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS failed_requests, \
+             CAST(COALESCE(SUM(i.failovers), 0) AS BIGINT) AS failovers, \
+             CAST(COALESCE(SUM(i.input_tokens), 0) AS BIGINT) AS input_tokens, \
+             CAST(COALESCE(SUM(i.output_tokens), 0) AS BIGINT) AS output_tokens, \
+             CAST(COALESCE(SUM(i.cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens, \
+             CAST(COALESCE(SUM(i.cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens \
+             FROM ",
         );
+        q.push(REPORT_SOURCE);
+        q.push(" WHERE 1 = 1");
         if let Some(user) = &filter.user {
             q.push(" AND i.user_name = ").push_bind(user.clone());
         }
@@ -312,36 +330,7 @@ impl Pools {
         if let Some(until) = filter.until {
             q.push(" AND i.started_at < ").push_bind(until);
         }
-        q.push(if by_day {
-            ") SELECT f.dy AS dy, f.grp AS grp,"
-        } else {
-            ") SELECT f.grp AS grp,"
-        });
-        q.push(
-            " COUNT(*) AS requests, \
-             CAST(COALESCE(SUM(CASE WHEN f.outcome <> 'completed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS failed_requests, \
-             CAST(COALESCE(SUM(a.failovers), 0) AS BIGINT) AS failovers, \
-             CAST(COALESCE(SUM(u.input_tokens), 0) AS BIGINT) AS input_tokens, \
-             CAST(COALESCE(SUM(u.output_tokens), 0) AS BIGINT) AS output_tokens, \
-             CAST(COALESCE(SUM(u.cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens, \
-             CAST(COALESCE(SUM(u.cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens \
-             FROM f \
-             LEFT JOIN (SELECT a.interception_id, COUNT(*) AS failovers \
-                 FROM attempts a WHERE a.interception_id IN (SELECT id FROM f) \
-                 AND a.failover_reason IS NOT NULL GROUP BY a.interception_id) a \
-               ON a.interception_id = f.id \
-             LEFT JOIN (SELECT t.interception_id, SUM(t.input_tokens) AS input_tokens, \
-                 SUM(t.output_tokens) AS output_tokens, SUM(t.cache_read_tokens) AS cache_read_tokens, \
-                 SUM(t.cache_write_tokens) AS cache_write_tokens \
-                 FROM token_usages t WHERE t.interception_id IN (SELECT id FROM f) \
-                 GROUP BY t.interception_id) u \
-               ON u.interception_id = f.id",
-        );
-        q.push(if by_day {
-            " GROUP BY f.dy, f.grp"
-        } else {
-            " GROUP BY f.grp"
-        });
+        q.push(if by_day { " GROUP BY 1, 2" } else { " GROUP BY 1" });
         let rows = q.build().fetch_all(&self.read).await.map_err(db)?;
         rows.iter()
             .map(|row| {

@@ -13,8 +13,16 @@ pub(crate) const INSERT_INTERCEPTION: &str = "INSERT INTO interceptions (id, use
      user_agent, credential, started_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
+// The end also writes the request's totals, summed from the rows written before it (a
+// request's records come in order, its end last), so reports read one table.
 pub(crate) const END_INTERCEPTION: &str = "UPDATE interceptions SET ended_at = $2, \
-     duration_ms = $3, status = $4, outcome = $5, key_hint = $6, attempt_count = $7, error = $8 \
+     duration_ms = $3, status = $4, outcome = $5, key_hint = $6, attempt_count = $7, error = $8, \
+     (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens) = \
+     (SELECT COALESCE(SUM(t.input_tokens), 0), COALESCE(SUM(t.output_tokens), 0), \
+     COALESCE(SUM(t.cache_read_tokens), 0), COALESCE(SUM(t.cache_write_tokens), 0) \
+     FROM token_usages t WHERE t.interception_id = $1), \
+     failovers = (SELECT COUNT(*) FROM attempts a WHERE a.interception_id = $1 \
+     AND a.failover_reason IS NOT NULL) \
      WHERE id = $1";
 
 // Child rows are inserted only when their interception exists: a record about an unknown
@@ -98,3 +106,15 @@ mod tests {
         );
     }
 }
+
+/// Totals of interceptions that never ended (a gateway stopped by SIGKILL): set at start from
+/// what was written, so their usage still counts. Another replica's requests in flight get
+/// partial totals, which their end overwrites.
+pub(crate) const TOTAL_UNENDED: &str = "UPDATE interceptions SET \
+     (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens) = \
+     (SELECT COALESCE(SUM(t.input_tokens), 0), COALESCE(SUM(t.output_tokens), 0), \
+     COALESCE(SUM(t.cache_read_tokens), 0), COALESCE(SUM(t.cache_write_tokens), 0) \
+     FROM token_usages t WHERE t.interception_id = interceptions.id), \
+     failovers = (SELECT COUNT(*) FROM attempts a WHERE a.interception_id = interceptions.id \
+     AND a.failover_reason IS NOT NULL) \
+     WHERE ended_at IS NULL";

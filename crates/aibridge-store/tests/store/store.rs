@@ -1273,6 +1273,17 @@ async fn sqlite_in_memory() {
         .write_batch(&[prompt(&id, "hello"), usage(&id, 5, 6, 0, 0)])
         .await
         .unwrap();
+    // A request's usage counts once it ends (its totals are written with its end), or, when it
+    // never ends (the gateway was killed), from the next start's migration.
+    assert_eq!(
+        store
+            .usage(&UsageFilter::default(), GroupBy::User)
+            .await
+            .unwrap()[0]
+            .input_tokens,
+        0
+    );
+    store.migrate().await.unwrap();
     let page = store
         .interceptions(&InterceptionFilter::default())
         .await

@@ -100,13 +100,16 @@ pub(super) async fn page(
         }
     };
     let store = ui.app.recorder.store();
-    let rows = match store.usage(&filter, by).await {
-        Ok(rows) => rows,
-        Err(e) => return layout::unavailable(&access, "the usage records", &e),
-    };
-    let daily = match store.usage_by_day(&filter, GroupBy::Model).await {
-        Ok(daily) => daily,
-        Err(e) => return layout::unavailable(&access, "the usage records", &e),
+    // The table and the chart at once: each reads the period's records (on separate readers).
+    let (rows, daily) = tokio::join!(
+        store.usage(&filter, by),
+        store.usage_by_day(&filter, GroupBy::Model)
+    );
+    let (rows, daily) = match (rows, daily) {
+        (Ok(rows), Ok(daily)) => (rows, daily),
+        (Err(e), _) | (_, Err(e)) => {
+            return layout::unavailable(&access, "the usage records", &e);
+        }
     };
     let report = usage_json(&rows);
     let chart = chart_data(&daily);
