@@ -94,6 +94,18 @@ pub(crate) fn numbered(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
+/// Totals of interceptions that never ended (a gateway stopped by SIGKILL): set at start from
+/// what was written, so their usage still counts. Another replica's requests in flight get
+/// partial totals, which their end overwrites.
+pub(crate) const TOTAL_UNENDED: &str = "UPDATE interceptions SET \
+     (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens) = \
+     (SELECT COALESCE(SUM(t.input_tokens), 0), COALESCE(SUM(t.output_tokens), 0), \
+     COALESCE(SUM(t.cache_read_tokens), 0), COALESCE(SUM(t.cache_write_tokens), 0) \
+     FROM token_usages t WHERE t.interception_id = interceptions.id), \
+     failovers = (SELECT COUNT(*) FROM attempts a WHERE a.interception_id = interceptions.id \
+     AND a.failover_reason IS NOT NULL) \
+     WHERE ended_at IS NULL";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,15 +118,3 @@ mod tests {
         );
     }
 }
-
-/// Totals of interceptions that never ended (a gateway stopped by SIGKILL): set at start from
-/// what was written, so their usage still counts. Another replica's requests in flight get
-/// partial totals, which their end overwrites.
-pub(crate) const TOTAL_UNENDED: &str = "UPDATE interceptions SET \
-     (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens) = \
-     (SELECT COALESCE(SUM(t.input_tokens), 0), COALESCE(SUM(t.output_tokens), 0), \
-     COALESCE(SUM(t.cache_read_tokens), 0), COALESCE(SUM(t.cache_write_tokens), 0) \
-     FROM token_usages t WHERE t.interception_id = interceptions.id), \
-     failovers = (SELECT COUNT(*) FROM attempts a WHERE a.interception_id = interceptions.id \
-     AND a.failover_reason IS NOT NULL) \
-     WHERE ended_at IS NULL";
