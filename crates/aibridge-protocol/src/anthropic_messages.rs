@@ -413,42 +413,73 @@ struct LoopBlock {
     name: Option<String>,
     /// The `content_block_start` event's data.
     start: String,
-    text: String,
-    thinking: String,
-    signature: Option<String>,
-    /// The tool input's JSON, when `input_json_delta`s came.
-    input: Option<String>,
+    /// Its `content_block_delta` events as they came: read only if the loop goes on.
+    deltas: Vec<SseEvent>,
 }
 
 impl LoopBlock {
+    /// The block as the model wrote it: its start with every delta applied.
     fn content(&self) -> Value {
         let mut block = serde_json::from_str::<Value>(&self.start)
             .map(|mut start| start["content_block"].take())
             .unwrap_or(Value::Null);
-        for (field, more) in [("text", &self.text), ("thinking", &self.thinking)] {
-            if !more.is_empty() {
-                let text = format!("{}{more}", block[field].as_str().unwrap_or(""));
-                block[field] = Value::String(text);
+        let (mut text, mut thinking, mut input) = (String::new(), String::new(), None::<String>);
+        for event in &self.deltas {
+            let data = event.data();
+            let Ok(delta) = serde_json::from_str::<DeltaEvent<'_>>(&data) else {
+                continue;
+            };
+            let fields = delta.delta;
+            match fields.kind.as_ref() {
+                "text_delta" => text.push_str(fields.text.as_deref().unwrap_or("")),
+                "thinking_delta" => thinking.push_str(fields.thinking.as_deref().unwrap_or("")),
+                "signature_delta" => {
+                    if let Some(signature) = fields.signature {
+                        block["signature"] = Value::String(signature.into_owned());
+                    }
+                }
+                "input_json_delta" => input
+                    .get_or_insert_with(String::new)
+                    .push_str(fields.partial_json.as_deref().unwrap_or("")),
+                _ => {}
             }
         }
-        if let Some(signature) = &self.signature {
-            block["signature"] = Value::String(signature.clone());
+        for (field, more) in [("text", &text), ("thinking", &thinking)] {
+            if !more.is_empty() {
+                let whole = format!("{}{more}", block[field].as_str().unwrap_or(""));
+                block[field] = Value::String(whole);
+            }
         }
-        if let Some(input) = &self.input {
+        if let Some(input) = input {
             block["input"] = if input.trim().is_empty() {
                 Value::Object(Default::default())
             } else {
-                serde_json::from_str(input).unwrap_or(Value::Null)
+                serde_json::from_str(&input).unwrap_or(Value::Null)
             };
         }
         block
     }
 }
 
+/// The top-level `index` of a content block event, found without parsing the event: Anthropic
+/// writes it before the delta or block, and inside a JSON string `"index":` cannot appear
+/// unescaped. `None` sends the caller to a full read.
+fn quick_index(data: &str) -> Option<u64> {
+    let at = memchr::memmem::find(data.as_bytes(), b"\"index\":")?;
+    let before = &data[..at];
+    if before.contains("\"delta\"") || before.contains("\"content_block\"") {
+        return None;
+    }
+    let digits = data[at + 8..].trim_start();
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
 /// A `content_block_delta`, read without building a `Value`.
 #[derive(serde::Deserialize)]
 struct DeltaEvent<'a> {
-    index: u64,
     #[serde(borrow)]
     delta: DeltaFields<'a>,
 }
@@ -555,27 +586,17 @@ impl crate::stream_loop::StreamLoop for MessagesLoop {
         let data = event.data();
         match kind {
             "content_block_delta" => {
-                let Ok(delta) = serde_json::from_str::<DeltaEvent<'_>>(&data) else {
-                    return vec![event.raw().clone()];
+                let index = match quick_index(&data) {
+                    Some(index) => index,
+                    None => match serde_json::from_str::<IndexOf>(&data) {
+                        Ok(delta) => delta.index,
+                        Err(_) => return vec![event.raw().clone()],
+                    },
                 };
-                if let Some(block) = self.blocks.get_mut(&delta.index) {
-                    let fields = &delta.delta;
-                    match fields.kind.as_ref() {
-                        "text_delta" => block.text.push_str(fields.text.as_deref().unwrap_or("")),
-                        "thinking_delta" => block
-                            .thinking
-                            .push_str(fields.thinking.as_deref().unwrap_or("")),
-                        "signature_delta" => {
-                            block.signature = fields.signature.as_deref().map(str::to_string);
-                        }
-                        "input_json_delta" => block
-                            .input
-                            .get_or_insert_with(String::new)
-                            .push_str(fields.partial_json.as_deref().unwrap_or("")),
-                        _ => {}
-                    }
+                if let Some(block) = self.blocks.get_mut(&index) {
+                    block.deltas.push(event.clone());
                 }
-                self.forward(event, &data, delta.index)
+                self.forward(event, &data, index)
             }
             "content_block_stop" => match serde_json::from_str::<IndexOf>(&data) {
                 Ok(stop) => self.forward(event, &data, stop.index),
@@ -603,10 +624,7 @@ impl crate::stream_loop::StreamLoop for MessagesLoop {
                         is_tool_use,
                         name,
                         start: data.to_string(),
-                        text: String::new(),
-                        thinking: String::new(),
-                        signature: None,
-                        input: None,
+                        deltas: Vec::new(),
                     },
                 );
                 self.forward(event, &data, index)
@@ -733,6 +751,30 @@ mod loop_tests {
             sse("message_stop", json!({"type":"message_stop"})),
         ]
         .concat()
+    }
+
+    #[test]
+    fn the_index_is_found_without_a_parse_or_left_to_one() {
+        use super::quick_index;
+        assert_eq!(
+            quick_index(
+                r#"{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":"x"}}"#
+            ),
+            Some(12)
+        );
+        assert_eq!(
+            quick_index(r#"{"index": 3, "type":"content_block_stop"}"#),
+            Some(3)
+        );
+        // An "index" only inside the delta, or text that quotes one: a full read decides.
+        assert_eq!(
+            quick_index(r#"{"type":"content_block_delta","delta":{"index":1},"index":2}"#),
+            None
+        );
+        assert_eq!(
+            quick_index(r#"{"type":"content_block_delta","delta":{"text":"\"index\":9"}}"#),
+            None
+        );
     }
 
     #[test]
