@@ -129,7 +129,8 @@ def main() -> None:
         proc, url = start(args.binary, workdir)
         try:
             pages = [
-                "/ui/keys", "/ui/usage?since=7d&by=user", "/ui/usage?since=30d&by=model",
+                "/ui/keys", "/ui/usage?since=7d&by=user", "/ui/usage?since=30d&by=user",
+                "/ui/usage?since=30d&by=model",
                 "/ui/usage?since=30d&by=day", "/ui/usage.csv?since=30d&by=user",
                 "/ui/requests", "/ui/requests?user=user07", "/ui/requests?status=429&since=30d",
                 "/ui/requests?outcome=exhausted", f"/ui/requests/{sample}", "/ui/health",

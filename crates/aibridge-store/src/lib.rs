@@ -98,7 +98,8 @@ pub use types::{
     AttemptRow, AttemptView, CredentialKind, DailyUsageRow, GroupBy, InterceptionDetail,
     InterceptionEnded, InterceptionFilter, InterceptionPage, NewInterception, NewToken, PromptRow,
     Record, RequestKind, ThoughtRow, ThoughtView, TokenInfo, TokenUsageRow, ToolCallRow,
-    ToolCallView, ToolRun, UnixMillis, UsageFilter, UsageRow, UsageView, User, WriteBatch,
+    ToolCallView, ToolRun, UnixMillis, UsageCell, UsageFilter, UsageRow, UsageView, User,
+    WriteBatch,
 };
 
 /// Opens the right backend for the URL (`sqlite://PATH`, `sqlite::memory:`, `postgres://`,
@@ -188,6 +189,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         filter: &UsageFilter,
         by: GroupBy,
     ) -> Result<Vec<DailyUsageRow>, StoreError>;
+
+    /// The same report split by UTC day and by model as well: one row per (day, model, group),
+    /// ordered by day, model, group. A page's table (summed over days and models) and its
+    /// chart by model (summed over groups) from one pass over the records.
+    async fn usage_cells(
+        &self,
+        filter: &UsageFilter,
+        by: GroupBy,
+    ) -> Result<Vec<UsageCell>, StoreError>;
 
     /// One page of interceptions with their records, newest first.
     async fn interceptions(

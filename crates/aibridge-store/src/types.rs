@@ -319,6 +319,17 @@ pub struct DailyUsageRow {
     pub usage: UsageRow,
 }
 
+/// One group's usage on one UTC day with one model ([`crate::Store::usage_cells`]): a report
+/// and its chart by model from one pass over the records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageCell {
+    /// `YYYY-MM-DD` (UTC) of the interceptions' start.
+    pub day: String,
+    /// The model (`-` when none).
+    pub model: String,
+    pub usage: UsageRow,
+}
+
 /// Which interceptions to list, newest first (by start time, then id).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InterceptionFilter {

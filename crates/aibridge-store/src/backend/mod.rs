@@ -77,6 +77,13 @@ macro_rules! delegate_store {
             ) -> Result<Vec<crate::DailyUsageRow>, crate::StoreError> {
                 self.pools.usage_by_day(filter, by).await
             }
+            async fn usage_cells(
+                &self,
+                filter: &crate::UsageFilter,
+                by: crate::GroupBy,
+            ) -> Result<Vec<crate::UsageCell>, crate::StoreError> {
+                self.pools.usage_cells(filter, by).await
+            }
             async fn interception(
                 &self,
                 id: &str,

@@ -13,11 +13,20 @@ use crate::error::{RecordFailure, StoreError, db, db_message};
 use crate::types::{
     AttemptView, CredentialKind, DailyUsageRow, GroupBy, InterceptionDetail, InterceptionFilter,
     InterceptionPage, NewInterception, NewToken, Record, RequestKind, ThoughtView, TokenInfo,
-    ToolCallView, ToolRun, UnixMillis, UsageFilter, UsageRow, UsageView, User, WriteBatch,
+    ToolCallView, ToolRun, UnixMillis, UsageCell, UsageFilter, UsageRow, UsageView, User,
+    WriteBatch,
 };
 
 type Conn = <Db as sqlx::Database>::Connection;
 type DbRow = <Db as sqlx::Database>::Row;
+
+/// How a usage report is split besides its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    Whole,
+    Day,
+    DayAndModel,
+}
 
 /// `last_used_at` is rewritten only when it is older than this, so that authenticating every
 /// request does not mean a write per request.
@@ -258,8 +267,8 @@ impl Pools {
         filter: &UsageFilter,
         by: GroupBy,
     ) -> Result<Vec<UsageRow>, StoreError> {
-        let rows = self.usage_rows(filter, by, false).await?;
-        let mut out: Vec<UsageRow> = rows.into_iter().map(|(_, row)| row).collect();
+        let rows = self.usage_rows(filter, by, Split::Whole).await?;
+        let mut out: Vec<UsageRow> = rows.into_iter().map(|(_, _, row)| row).collect();
         // Byte order, the same on both engines whatever PostgreSQL's collation.
         out.sort_by(|a, b| a.group.cmp(&b.group));
         Ok(out)
@@ -270,10 +279,10 @@ impl Pools {
         filter: &UsageFilter,
         by: GroupBy,
     ) -> Result<Vec<DailyUsageRow>, StoreError> {
-        let rows = self.usage_rows(filter, by, true).await?;
+        let rows = self.usage_rows(filter, by, Split::Day).await?;
         let mut out: Vec<(i64, UsageRow)> = rows
             .into_iter()
-            .map(|(day, usage)| (day.unwrap_or_default(), usage))
+            .map(|(day, _, usage)| (day.unwrap_or_default(), usage))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.group.cmp(&b.1.group)));
         Ok(out
@@ -285,14 +294,41 @@ impl Pools {
             .collect())
     }
 
-    /// The usage report's rows, grouped by `by` and, with `by_day`, by UTC day as well (the
-    /// day number comes first in each pair then; `None` without `by_day`).
+    pub(crate) async fn usage_cells(
+        &self,
+        filter: &UsageFilter,
+        by: GroupBy,
+    ) -> Result<Vec<UsageCell>, StoreError> {
+        let rows = self.usage_rows(filter, by, Split::DayAndModel).await?;
+        let mut out: Vec<(i64, String, UsageRow)> = rows
+            .into_iter()
+            .map(|(day, model, usage)| (day.unwrap_or_default(), model.unwrap_or_default(), usage))
+            .collect();
+        out.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| a.1.cmp(&b.1))
+                .then_with(|| a.2.group.cmp(&b.2.group))
+        });
+        Ok(out
+            .into_iter()
+            .map(|(day, model, usage)| UsageCell {
+                day: day_label(day),
+                model,
+                usage,
+            })
+            .collect())
+    }
+
+    /// The usage report's rows, grouped by `by` and, as `split` asks, by UTC day (the day
+    /// number, first of each triple) and by model (second) as well.
     async fn usage_rows(
         &self,
         filter: &UsageFilter,
         by: GroupBy,
-        by_day: bool,
-    ) -> Result<Vec<(Option<i64>, UsageRow)>, StoreError> {
+        split: Split,
+    ) -> Result<Vec<(Option<i64>, Option<String>, UsageRow)>, StoreError> {
+        let by_day = split != Split::Whole;
+        let by_model = split == Split::DayAndModel;
         let group = match by {
             GroupBy::User => "i.user_name",
             GroupBy::Model => "COALESCE(i.model, '-')",
@@ -307,6 +343,9 @@ impl Pools {
         let mut q = QueryBuilder::<Db>::new("SELECT ");
         if by_day {
             q.push("(i.started_at / 86400000) AS dy, ");
+        }
+        if by_model {
+            q.push("COALESCE(i.model, '-') AS mdl, ");
         }
         q.push(group);
         q.push(
@@ -330,7 +369,11 @@ impl Pools {
         if let Some(until) = filter.until {
             q.push(" AND i.started_at < ").push_bind(until);
         }
-        q.push(if by_day { " GROUP BY 1, 2" } else { " GROUP BY 1" });
+        q.push(match split {
+            Split::Whole => " GROUP BY 1",
+            Split::Day => " GROUP BY 1, 2",
+            Split::DayAndModel => " GROUP BY 1, 2, 3",
+        });
         let rows = q.build().fetch_all(&self.read).await.map_err(db)?;
         rows.iter()
             .map(|row| {
@@ -344,8 +387,14 @@ impl Pools {
                 } else {
                     None
                 };
+                let model = if by_model {
+                    Some(row.try_get::<String, _>("mdl")?)
+                } else {
+                    None
+                };
                 Ok((
                     day,
+                    model,
                     UsageRow {
                         group,
                         requests: row.try_get("requests")?,

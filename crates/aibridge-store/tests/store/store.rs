@@ -28,6 +28,7 @@ store_tests!(
     usage_by_each_group,
     usage_filters,
     usage_by_day,
+    usage_cells,
     interception_filters,
     one_interception_by_id,
     pagination,
@@ -874,6 +875,62 @@ async fn usage_by_day(db: Arc<TestDb>) {
         filtered,
         vec![day("2026-01-02", row("2026-01-02", 2, 1, 2, 7, 3, 1, 1))]
     );
+}
+
+async fn usage_cells(db: Arc<TestDb>) {
+    seed(&db).await;
+    let cells = db
+        .store
+        .usage_cells(&UsageFilter::default(), GroupBy::User)
+        .await
+        .unwrap();
+    // Summed over days and models: the report by user; over users: the report by day and model.
+    let by_user = db
+        .store
+        .usage(&UsageFilter::default(), GroupBy::User)
+        .await
+        .unwrap();
+    for total in &by_user {
+        let (requests, input): (i64, i64) = cells
+            .iter()
+            .filter(|c| c.usage.group == total.group)
+            .fold((0, 0), |(r, i), c| {
+                (r + c.usage.requests, i + c.usage.input_tokens)
+            });
+        assert_eq!(
+            (requests, input),
+            (total.requests, total.input_tokens),
+            "{}",
+            total.group
+        );
+    }
+    let by_day = db
+        .store
+        .usage_by_day(&UsageFilter::default(), GroupBy::Model)
+        .await
+        .unwrap();
+    for daily in &by_day {
+        let (requests, output): (i64, i64) = cells
+            .iter()
+            .filter(|c| c.day == daily.day && c.model == daily.usage.group)
+            .fold((0, 0), |(r, o), c| {
+                (r + c.usage.requests, o + c.usage.output_tokens)
+            });
+        assert_eq!(
+            (requests, output),
+            (daily.usage.requests, daily.usage.output_tokens),
+            "{} {}",
+            daily.day,
+            daily.usage.group
+        );
+    }
+    let order: Vec<(&str, &str, &str)> = cells
+        .iter()
+        .map(|c| (c.day.as_str(), c.model.as_str(), c.usage.group.as_str()))
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted, "by day, model, group");
 }
 
 async fn one_interception_by_id(db: Arc<TestDb>) {
