@@ -37,6 +37,9 @@ fn the_example_config_is_valid() {
             "sk-ant-eu-example-1,sk-ant-eu-example-2",
         )
         .env("OPENAI_KEYS", "sk-openai-example-1")
+        .env("AWS1_ID", "AKIDEXAMPLE1")
+        .env("AWS1_SECRET", "example-secret-access-key")
+        .env("BEDROCK_API_KEY", "example-bedrock-api-key")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -57,6 +60,13 @@ fn the_example_config_is_valid() {
         stdout.contains("/openai (openai) -> https://api.openai.com/v1, 1 key(s)"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(
+            "/bedrock (bedrock) -> https://bedrock-runtime.us-east-1.amazonaws.com, 2 key(s)"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("example-secret-access-key"), "{stdout}");
     assert!(
         !stdout.contains("example-primary"),
         "keys are masked: {stdout}"
