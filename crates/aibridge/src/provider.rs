@@ -352,21 +352,34 @@ impl Provider {
         let Some(bedrock) = &self.bedrock else {
             return Ok((self.upstream_url(api.path(), query), body));
         };
+        let (model, body) =
+            self.bedrock_invoke(bedrock, &summary.model, &body, client_headers, pool_paid)?;
+        let path = bedrock_wire::invoke_path(model, summary.stream);
+        Ok((format!("{}{path}", self.base_url), Bytes::from(body)))
+    }
+
+    /// What every Bedrock call needs before its URL: a pool request (the credentials are the
+    /// gateway's), the Bedrock model id of the client's `model`, and the InvokeModel body.
+    pub fn bedrock_invoke<'a>(
+        &self,
+        bedrock: &'a BedrockSettings,
+        client_model: &str,
+        body: &[u8],
+        client_headers: &HeaderMap,
+        pool_paid: bool,
+    ) -> Result<(&'a str, Vec<u8>), GatewayError> {
         if !pool_paid {
             return Err(GatewayError::NotImplemented(
                 "bedrock providers serve pool requests only: their credentials are the gateway's",
             ));
         }
-        let model =
-            bedrock
-                .model_id(&summary.model)
-                .ok_or_else(|| GatewayError::UnmappedModel {
-                    provider: self.name.clone(),
-                    model: summary.model.clone(),
-                })?;
-        let body = bedrock_wire::invoke_body(&body, client_headers)?;
-        let path = bedrock_wire::invoke_path(model, summary.stream);
-        Ok((format!("{}{path}", self.base_url), Bytes::from(body)))
+        let model = bedrock
+            .model_id(client_model)
+            .ok_or_else(|| GatewayError::UnmappedModel {
+                provider: self.name.clone(),
+                model: client_model.to_string(),
+            })?;
+        Ok((model, bedrock_wire::invoke_body(body, client_headers)?))
     }
 
     /// The headers of a bridged request as this provider takes them: Bedrock's carry no

@@ -68,24 +68,15 @@ pub async fn handle(
             };
             watch.model = Some(summary.model.clone());
             watch.pool_paid = caller.payer == Payer::Pool;
-            let Some(model) = bedrock.model_id(&summary.model) else {
-                let error = GatewayError::UnmappedModel {
-                    provider: provider.name.clone(),
-                    model: summary.model,
-                };
-                return refused(watch, error);
-            };
-            if caller.payer == Payer::Byok {
-                return refused(
-                    watch,
-                    GatewayError::NotImplemented(
-                        "bedrock providers serve pool requests only: their credentials are the gateway's",
-                    ),
-                );
-            }
-            let invoke = match wire::invoke_body(&body, &meta.headers) {
+            let (model, invoke) = match provider.bedrock_invoke(
+                bedrock,
+                &summary.model,
+                &body,
+                &meta.headers,
+                caller.payer == Payer::Pool,
+            ) {
                 Ok(invoke) => invoke,
-                Err(error) => return refused(watch, error.into()),
+                Err(error) => return refused(watch, error),
             };
             let span = tracing::info_span!(
                 "bedrock_count_tokens",
