@@ -146,19 +146,18 @@ impl UpstreamCall<'_> {
     /// Sends the call, failing over between pool keys when the payer is the pool. Each attempt
     /// is recorded as it ends; a call that fails as a whole ends the record too.
     pub async fn send(&self, recording: &mut Recording) -> Result<Served, GatewayError> {
-        let mut result = match self.payer {
+        let result = match self.payer {
             Payer::Byok => self.send_once(recording).await,
             Payer::Pool => self.send_with_failover(recording).await,
         };
-        if self.provider.kind == ProviderKind::Bedrock
-            && let Ok(served) = &mut result
-        {
-            let response = std::mem::replace(
-                &mut served.response,
-                reqwest::Response::from(http::Response::new(reqwest::Body::from(""))),
-            );
-            served.response = super::bedrock::adapt(response).await;
-        }
+        // What is relayed from Bedrock, in the shape of an Anthropic upstream's answer.
+        let result = match result {
+            Ok(served) if self.provider.kind == ProviderKind::Bedrock => Ok(Served {
+                response: super::bedrock::adapt(served.response).await,
+                ..served
+            }),
+            other => other,
+        };
         if let Err(error) = &result {
             recording.failed(error);
         }
