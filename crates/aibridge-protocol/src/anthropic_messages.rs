@@ -2,6 +2,8 @@
 //! `error` event), errors are `event: error` frames, usage arrives in `message_start` and the
 //! cumulative `message_delta`, tool calls and thinking are content blocks.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -181,61 +183,68 @@ struct StreamWatch {
 }
 
 impl ObserveStream for StreamWatch {
+    // Read into borrowed fields, not a `Value`: this runs for every event of every stream.
     fn observe(&mut self, event: &SseEvent) {
         let kind = event.event_type();
-        if kind == Some("content_block_delta") && self.open.0.is_empty() {
-            // A text delta, the common case: nothing to record.
+        if matches!(kind, Some("content_block_delta" | "content_block_stop"))
+            && self.open.0.is_empty()
+        {
+            // A text block's delta or end, the common case: nothing to record.
             return;
         }
-        if !matches!(
-            kind,
-            Some(
-                "message_start"
-                    | "content_block_start"
-                    | "content_block_delta"
-                    | "content_block_stop"
-                    | "message_delta"
-            )
-        ) {
-            return;
-        }
-        let Ok(data) = serde_json::from_str::<Value>(&event.data()) else {
-            return;
-        };
-        let index = data["index"].as_u64().unwrap_or(0);
+        let data = event.data();
         match kind {
             Some("message_start") => {
-                let message = &data["message"];
-                self.observation.response_id = string(&message["id"]);
-                self.observation.model = string(&message["model"]);
-                self.observation.usage = message.get("usage").map(usage);
+                let Ok(start) = serde_json::from_str::<MessageStart<'_>>(&data) else {
+                    return;
+                };
+                let message = start.message;
+                self.observation.response_id = message.id.map(Cow::into_owned);
+                self.observation.model = message.model.map(Cow::into_owned);
+                self.observation.usage = message.usage.as_ref().map(usage);
             }
             Some("content_block_start") => {
-                let block = &data["content_block"];
-                let open = match block["type"].as_str() {
-                    Some("tool_use" | "server_tool_use") => OpenBlock::Tool {
-                        id: string(&block["id"]),
-                        name: string(&block["name"]).unwrap_or_default(),
+                let Ok(start) = serde_json::from_str::<BlockStart<'_>>(&data) else {
+                    return;
+                };
+                let block = start.content_block;
+                let open = match block.kind.as_ref() {
+                    "tool_use" | "server_tool_use" => OpenBlock::Tool {
+                        id: block.id.map(Cow::into_owned),
+                        name: block.name.map(Cow::into_owned).unwrap_or_default(),
                         input: String::new(),
                     },
-                    Some("thinking") => OpenBlock::Thinking(String::new()),
+                    "thinking" => OpenBlock::Thinking(String::new()),
                     _ => return,
                 };
-                self.open.0.insert(index, open);
+                self.open.0.insert(start.index, open);
             }
-            Some("content_block_delta") => match self.open.0.get_mut(&index) {
-                Some(OpenBlock::Tool { input, .. }) => {
-                    input.push_str(data["delta"]["partial_json"].as_str().unwrap_or(""));
+            Some("content_block_delta") => {
+                let Ok(delta) = serde_json::from_str::<IndexedDelta<'_>>(&data) else {
+                    return;
+                };
+                let fields = delta.delta;
+                match self.open.0.get_mut(&delta.index) {
+                    Some(OpenBlock::Tool { input, .. }) => {
+                        input.push_str(fields.partial_json.as_deref().unwrap_or(""));
+                    }
+                    Some(OpenBlock::Thinking(text)) => {
+                        text.push_str(fields.thinking.as_deref().unwrap_or(""));
+                    }
+                    None => {}
                 }
-                Some(OpenBlock::Thinking(text)) => {
-                    text.push_str(data["delta"]["thinking"].as_str().unwrap_or(""));
+            }
+            Some("content_block_stop") => {
+                if let Ok(stop) = serde_json::from_str::<IndexOf>(&data) {
+                    self.open.close(stop.index, &mut self.observation);
                 }
-                None => {}
-            },
-            Some("content_block_stop") => self.open.close(index, &mut self.observation),
+            }
             Some("message_delta") => {
+                let Ok(delta) = serde_json::from_str::<UsageOf>(&data) else {
+                    return;
+                };
                 // Cumulative counts: they replace what message_start said.
-                let delta = &data["usage"];
+                let delta = delta.usage.unwrap_or(Value::Null);
                 let usage = self.observation.usage.get_or_insert_with(Usage::default);
                 usage.output = int(&delta["output_tokens"]).max(usage.output);
                 for (field, target) in [
@@ -511,7 +520,39 @@ struct BlockHead<'a> {
     #[serde(rename = "type", borrow)]
     kind: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
     name: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// A `content_block_delta` with its index.
+#[derive(serde::Deserialize)]
+struct IndexedDelta<'a> {
+    index: u64,
+    #[serde(borrow)]
+    delta: DeltaFields<'a>,
+}
+
+/// A `message_start`: what the record keeps of it.
+#[derive(serde::Deserialize)]
+struct MessageStart<'a> {
+    #[serde(borrow)]
+    message: StartedMessage<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct StartedMessage<'a> {
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    usage: Option<Value>,
+}
+
+/// A `message_delta`'s usage.
+#[derive(serde::Deserialize)]
+struct UsageOf {
+    usage: Option<Value>,
 }
 
 /// Any event's `index`.
@@ -709,7 +750,7 @@ impl crate::stream_loop::StreamLoop for MessagesLoop {
         Self::frame("ping", &serde_json::json!({"type": "ping"}))
     }
 
-    fn error_frames(&self, message: &str) -> Bytes {
+    fn error_frames(&mut self, message: &str) -> Bytes {
         Dialect::Anthropic.stream_error_frames(ErrorKind::Api, message)
     }
 }
@@ -779,8 +820,19 @@ mod loop_tests {
 
     #[test]
     fn an_answer_without_the_gateways_tools_is_relayed_byte_for_byte() {
+        // The API's loop alone, and as the gateway runs it (passing events until a gateway call).
+        an_answer_without_the_gateways_tools_is_relayed_byte_for_byte_with(Box::new(
+            MessagesLoop::default(),
+        ));
+        an_answer_without_the_gateways_tools_is_relayed_byte_for_byte_with(
+            crate::Api::AnthropicMessages.stream_loop().unwrap(),
+        );
+    }
+
+    fn an_answer_without_the_gateways_tools_is_relayed_byte_for_byte_with(
+        mut looped: Box<dyn StreamLoop>,
+    ) {
         let stream = final_iteration();
-        let mut looped = MessagesLoop::default();
         let mut client = Vec::new();
         for event in events(&stream) {
             client.extend(looped.relay(&event));
@@ -795,7 +847,14 @@ mod loop_tests {
 
     #[test]
     fn two_iterations_are_one_message_to_the_client() {
-        let mut looped = MessagesLoop::default();
+        // The API's loop alone, and as the gateway runs it (passing events until a gateway call).
+        two_iterations_are_one_message_to_the_client_with(Box::new(MessagesLoop::default()));
+        two_iterations_are_one_message_to_the_client_with(
+            crate::Api::AnthropicMessages.stream_loop().unwrap(),
+        );
+    }
+
+    fn two_iterations_are_one_message_to_the_client_with(mut looped: Box<dyn StreamLoop>) {
         let mut client = Vec::new();
         for event in events(&tool_iteration()) {
             client.extend(looped.relay(&event));

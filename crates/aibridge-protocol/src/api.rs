@@ -188,7 +188,8 @@ impl Api {
     /// How this API's streams of an inner loop join into one for the client; `None` where the
     /// live loop does not exist yet for this API.
     pub fn stream_loop(self) -> Option<Box<dyn StreamLoop>> {
-        self.rules().stream_loop()
+        let inner = self.rules().stream_loop()?;
+        Some(Box::new(crate::stream_loop::PassingLoop::new(inner)))
     }
 
     /// Whether `event` ends the stream.

@@ -299,7 +299,7 @@ impl crate::stream_loop::StreamLoop for ChatLoop {
         Bytes::from_static(b": keep-alive\n\n")
     }
 
-    fn error_frames(&self, message: &str) -> Bytes {
+    fn error_frames(&mut self, message: &str) -> Bytes {
         Dialect::OpenAi.stream_error_frames(ErrorKind::Api, message)
     }
 }
@@ -443,6 +443,14 @@ mod loop_tests {
 
     #[test]
     fn two_iterations_are_one_stream_under_one_id() {
+        // The API's loop alone, and as the gateway runs it (passing events until a gateway call).
+        two_iterations_are_one_stream_under_one_id_with(Box::new(ChatLoop::default()));
+        two_iterations_are_one_stream_under_one_id_with(
+            crate::Api::OpenAiChat.stream_loop().unwrap(),
+        );
+    }
+
+    fn two_iterations_are_one_stream_under_one_id_with(mut looped: Box<dyn StreamLoop>) {
         let first = [
             data(json!({"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":"Adding. "},"finish_reason":null}]})),
             data(json!({"id":"c1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"bmcp_t_add","arguments":""}}]},"finish_reason":null}]})),
@@ -459,7 +467,6 @@ mod loop_tests {
             "data: [DONE]\n\n".to_string(),
         ]
         .concat();
-        let mut looped = ChatLoop::default();
         let mut client: Vec<bytes::Bytes> = Vec::new();
         for event in events(&first) {
             client.extend(looped.relay(&event));

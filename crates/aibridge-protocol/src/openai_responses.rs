@@ -274,7 +274,7 @@ impl crate::stream_loop::StreamLoop for ResponsesLoop {
         Bytes::from_static(b": keep-alive\n\n")
     }
 
-    fn error_frames(&self, message: &str) -> Bytes {
+    fn error_frames(&mut self, message: &str) -> Bytes {
         let data = serde_json::json!({
             "type": "error",
             "code": "server_error",
@@ -384,6 +384,14 @@ mod loop_tests {
 
     #[test]
     fn two_iterations_are_one_response_to_the_client() {
+        // The API's loop alone, and as the gateway runs it (passing events until a gateway call).
+        two_iterations_are_one_response_to_the_client_with(Box::new(ResponsesLoop::default()));
+        two_iterations_are_one_response_to_the_client_with(
+            crate::Api::OpenAiResponses.stream_loop().unwrap(),
+        );
+    }
+
+    fn two_iterations_are_one_response_to_the_client_with(mut looped: Box<dyn StreamLoop>) {
         let call = json!({"type":"function_call","id":"fc_1","call_id":"call_1","name":"bmcp_t_add","arguments":"{\"a\":2}"});
         let first = [
             sse(json!({"type":"response.created","sequence_number":0,"response":{"id":"resp_1","output":[]}})),
@@ -406,7 +414,6 @@ mod loop_tests {
             sse(json!({"type":"response.completed","sequence_number":5,"response":{"id":"resp_2","output":[{"type":"message","id":"m2"}],"usage":{"input_tokens":20,"output_tokens":4,"total_tokens":24}}})),
         ]
         .concat();
-        let mut looped = ResponsesLoop::default();
         let mut client: Vec<bytes::Bytes> = Vec::new();
         for event in events(&first) {
             client.extend(looped.relay(&event));

@@ -17,9 +17,16 @@ impl SseEvent {
     }
 
     fn lines(&self) -> impl Iterator<Item = &[u8]> {
-        self.raw
-            .split(|b| *b == b'\n')
-            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        let raw: &[u8] = &self.raw;
+        let mut start = 0;
+        // Every line of a decoded event ends with '\n'; an event built by hand may not.
+        memchr::memchr_iter(b'\n', raw)
+            .chain(std::iter::once(raw.len()))
+            .map(move |end| {
+                let line = raw.get(start..end).unwrap_or_default();
+                start = end + 1;
+                line.strip_suffix(b"\r").unwrap_or(line)
+            })
     }
 
     /// The `event:` field, if any (`None` means the default type, "message").
@@ -37,7 +44,11 @@ impl SseEvent {
             return std::borrow::Cow::Borrowed("");
         };
         let Some(second) = values.next() else {
-            return String::from_utf8_lossy(first);
+            // `from_utf8` checks ASCII a word at a time; the lossy path only for bad bytes.
+            return match std::str::from_utf8(first) {
+                Ok(text) => std::borrow::Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(first),
+            };
         };
         let mut out = first.to_vec();
         for value in std::iter::once(second).chain(values) {

@@ -181,14 +181,14 @@ impl futures_util::Stream for LoopStream {
     }
 }
 
-/// `frames` as one piece.
-fn joined(mut frames: Vec<Bytes>) -> Bytes {
+/// `frames` as one piece; `frames` is left empty for the next chunk.
+fn joined(frames: &mut Vec<Bytes>) -> Bytes {
     if frames.len() == 1 {
         return frames.pop().unwrap_or_default();
     }
     let mut whole = bytes::BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-    for frame in &frames {
-        whole.extend_from_slice(frame);
+    for frame in frames.drain(..) {
+        whole.extend_from_slice(&frame);
     }
     whole.freeze()
 }
@@ -276,6 +276,7 @@ async fn run(
         let mut observer = api.stream_observer();
         let first_by = served.sent_at + upstream.first_byte_timeout;
         let mut ended = false;
+        let mut out = Vec::new();
         while !ended {
             let until = if committed {
                 Instant::now() + upstream.stream_idle_timeout
@@ -309,7 +310,7 @@ async fn run(
             decoder.push(&chunk);
             // What this chunk's events come to for the client, sent together: one hand-off to
             // the response body per upstream read, not per event.
-            let mut out = Vec::new();
+            out.clear();
             let mut upstream_error = false;
             while let Some(event) = decoder.next_event() {
                 observer.observe(&event);
@@ -320,7 +321,7 @@ async fn run(
                     break;
                 }
                 let terminal = api.is_terminal(&event);
-                out.extend(looped.relay(&event));
+                looped.relay_into(&event, &mut out);
                 if terminal {
                     ended = true;
                     break;
@@ -332,7 +333,7 @@ async fn run(
                 if !committed {
                     recording.answered(200);
                 }
-                let _ = send(&frames, joined(out)).await;
+                let _ = send(&frames, joined(&mut out)).await;
                 return;
             }
             if !out.is_empty() {
@@ -340,7 +341,7 @@ async fn run(
                     committed = true;
                     recording.answered(200);
                 }
-                if !send(&frames, joined(out)).await {
+                if !send(&frames, joined(&mut out)).await {
                     recording.observation(observer.finish());
                     recording.client_left(Some(200));
                     return;
