@@ -13,6 +13,16 @@ pub(crate) const INSERT_INTERCEPTION: &str = "INSERT INTO interceptions (id, use
      user_agent, credential, started_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
+// A request that started and ended within one batch (SQLite): its row written once, whole,
+// with the totals summed from the batch's records, instead of inserted and then updated.
+pub(crate) const INSERT_ENDED_INTERCEPTION: &str = "INSERT INTO interceptions (id, user_name, \
+     kind, provider_type, provider_name, method, route, model, streaming, client, session_id, \
+     user_agent, credential, started_at, ended_at, duration_ms, status, outcome, key_hint, \
+     attempt_count, error, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, \
+     failovers) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+     $19, $20, $21, $22, $23, $24, $25, $26)";
+
 // The end also writes the request's totals, summed from the rows written before it (a
 // request's records come in order, its end last), so reports read one table.
 pub(crate) const END_INTERCEPTION: &str = "UPDATE interceptions SET ended_at = $2, \
@@ -27,6 +37,11 @@ pub(crate) const END_INTERCEPTION: &str = "UPDATE interceptions SET ended_at = $
 
 // Child rows are inserted only when their interception exists: a record about an unknown
 // interception affects no row (and is reported) instead of aborting the transaction.
+
+/// The condition that makes each child insert wait for its interception; the SQLite writer
+/// replaces it by `WHERE true` (an insert from a SELECT with an upsert needs a WHERE) for
+/// records whose interception starts in the same transaction.
+pub(crate) const PARENT_EXISTS: &str = "WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)";
 
 pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO attempts (interception_id, number, \
      key_hint, status, transport_error, failover_reason, cooldown_ms, duration_ms, created_at, \

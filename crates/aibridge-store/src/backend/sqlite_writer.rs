@@ -14,6 +14,7 @@
 //! [`RESTART_AFTER_FRAMES`], the writer copies the few remaining frames itself, at a moment
 //! when no batch is waiting, and its next transaction starts the WAL over.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, mpsc};
@@ -24,7 +25,7 @@ use tokio::sync::oneshot;
 
 use crate::backend::sql::{self, batch_outcome, unknown_interception};
 use crate::error::{RecordFailure, StoreError};
-use crate::types::{NewInterception, Record, WriteBatch};
+use crate::types::{InterceptionEnded, NewInterception, Record, WriteBatch};
 
 /// How often the WAL is copied back into the database file. Each checkpoint syncs the WAL and
 /// the file; on a small machine that kernel work competes with the gateway for the CPU, and
@@ -44,6 +45,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The write statements with SQLite's numbered parameters, converted once.
 struct Statements {
     insert_interception: String,
+    insert_ended_interception: String,
     end_interception: String,
     insert_attempt: String,
     insert_token_usage: String,
@@ -51,10 +53,27 @@ struct Statements {
     insert_tool_call: String,
     insert_thought: String,
     interception_exists: String,
+    /// The child inserts without the check that their interception exists.
+    after_start: ChildInserts,
+}
+
+/// Inserts of records whose interception starts in the same transaction.
+struct ChildInserts {
+    attempt: String,
+    token_usage: String,
+    prompt: String,
+    tool_call: String,
+    thought: String,
+}
+
+/// `statement` without its check that the interception exists.
+fn after_start(statement: &str) -> String {
+    sql::numbered(&statement.replace(sql::PARENT_EXISTS, "WHERE true"))
 }
 
 static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| Statements {
     insert_interception: sql::numbered(sql::INSERT_INTERCEPTION),
+    insert_ended_interception: sql::numbered(sql::INSERT_ENDED_INTERCEPTION),
     end_interception: sql::numbered(sql::END_INTERCEPTION),
     insert_attempt: sql::numbered(sql::INSERT_ATTEMPT),
     insert_token_usage: sql::numbered(sql::INSERT_TOKEN_USAGE),
@@ -62,6 +81,13 @@ static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| Statements {
     insert_tool_call: sql::numbered(sql::INSERT_TOOL_CALL),
     insert_thought: sql::numbered(sql::INSERT_THOUGHT),
     interception_exists: sql::numbered(sql::INTERCEPTION_EXISTS),
+    after_start: ChildInserts {
+        attempt: after_start(sql::INSERT_ATTEMPT),
+        token_usage: after_start(sql::INSERT_TOKEN_USAGE),
+        prompt: after_start(sql::INSERT_PROMPT),
+        tool_call: after_start(sql::INSERT_TOOL_CALL),
+        thought: after_start(sql::INSERT_THOUGHT),
+    },
 });
 
 struct Job {
@@ -82,10 +108,10 @@ pub(crate) struct SqliteWriter {
 impl SqliteWriter {
     /// Opens the write and checkpoint connections of an existing WAL-mode database file.
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+        // Foreign keys are not enforced on the writer: every child insert checks that its
+        // interception exists (or follows its start in the same transaction) and nothing here
+        // deletes, so the check would only look the parent up a second time.
         let writer = connect(path)?;
-        writer
-            .pragma_update(None, "foreign_keys", true)
-            .map_err(db)?;
         let checkpointer = connect(path)?;
 
         let wal_is_long = Arc::new(AtomicBool::new(false));
@@ -218,12 +244,24 @@ fn write(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db)?;
+    let started: HashSet<&str> = batch.starts.iter().map(|s| s.id.as_str()).collect();
+    let whole = ended_within(batch, &started);
     for start in &batch.starts {
-        insert_interception(&tx, start).map_err(db)?;
+        match whole.get(start.id.as_str()) {
+            Some(end) => insert_ended_interception(&tx, start, end).map_err(db)?,
+            None => insert_interception(&tx, start).map_err(db)?,
+        }
     }
     let mut clean = true;
     for (index, record) in batch.records.iter().enumerate() {
-        match write_record(&tx, record) {
+        if let Record::Ended(ended) = record
+            && whole.contains_key(ended.id.as_str())
+        {
+            // Written with its start.
+            continue;
+        }
+        let after_start = started.contains(record.interception_id());
+        match write_record(&tx, record, after_start) {
             Ok(true) => {}
             Ok(false) => failures.push(unknown_interception(index, record)),
             Err(e) if is_record_error(&e) => {
@@ -248,7 +286,7 @@ fn write(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreError> {
     for (index, record) in batch.records.iter().enumerate() {
         // Dropping a savepoint that was not committed rolls it back.
         let savepoint = tx.savepoint().map_err(db)?;
-        match write_record(&savepoint, record) {
+        match write_record(&savepoint, record, false) {
             Ok(written) => {
                 savepoint.commit().map_err(db)?;
                 if !written {
@@ -266,6 +304,106 @@ fn write(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreError> {
     }
     tx.commit().map_err(db)?;
     batch_outcome(batch, failures)
+}
+
+/// A request whose start and end are both in the batch: its end, and its totals summed from
+/// the batch's records (all of its records are there, since none can come before its start).
+struct WholeEnd<'a> {
+    ended: &'a InterceptionEnded,
+    input: i64,
+    output: i64,
+    cache_read: i64,
+    cache_write: i64,
+    failovers: i64,
+}
+
+/// The requests of `batch` that started and ended within it, by id.
+fn ended_within<'a>(
+    batch: &'a WriteBatch,
+    started: &HashSet<&str>,
+) -> HashMap<&'a str, WholeEnd<'a>> {
+    let mut whole: HashMap<&str, WholeEnd<'_>> = HashMap::new();
+    if started.is_empty() {
+        return whole;
+    }
+    for record in &batch.records {
+        if let Record::Ended(ended) = record
+            && started.contains(ended.id.as_str())
+        {
+            // A later end of the same request overwrites an earlier one, as an update would.
+            whole.insert(
+                ended.id.as_str(),
+                WholeEnd {
+                    ended,
+                    input: 0,
+                    output: 0,
+                    cache_read: 0,
+                    cache_write: 0,
+                    failovers: 0,
+                },
+            );
+        }
+    }
+    if whole.is_empty() {
+        return whole;
+    }
+    for record in &batch.records {
+        match record {
+            Record::TokenUsage(usage) => {
+                if let Some(end) = whole.get_mut(usage.interception_id.as_str()) {
+                    end.input += usage.input;
+                    end.output += usage.output;
+                    end.cache_read += usage.cache_read;
+                    end.cache_write += usage.cache_write;
+                }
+            }
+            Record::Attempt(attempt) if attempt.failover_reason.is_some() => {
+                if let Some(end) = whole.get_mut(attempt.interception_id.as_str()) {
+                    end.failovers += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    whole
+}
+
+fn insert_ended_interception(
+    conn: &Connection,
+    r: &NewInterception,
+    end: &WholeEnd<'_>,
+) -> rusqlite::Result<()> {
+    let e = end.ended;
+    conn.prepare_cached(&STATEMENTS.insert_ended_interception)?
+        .execute(params![
+            r.id,
+            r.user,
+            r.kind.as_str(),
+            r.provider_type,
+            r.provider_name,
+            r.method,
+            r.route,
+            r.model,
+            r.streaming,
+            r.client,
+            r.session_id,
+            r.user_agent,
+            r.credential.as_str(),
+            r.started_at,
+            e.ended_at,
+            e.duration_ms,
+            e.status,
+            e.outcome,
+            e.key_hint,
+            e.attempts,
+            e.error,
+            end.input,
+            end.output,
+            end.cache_read,
+            end.cache_write,
+            end.failovers,
+        ])?;
+    Ok(())
 }
 
 fn insert_interception(conn: &Connection, r: &NewInterception) -> rusqlite::Result<()> {
@@ -290,9 +428,28 @@ fn insert_interception(conn: &Connection, r: &NewInterception) -> rusqlite::Resu
 }
 
 /// Writes one record (a repeat writes nothing and counts as written); `Ok(false)` when its
-/// interception does not exist.
-fn write_record(conn: &Connection, record: &Record) -> rusqlite::Result<bool> {
+/// interception does not exist. `after_start`: its interception starts in this transaction, so
+/// its existence needs no check.
+fn write_record(conn: &Connection, record: &Record, after_start: bool) -> rusqlite::Result<bool> {
     let s = &*STATEMENTS;
+    let (attempt, token_usage, prompt, tool_call, thought) = if after_start {
+        let known = &s.after_start;
+        (
+            &known.attempt,
+            &known.token_usage,
+            &known.prompt,
+            &known.tool_call,
+            &known.thought,
+        )
+    } else {
+        (
+            &s.insert_attempt,
+            &s.insert_token_usage,
+            &s.insert_prompt,
+            &s.insert_tool_call,
+            &s.insert_thought,
+        )
+    };
     let changed = match record {
         Record::Ended(r) => conn.prepare_cached(&s.end_interception)?.execute(params![
             r.id,
@@ -304,7 +461,7 @@ fn write_record(conn: &Connection, record: &Record) -> rusqlite::Result<bool> {
             r.attempts,
             r.error,
         ])?,
-        Record::Attempt(r) => conn.prepare_cached(&s.insert_attempt)?.execute(params![
+        Record::Attempt(r) => conn.prepare_cached(attempt)?.execute(params![
             r.interception_id,
             r.number,
             r.key_hint,
@@ -316,27 +473,25 @@ fn write_record(conn: &Connection, record: &Record) -> rusqlite::Result<bool> {
             r.created_at,
             r.key_check,
         ])?,
-        Record::TokenUsage(r) => conn
-            .prepare_cached(&s.insert_token_usage)?
-            .execute(params![
-                r.interception_id,
-                r.provider_response_id,
-                r.input,
-                r.output,
-                r.cache_read,
-                r.cache_write,
-                sql::extra_json(&r.extra),
-                r.created_at,
-                r.seq,
-            ])?,
-        Record::Prompt(r) => conn.prepare_cached(&s.insert_prompt)?.execute(params![
+        Record::TokenUsage(r) => conn.prepare_cached(token_usage)?.execute(params![
+            r.interception_id,
+            r.provider_response_id,
+            r.input,
+            r.output,
+            r.cache_read,
+            r.cache_write,
+            sql::extra_json(&r.extra),
+            r.created_at,
+            r.seq,
+        ])?,
+        Record::Prompt(r) => conn.prepare_cached(prompt)?.execute(params![
             r.interception_id,
             r.provider_response_id,
             r.prompt,
             r.created_at,
             r.seq,
         ])?,
-        Record::ToolCall(r) => conn.prepare_cached(&s.insert_tool_call)?.execute(params![
+        Record::ToolCall(r) => conn.prepare_cached(tool_call)?.execute(params![
             r.interception_id,
             r.provider_response_id,
             r.tool_call_id,
@@ -352,7 +507,7 @@ fn write_record(conn: &Connection, record: &Record) -> rusqlite::Result<bool> {
             r.run.as_ref().and_then(|run| run.error.as_ref()),
             r.run.as_ref().map(|run| run.duration_ms),
         ])?,
-        Record::Thought(r) => conn.prepare_cached(&s.insert_thought)?.execute(params![
+        Record::Thought(r) => conn.prepare_cached(thought)?.execute(params![
             r.interception_id,
             r.content,
             r.source,
@@ -360,7 +515,7 @@ fn write_record(conn: &Connection, record: &Record) -> rusqlite::Result<bool> {
             r.seq,
         ])?,
     };
-    if changed > 0 {
+    if changed > 0 || after_start {
         return Ok(true);
     }
     // Nothing written: a repeat of a row already there, or a record of an unknown interception.

@@ -36,6 +36,7 @@ store_tests!(
     survives_reopen,
     concurrent_batches,
     starts_commit_with_records,
+    a_request_in_one_batch_is_written_as_over_several,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1526,4 +1527,102 @@ async fn sqlite_wal_is_checkpointed_in_the_background() {
         );
     })
     .await;
+}
+
+/// A request whose start and end ride in one batch is written as one row (on SQLite, with
+/// totals summed from the batch); it must read back exactly like one written over several
+/// batches, its start first.
+async fn a_request_in_one_batch_is_written_as_over_several(db: Arc<TestDb>) {
+    let store = &db.store;
+    let records = |id: &str| {
+        vec![
+            attempt(id, 1, Some("k1"), 429, Some("rate_limited")),
+            attempt(id, 2, Some("k2"), 200, None),
+            usage(id, 100, 20, 5, 1),
+            usage(id, 30, 7, 0, 2),
+            prompt(id, "hello"),
+            Record::ToolCall(ToolCallRow {
+                interception_id: id.to_owned(),
+                seq: 1,
+                provider_response_id: Some("msg_1".into()),
+                tool_call_id: Some("toolu_1".into()),
+                name: "bmcp_tools_search".into(),
+                input: r#"{"q":"x"}"#.into(),
+                injected: true,
+                run: Some(aibridge_store::ToolRun {
+                    server_name: "tools".into(),
+                    server_url: "http://127.0.0.1:9000/mcp".into(),
+                    tool_name: "search".into(),
+                    result: Some("found".into()),
+                    error: None,
+                    duration_ms: 12,
+                }),
+                created_at: D0 + 3,
+            }),
+            Record::Thought(ThoughtRow {
+                interception_id: id.to_owned(),
+                seq: 2,
+                content: "thinking".into(),
+                source: "thinking".into(),
+                created_at: D0 + 4,
+            }),
+            ended(id, D0 + 5, 200, "completed", Some("k2"), 2),
+        ]
+    };
+    let (whole, split) = (uuid(), uuid());
+    store
+        .commit(Arc::new(WriteBatch {
+            starts: vec![new_interception(
+                &whole,
+                "wendy",
+                "anthropic",
+                Some("claude-x"),
+            )],
+            records: records(&whole),
+        }))
+        .await
+        .unwrap();
+    store
+        .start_interception(&new_interception(
+            &split,
+            "sam",
+            "anthropic",
+            Some("claude-x"),
+        ))
+        .await
+        .unwrap();
+    for record in records(&split) {
+        store
+            .commit(Arc::new(WriteBatch {
+                starts: vec![],
+                records: vec![record],
+            }))
+            .await
+            .unwrap();
+    }
+    let mut report = store
+        .usage(&UsageFilter::default(), GroupBy::User)
+        .await
+        .unwrap();
+    report.sort_by(|a, b| a.group.cmp(&b.group));
+    assert_eq!(
+        report,
+        vec![
+            row("sam", 1, 0, 1, 130, 27, 5, 3),
+            row("wendy", 1, 0, 1, 130, 27, 5, 3)
+        ]
+    );
+    let details = all_interceptions(&db, InterceptionFilter::default()).await;
+    let by_id = |id: &str| details.iter().find(|d| d.id == id).unwrap().clone();
+    let (mut whole, split) = (by_id(&whole), by_id(&split));
+    assert_eq!(whole.outcome.as_deref(), Some("completed"));
+    assert_eq!(whole.key_hint.as_deref(), Some("k2"));
+    assert_eq!(whole.attempts.len(), 2);
+    assert_eq!((whole.tool_calls.len(), whole.thoughts.len()), (1, 1));
+    whole.id.clone_from(&split.id);
+    whole.user.clone_from(&split.user);
+    assert_eq!(
+        format!("{whole:?}").replace(&split.id, "ID"),
+        format!("{split:?}").replace(&split.id, "ID")
+    );
 }

@@ -1,7 +1,21 @@
-//! The writer: one background task that commits starts at once and records a little later,
-//! many requests' records together (see `write_queued`).
+//! The writer: one background task that commits records a little later, many requests'
+//! records together (see `write_queued`).
+//!
+//! A request's start is not waited for while the database takes writes: it is queued and
+//! committed with the records of the next batch (at most [`RECORDS_LINGER`] later), and kept
+//! to be retried like them if that commit fails. As soon as a commit fails, the recorder stops
+//! trusting the database: from then on each start is committed before its request goes on (a
+//! start that cannot be written refuses the request with 503), until a commit succeeds again.
+//! So no request is served unrecorded while the database is unreachable, apart from those
+//! already admitted when it went away, whose starts wait in memory for it.
+//!
+//! What a crash can lose: a SIGKILL (or power loss) loses what is queued and not yet committed,
+//! that is the starts and records of at most the last [`RECORDS_LINGER`] plus one commit (while
+//! the database is unreachable, everything carried since). SIGTERM loses nothing: the gateway
+//! finishes its requests, then the writer commits what is queued.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aibridge_store::{NewInterception, Record, Store, StoreError, WriteBatch};
@@ -30,8 +44,11 @@ const SHUTDOWN_TRIES: u32 = 5;
 
 /// What the writer is asked to write.
 enum Queued {
-    /// A start, and where to say whether it was committed.
+    /// A start whose request waits for its commit (the database failed last time), and where
+    /// to say whether it was committed.
     Start(NewInterception, oneshot::Sender<Result<(), StoreError>>),
+    /// A start whose request went on: committed with the next records, retried like them.
+    DeferredStart(NewInterception),
     Record(Record),
     /// Commit every record queued so far now, then say so.
     Flush(oneshot::Sender<()>),
@@ -49,6 +66,8 @@ pub struct Recorder {
     queue: mpsc::UnboundedSender<Queued>,
     stop: CancellationToken,
     writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Whether the last commit succeeded: then starts are not waited for.
+    writable: Arc<AtomicBool>,
     /// `record_requests = false`: nothing is written (benchmarks, or deployments that must not
     /// keep prompts).
     enabled: bool,
@@ -59,12 +78,20 @@ impl Recorder {
     pub fn start(store: Arc<dyn Store>, enabled: bool) -> Arc<Self> {
         let (queue, queued) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
-        let writer = tokio::spawn(write_queued(store.clone(), queued, stop.clone()));
+        // The store was just opened and migrated: it takes writes.
+        let writable = Arc::new(AtomicBool::new(true));
+        let writer = tokio::spawn(write_queued(
+            store.clone(),
+            queued,
+            stop.clone(),
+            writable.clone(),
+        ));
         Arc::new(Self {
             store,
             queue,
             stop,
             writer: std::sync::Mutex::new(Some(writer)),
+            writable,
             enabled,
         })
     }
@@ -78,10 +105,18 @@ impl Recorder {
         self.enabled
     }
 
-    /// Writes the start of an interception now; the request must not go on if this fails.
+    /// Queues the start of an interception; the request must not go on if this fails. While
+    /// the database takes writes the start rides with the next batch of records; after a failed
+    /// commit it is committed before this returns.
     pub async fn begin(&self, record: NewInterception) -> Result<(), StoreError> {
         if !self.enabled {
             return Ok(());
+        }
+        if self.writable.load(Ordering::Acquire) {
+            return self
+                .queue
+                .send(Queued::DeferredStart(record))
+                .map_err(|_| StoreError::Database("the recorder has stopped".into()));
         }
         let (done, committed) = oneshot::channel();
         self.queue
@@ -122,18 +157,22 @@ impl Recorder {
     }
 }
 
-/// The writer: commits whatever is queued, one transaction at a time. Starts are committed at
-/// once (a request is waiting for each). Records wait up to [`RECORDS_LINGER`] and are then
-/// committed together, with the next start or on their own, or sooner once
+/// The writer: commits whatever is queued, one transaction at a time. Starts that a request
+/// waits for are committed at once. Deferred starts and records wait up to [`RECORDS_LINGER`]
+/// and are then committed together, with the next waited start or on their own, or sooner once
 /// [`RECORDS_RIDE_ALONG`] of them are waiting. Every commit writes whole database pages for each
-/// table and index it touches, so records of many requests in one commit cost far less than
-/// each request's records in a commit of their own; a start alone touches only its own table.
+/// table and index it touches, so many requests in one commit cost far less than each request
+/// in commits of its own.
 async fn write_queued(
     store: Arc<dyn Store>,
     mut queue: mpsc::UnboundedReceiver<Queued>,
     stop: CancellationToken,
+    writable: Arc<AtomicBool>,
 ) {
-    let mut pending = PendingWrite::default();
+    let mut pending = PendingWrite {
+        writable,
+        ..PendingWrite::default()
+    };
     let mut received = Vec::with_capacity(MAX_BATCH);
     loop {
         let stopping = tokio::select! {
@@ -166,6 +205,7 @@ async fn write_queued(
         }
         tracing::error!(
             records = pending.records.len(),
+            starts = pending.deferred.len(),
             "shutting down: records could not be written and are lost"
         );
         return;
@@ -184,12 +224,15 @@ impl Drop for Flushed {
     }
 }
 
-/// What the next transaction will write: new starts, new records, and records whose earlier
-/// transaction failed.
+/// What the next transaction will write: new starts, new records, and deferred starts and
+/// records whose earlier transaction failed.
 #[derive(Default)]
 struct PendingWrite {
+    /// Starts whose requests wait for them, with their waiters.
     starts: Vec<NewInterception>,
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    /// Starts whose requests went on: they go with the records (before them).
+    deferred: Vec<NewInterception>,
     records: Vec<Record>,
     /// Callers waiting for the records queued before their flush to be committed.
     flushes: Vec<oneshot::Sender<()>>,
@@ -197,11 +240,13 @@ struct PendingWrite {
     deadline: Option<tokio::time::Instant>,
     /// Set while records of a failed transaction wait to be retried.
     retry_after: Option<Duration>,
+    /// Shared with the recorder: whether the last commit succeeded.
+    writable: Arc<AtomicBool>,
 }
 
 impl PendingWrite {
     fn is_empty(&self) -> bool {
-        self.starts.is_empty() && self.records.is_empty()
+        self.starts.is_empty() && self.deferred.is_empty() && self.records.is_empty()
     }
 
     fn take(&mut self, received: &mut Vec<Queued>) {
@@ -211,11 +256,12 @@ impl PendingWrite {
                     self.starts.push(start);
                     self.waiters.push(waiter);
                 }
+                Queued::DeferredStart(start) => self.deferred.push(start),
                 Queued::Record(record) => self.records.push(record),
                 Queued::Flush(waiter) => self.flushes.push(waiter),
             }
         }
-        if !self.records.is_empty() && self.deadline.is_none() {
+        if !(self.records.is_empty() && self.deferred.is_empty()) && self.deadline.is_none() {
             self.deadline = Some(tokio::time::Instant::now() + RECORDS_LINGER);
         }
     }
@@ -224,7 +270,8 @@ impl PendingWrite {
     /// them are waiting (unless they wait for a retry).
     fn records_due(&self) -> bool {
         self.retry_after.is_none()
-            && (self.records.len() >= RECORDS_RIDE_ALONG || !self.flushes.is_empty())
+            && (self.records.len() + self.deferred.len() >= RECORDS_RIDE_ALONG
+                || !self.flushes.is_empty())
     }
 
     /// Resolves when waiting records are due to be committed; never when there are none.
@@ -235,9 +282,9 @@ impl PendingWrite {
         }
     }
 
-    /// One transaction. A start's waiter hears whether it was committed; records of a failed
-    /// transaction stay for the next one. Records the store refused one by one are not
-    /// retried: the rest of their transaction was committed.
+    /// One transaction. A start's waiter hears whether it was committed; deferred starts and
+    /// records of a failed transaction stay for the next one. Records the store refused one by
+    /// one are not retried: the rest of their transaction was committed.
     async fn commit(&mut self, store: &Arc<dyn Store>, with_records: bool) {
         // Whatever happens to this transaction, the records queued before a flush have had
         // their try: its callers hear back when the commit is over.
@@ -249,18 +296,20 @@ impl PendingWrite {
         if with_records {
             self.deadline = None;
         }
-        let records = if with_records {
-            std::mem::take(&mut self.records)
+        let (mut starts, records) = if with_records {
+            (
+                std::mem::take(&mut self.deferred),
+                std::mem::take(&mut self.records),
+            )
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
-        if self.starts.is_empty() && records.is_empty() {
+        let deferred = starts.len();
+        starts.append(&mut self.starts);
+        if starts.is_empty() && records.is_empty() {
             return;
         }
-        let batch = Arc::new(WriteBatch {
-            starts: std::mem::take(&mut self.starts),
-            records,
-        });
+        let batch = Arc::new(WriteBatch { starts, records });
         let result = store.commit(batch.clone()).await;
         let failure = match &result {
             Ok(()) => None,
@@ -270,6 +319,7 @@ impl PendingWrite {
             }
             Err(error) => Some(error.to_string()),
         };
+        self.writable.store(failure.is_none(), Ordering::Release);
         for waiter in self.waiters.drain(..) {
             let answer = match &failure {
                 None => Ok(()),
@@ -285,10 +335,16 @@ impl PendingWrite {
             return;
         };
         // The store has let go of the batch by now; copy it only if it has not.
-        let mut records = Arc::try_unwrap(batch)
-            .map(|batch| batch.records)
-            .unwrap_or_else(|batch| batch.records.clone());
-        if records.is_empty() {
+        let WriteBatch {
+            mut starts,
+            mut records,
+        } = Arc::try_unwrap(batch).unwrap_or_else(|batch| WriteBatch::clone(&batch));
+        // The waited starts were refused; the deferred ones' requests went on, so they stay,
+        // before those deferred meanwhile.
+        starts.truncate(deferred);
+        starts.append(&mut self.deferred);
+        self.deferred = starts;
+        if records.is_empty() && self.deferred.is_empty() {
             return;
         }
         // Records that arrived meanwhile go after them.
@@ -303,6 +359,7 @@ impl PendingWrite {
             .map_or(FIRST_RETRY, |delay| (delay * 2).min(LAST_RETRY));
         tracing::error!(
             records = records.len(),
+            starts = self.deferred.len(),
             error = %message,
             retry_in_ms = delay.as_millis() as u64,
             "could not write records"
@@ -344,8 +401,9 @@ mod tests {
     }
 
     /// A real SQLite file whose `prompts` table goes away for a while: the records that need it
-    /// wait and are written once it is back, and starts meanwhile are not held up by them. A
-    /// start that cannot be written is refused.
+    /// wait and are written once it is back, and starts meanwhile are not held up by them. When
+    /// `interceptions` goes away, the start already admitted waits for it and later starts are
+    /// refused until a commit succeeds.
     #[tokio::test]
     async fn records_of_a_failed_transaction_are_written_when_the_database_is_back() {
         let path = std::env::temp_dir().join(format!(
@@ -405,10 +463,44 @@ mod tests {
             .execute(&mut admin)
             .await
             .unwrap();
+        // Admitted before the writer knows: its start is queued, and its commit fails.
+        recorder
+            .begin(start("admitted"))
+            .await
+            .expect("a start is not waited for while commits succeed");
+        recorder.flush().await;
         assert!(
             recorder.begin(start("refused")).await.is_err(),
-            "a start that cannot be written is refused"
+            "after a failed commit, a start that cannot be written is refused"
         );
+        // The database is back: the admitted request's start is written by the retry, and
+        // starts are not waited for again once a commit succeeds.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(rename("gone", "interceptions")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        recorder
+            .begin(start("after"))
+            .await
+            .expect("a start is committed once the database is back");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            recorder.flush().await;
+            let page = store
+                .interceptions(&InterceptionFilter::default())
+                .await
+                .unwrap();
+            let mut ids: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+            ids.sort_unstable();
+            if ids == ["admitted", "after", "kept", "meanwhile"] {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the admitted start was not retried: {ids:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
 
         recorder.shutdown().await;
         store.close().await;

@@ -97,6 +97,14 @@ async fn a_request_that_cannot_be_recorded_is_refused_with_503() {
         &schema.admin_url,
         &format!("DROP TABLE {}.interceptions CASCADE", schema.name),
     );
+    // A request admitted before any commit failed goes on (its start waits in memory for the
+    // database); the commit that carries it fails, and from then on requests are refused.
+    assert_eq!(
+        post_messages(&gw, &messages_body(false)).await.status(),
+        200
+    );
+    // The key listing commits what is queued before it reads (its own read then fails).
+    client().get(gw.url("/api/v1/keys")).send().await.unwrap();
     let requests_before = mock.requests().len();
     for (path, body) in [
         ("/anthropic/v1/messages", messages_body(false)),
