@@ -24,12 +24,14 @@ pub struct PoolKey {
     pub id: KeyId,
     /// The key itself, for the upstream request.
     pub secret: ApiKey,
+    /// `secret` masked, made once: every request's record and span names its key.
+    hint: Box<str>,
 }
 
 impl PoolKey {
     /// Masked key for logs and records.
-    pub fn hint(&self) -> String {
-        self.secret.hint()
+    pub fn hint(&self) -> &str {
+        &self.hint
     }
 }
 
@@ -218,6 +220,7 @@ impl KeyPool {
             .map(|(index, secret)| PoolKey {
                 index,
                 id: KeyId::of(&secret),
+                hint: secret.hint().into(),
                 secret,
             })
             .collect();
@@ -344,7 +347,7 @@ impl KeyPool {
             .zip(records)
             .map(|(key, record)| KeySnapshot {
                 index: key.index,
-                hint: key.hint(),
+                hint: key.hint().to_owned(),
                 state: record.state(now),
                 cooldown_remaining: record.cooldown_remaining(now),
                 disabled_reason: record.disabled.as_ref().map(|d| d.reason),

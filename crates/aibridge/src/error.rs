@@ -48,6 +48,8 @@ pub enum GatewayError {
     Database(aibridge_store::StoreError),
     #[error("invalid query parameter {0}")]
     BadQuery(String),
+    #[error("the path {0} cannot be forwarded upstream")]
+    BadPath(String),
     #[error(
         "provider `{provider}` has no central keys configured; send your own provider key with the X-AIBridge-Token header"
     )]
@@ -122,7 +124,7 @@ impl GatewayError {
             | Self::Database(_)
             | Self::ShuttingDown
             | Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::BadQuery(_) => StatusCode::BAD_REQUEST,
+            Self::BadQuery(_) | Self::BadPath(_) => StatusCode::BAD_REQUEST,
             Self::NotAdmin | Self::Foreign(_) => StatusCode::FORBIDDEN,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::UpstreamUnreachable(_)
@@ -156,7 +158,7 @@ impl GatewayError {
             | Self::RecordingUnavailable(_)
             | Self::Database(_)
             | Self::ShuttingDown => ErrorKind::Unavailable,
-            Self::BadQuery(_) => ErrorKind::InvalidRequest,
+            Self::BadQuery(_) | Self::BadPath(_) => ErrorKind::InvalidRequest,
             Self::NotAdmin | Self::Foreign(_) => ErrorKind::Permission,
             Self::CircuitOpen { .. } => ErrorKind::Overloaded,
         }
@@ -176,6 +178,7 @@ impl GatewayError {
             | Self::InvalidToken
             | Self::NotAdmin
             | Self::BadQuery(_)
+            | Self::BadPath(_)
             | Self::NoPool { .. }
             | Self::NotImplemented(_)
             | Self::Foreign(_)

@@ -8,6 +8,7 @@ use aibridge_protocol::bedrock::{self as bedrock_wire, ExceptionClass};
 use aibridge_protocol::{Api, Dialect, RequestSummary};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use reqwest::Url;
 
 use crate::bedrock::BedrockSettings;
 use crate::error::GatewayError;
@@ -239,6 +240,9 @@ pub struct Provider {
     pub metrics: Arc<ProviderMetrics>,
     /// `type = "bedrock"`: region, models and the credential behind each pool key.
     pub bedrock: Option<Arc<BedrockSettings>>,
+    /// The upstream URL of each of its routes, parsed once: a URL parse is a measurable part
+    /// of a request's cost.
+    pub route_urls: Vec<(&'static str, Url)>,
 }
 
 /// What an error answer means for the pool key that got it.
@@ -348,14 +352,14 @@ impl Provider {
         client_headers: &HeaderMap,
         query: Option<&str>,
         pool_paid: bool,
-    ) -> Result<(String, Bytes), GatewayError> {
+    ) -> Result<(Box<Url>, Bytes), GatewayError> {
         let Some(bedrock) = &self.bedrock else {
-            return Ok((self.upstream_url(api.path(), query), body));
+            return Ok((self.upstream_url(api.path(), query)?, body));
         };
         let (model, body) =
             self.bedrock_invoke(bedrock, &summary.model, &body, client_headers, pool_paid)?;
         let path = bedrock_wire::invoke_path(model, summary.stream);
-        Ok((format!("{}{path}", self.base_url), Bytes::from(body)))
+        Ok((self.upstream_url(&path, None)?, Bytes::from(body)))
     }
 
     /// What every Bedrock call needs before its URL: a pool request (the credentials are the
@@ -393,11 +397,31 @@ impl Provider {
     }
 
     /// Upstream URL for a path relative to the base URL, keeping the client's query string.
-    pub fn upstream_url(&self, path: &str, query: Option<&str>) -> String {
-        match query {
-            Some(q) if !q.is_empty() => format!("{}{path}?{q}", self.base_url),
-            _ => format!("{}{path}", self.base_url),
+    /// Boxed: it is held in every request's future, which is moved whole into a box, and a
+    /// `Url` is several times the size of a pointer.
+    pub fn upstream_url(&self, path: &str, query: Option<&str>) -> Result<Box<Url>, GatewayError> {
+        let known = self
+            .route_urls
+            .iter()
+            .find_map(|(route, url)| (*route == path).then(|| url.clone()));
+        let mut url = match known {
+            Some(url) => url,
+            None => Url::parse(&format!("{}{path}", self.base_url))
+                .map_err(|_| GatewayError::BadPath(path.to_string()))?,
+        };
+        if let Some(query) = query.filter(|q| !q.is_empty()) {
+            url.set_query(Some(query));
         }
+        Ok(Box::new(url))
+    }
+
+    /// Its routes' upstream URLs (those that parse: the base URL was checked at start).
+    pub fn parse_route_urls(base_url: &str, routes: &[&'static str]) -> Vec<(&'static str, Url)> {
+        routes
+            .iter()
+            .filter(|route| !route.ends_with('*'))
+            .filter_map(|route| Some((*route, Url::parse(&format!("{base_url}{route}")).ok()?)))
+            .collect()
     }
 }
 
@@ -418,6 +442,47 @@ fn is_plain_path(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_urls_are_the_parsed_base_and_path_with_the_clients_query() {
+        let base = "http://127.0.0.1:9/api";
+        let kind = ProviderKind::Anthropic;
+        let metrics = crate::telemetry::metrics::Metrics::new(&["Unknown"]);
+        let provider = Provider {
+            name: "anthropic".into(),
+            kind,
+            base_url: base.into(),
+            pool: None,
+            key_checks: Default::default(),
+            key_scopes: Vec::new(),
+            metrics: Arc::new(metrics.provider("anthropic", &kind.routes(), &[], false)),
+            bedrock: None,
+            route_urls: Provider::parse_route_urls(base, &kind.routes()),
+        };
+        assert!(
+            provider
+                .route_urls
+                .iter()
+                .all(|(route, _)| !route.contains('*')),
+            "wildcard routes are not URLs"
+        );
+        for (path, query) in [
+            ("/v1/messages", None),
+            ("/v1/messages", Some("beta=true")),
+            ("/v1/messages", Some("")),
+            ("/v1/models/claude x", Some("a=b c&d=é")),
+        ] {
+            let whole = match query {
+                Some(q) if !q.is_empty() => format!("{base}{path}?{q}"),
+                _ => format!("{base}{path}"),
+            };
+            assert_eq!(
+                *provider.upstream_url(path, query).unwrap(),
+                Url::parse(&whole).unwrap(),
+                "{path} {query:?}"
+            );
+        }
+    }
 
     #[test]
     fn passthrough_allow_list() {

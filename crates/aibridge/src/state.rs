@@ -149,6 +149,7 @@ impl AppState {
                     key_scopes: pc.key_scopes.clone(),
                     metrics: Arc::new(provider_metrics),
                     bedrock: pc.bedrock.clone(),
+                    route_urls: Provider::parse_route_urls(&pc.base_url, &pc.kind.routes()),
                 }),
             );
         }

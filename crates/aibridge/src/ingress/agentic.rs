@@ -54,7 +54,7 @@ enum Frame {
 
 /// The parts of a bridged call the loop owns.
 pub struct LoopCall {
-    pub url: String,
+    pub url: Box<reqwest::Url>,
     pub headers: HeaderMap,
     pub body: Bytes,
     pub payer: Payer,

@@ -96,7 +96,7 @@ pub async fn handle(
                 client: &state.client,
                 provider,
                 method: Method::POST,
-                url: format!("{}{}", provider.base_url, wire::count_tokens_path(model)),
+                url: provider.upstream_url(&wire::count_tokens_path(model), None)?,
                 headers: provider.bridged_headers(upstream_headers(
                     &meta.headers,
                     &caller,

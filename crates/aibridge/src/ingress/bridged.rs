@@ -33,7 +33,7 @@ struct Admitted {
     meta: RequestMeta,
     summary: RequestSummary,
     /// Where it goes upstream.
-    url: String,
+    url: Box<reqwest::Url>,
     /// What goes upstream (the client's body, adjusted, with any tools injected).
     body: Bytes,
     /// The client's body as it came, when tools were injected into `body`: what the record's

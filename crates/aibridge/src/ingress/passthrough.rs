@@ -67,7 +67,7 @@ pub async fn handle(
         client: &state.client,
         provider,
         method,
-        url: provider.upstream_url(upstream_path, meta.query.as_deref()),
+        url: provider.upstream_url(upstream_path, meta.query.as_deref())?,
         headers,
         body,
         payer: caller.payer,

@@ -69,7 +69,7 @@ impl AttemptRecord {
     pub fn sent(number: u32, key: Option<&PoolKey>, duration: Duration) -> Self {
         Self {
             number,
-            key_hint: key.map(PoolKey::hint),
+            key_hint: key.map(|key| key.hint().to_owned()),
             key_index: key.map(|key| key.index),
             status: None,
             verdict: None,

@@ -28,7 +28,7 @@ pub struct UpstreamCall<'a> {
     pub client: &'a reqwest::Client,
     pub provider: &'a Provider,
     pub method: Method,
-    pub url: String,
+    pub url: Box<reqwest::Url>,
     /// Forwardable client headers (see `headers::forwardable`), without a pool key.
     pub headers: HeaderMap,
     /// Replayed byte for byte on every attempt.
@@ -77,7 +77,7 @@ impl UpstreamCall<'_> {
     fn request(&self, headers: HeaderMap) -> reqwest::RequestBuilder {
         let request = self
             .client
-            .request(self.method.clone(), &self.url)
+            .request(self.method.clone(), reqwest::Url::clone(&self.url))
             .headers(headers)
             .body(self.body.clone());
         match self.deadline {
@@ -95,7 +95,7 @@ impl UpstreamCall<'_> {
             otel.status_code = Empty,
             http.request.method = %self.method,
             aibridge.attempt = i64::from(number),
-            aibridge.key = %key.map_or_else(|| "byok".to_string(), PoolKey::hint),
+            aibridge.key = %key.map_or("byok", PoolKey::hint),
             http.response.status_code = Empty,
             aibridge.verdict = Empty,
             aibridge.key_check = Empty,
@@ -112,8 +112,13 @@ impl UpstreamCall<'_> {
     ) -> Result<reqwest::Response, GatewayError> {
         let mut headers = self.headers.clone();
         if let Some(key) = key {
-            self.provider
-                .authorize(&mut headers, key, &self.method, &self.url, &self.body)?;
+            self.provider.authorize(
+                &mut headers,
+                key,
+                &self.method,
+                self.url.as_str(),
+                &self.body,
+            )?;
         }
         // The upstream continues the trace from this attempt (the client's own `traceparent`
         // passes as it came when traces are not exported).
@@ -122,7 +127,7 @@ impl UpstreamCall<'_> {
             let dump =
                 call.dump
                     .attempt(&self.provider.name, call.subject, call.request_id, number);
-            dump.request(&self.method, &self.url, &headers, &self.body);
+            dump.request(&self.method, self.url.as_str(), &headers, &self.body);
             dump
         });
         let sending = self.request(headers).send().instrument(span.clone());
