@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::errors::{Dialect, ErrorKind};
 use crate::observe::{
     Observation, ObserveStream, OpenBlock, OpenBlocks, ToolCall, Usage, extra_counts, int,
-    last_user_text, push_thought, string,
+    last_user_text_in_messages, push_thought, string,
 };
 use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
@@ -103,15 +103,24 @@ impl WireRules for Rules {
         prepend_earlier(earlier, last, "content", "text")
     }
 
-    fn prompt(&self, request: &Value) -> Option<String> {
-        last_user_text(&request["messages"])
+    fn prompt(&self, body: &[u8]) -> Option<String> {
+        last_user_text_in_messages(body)
     }
 
     fn usage(&self, value: &Value) -> Usage {
         usage(value)
     }
 
-    fn observe_body(&self, response: &Value) -> Observation {
+    fn observe_body(&self, body: &[u8]) -> Observation {
+        // Read into borrowed fields (the text blocks skipped, not built); a body of another
+        // shape is read whole.
+        if let Ok(response) = serde_json::from_slice::<BlockingBody<'_>>(body) {
+            return response.observation();
+        }
+        let Ok(response) = serde_json::from_slice::<Value>(body) else {
+            return Observation::default();
+        };
+        let response = &response;
         let mut observation = Observation {
             response_id: string(&response["id"]),
             model: string(&response["model"]),
@@ -287,6 +296,23 @@ mod tests {
             API.prompt(body.to_string().as_bytes()).as_deref(),
             Some("second")
         );
+    }
+
+    #[test]
+    fn odd_shapes_are_read_whole_as_before() {
+        // A message that is not an object: the borrowed read fails, the whole read finds the
+        // last user text all the same.
+        let body = r#"{"messages": [{"role": "user", "content": "first"}, "noise"]}"#;
+        assert_eq!(API.prompt(body.as_bytes()).as_deref(), Some("first"));
+        assert_eq!(API.prompt(b"not json"), None);
+        // A tool's input is recorded compact, whatever the upstream's spacing.
+        let body = r#"{"id": "msg_1", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": { "a" : [1, 2] }}]}"#;
+        let seen = API.observe_body(body.as_bytes());
+        assert_eq!(seen.tool_calls[0].input, r#"{"a":[1,2]}"#);
+        // `content` that is not a list: read whole (no calls), the id kept.
+        let seen = API.observe_body(br#"{"id": "msg_2", "content": "text"}"#);
+        assert_eq!(seen.response_id.as_deref(), Some("msg_2"));
+        assert!(seen.tool_calls.is_empty());
     }
 
     #[test]
@@ -523,6 +549,67 @@ struct BlockHead<'a> {
     id: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     name: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// A blocking Messages response: what the record keeps of it.
+#[derive(serde::Deserialize)]
+struct BlockingBody<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    usage: Option<Value>,
+    #[serde(borrow, default)]
+    content: Vec<BodyBlock<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct BodyBlock<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    input: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    thinking: Option<Cow<'a, str>>,
+}
+
+impl BlockingBody<'_> {
+    fn observation(self) -> Observation {
+        let mut observation = Observation {
+            response_id: self.id.map(Cow::into_owned),
+            model: self.model.map(Cow::into_owned),
+            usage: self.usage.as_ref().map(usage),
+            ..Observation::default()
+        };
+        for block in self.content {
+            match block.kind.as_deref() {
+                Some("tool_use" | "server_tool_use") => observation.tool_calls.push(ToolCall {
+                    id: block.id.map(Cow::into_owned),
+                    name: block.name.map(Cow::into_owned).unwrap_or_default(),
+                    // As a parsed `Value` writes it (compact), whatever the upstream's spacing.
+                    input: block
+                        .input
+                        .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+                        .unwrap_or(Value::Null)
+                        .to_string(),
+                }),
+                Some("thinking") => {
+                    if let Some(text) = block.thinking.filter(|t| !t.is_empty()) {
+                        observation.thoughts.push(crate::observe::Thought {
+                            content: text.into_owned(),
+                            source: "thinking",
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        observation
+    }
 }
 
 /// A `content_block_delta` with its index.

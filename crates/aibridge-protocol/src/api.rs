@@ -127,16 +127,12 @@ impl Api {
 
     /// The user's prompt: the text of the last user message (or input) of a request body.
     pub fn prompt(self, body: &[u8]) -> Option<String> {
-        let request: Value = serde_json::from_slice(body).ok()?;
-        self.rules().prompt(&request)
+        self.rules().prompt(body)
     }
 
     /// Reads a complete (non-streaming) response body.
     pub fn observe_body(self, body: &[u8]) -> Observation {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(response) => self.rules().observe_body(&response),
-            Err(_) => Observation::default(),
-        }
+        self.rules().observe_body(body)
     }
 
     /// Only the response's id, model and usage, for the metrics and traces when nothing else is

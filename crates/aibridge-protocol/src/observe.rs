@@ -110,6 +110,35 @@ pub(crate) fn push_thought(observation: &mut Observation, text: &Value, source: 
     }
 }
 
+/// [`last_user_text`] of a request body's `messages`, read without building the whole request:
+/// only the last user message's content is parsed (requests carry the whole conversation).
+pub(crate) fn last_user_text_in_messages(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Request<'a> {
+        #[serde(borrow)]
+        messages: Vec<Message<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        role: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow)]
+        content: Option<&'a serde_json::value::RawValue>,
+    }
+    let Ok(request) = serde_json::from_slice::<Request<'_>>(body) else {
+        // Another shape (or not JSON): read whole, as any other.
+        let request: Value = serde_json::from_slice(body).ok()?;
+        return last_user_text(&request["messages"]);
+    };
+    let last = request
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role.is_some_and(|role| role.get() == "\"user\""))?;
+    let content: Value = serde_json::from_str(last.content?.get()).ok()?;
+    user_text(&content)
+}
+
 /// The text of the last message with role `user` in `list`: its string content, or its last
 /// text part (`text`, `input_text`).
 pub(crate) fn last_user_text(list: &Value) -> Option<String> {
@@ -119,6 +148,11 @@ pub(crate) fn last_user_text(list: &Value) -> Option<String> {
         .rev()
         .find(|m| m["role"] == "user")
         .map(|m| &m["content"])?;
+    user_text(content)
+}
+
+/// A user message's text: its string content, or its last text part.
+fn user_text(content: &Value) -> Option<String> {
     match content {
         Value::String(text) => Some(text.clone()),
         Value::Array(parts) => parts

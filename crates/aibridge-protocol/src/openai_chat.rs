@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::errors::{Dialect, ErrorKind};
 use crate::observe::{
     Observation, ObserveStream, OpenBlock, OpenBlocks, ToolCall, Usage, contains, extra_counts,
-    int, last_user_text, string,
+    int, last_user_text_in_messages, string,
 };
 use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
@@ -92,15 +92,19 @@ impl WireRules for Rules {
         last
     }
 
-    fn prompt(&self, request: &Value) -> Option<String> {
-        last_user_text(&request["messages"])
+    fn prompt(&self, body: &[u8]) -> Option<String> {
+        last_user_text_in_messages(body)
     }
 
     fn usage(&self, value: &Value) -> Usage {
         usage(value)
     }
 
-    fn observe_body(&self, response: &Value) -> Observation {
+    fn observe_body(&self, body: &[u8]) -> Observation {
+        let Ok(response) = serde_json::from_slice::<Value>(body) else {
+            return Observation::default();
+        };
+        let response = &response;
         let mut observation = Observation {
             response_id: string(&response["id"]),
             model: string(&response["model"]),

@@ -89,7 +89,8 @@ impl WireRules for Rules {
         prepend_earlier(earlier, last, "output", "message")
     }
 
-    fn prompt(&self, request: &Value) -> Option<String> {
+    fn prompt(&self, body: &[u8]) -> Option<String> {
+        let request: Value = serde_json::from_slice(body).ok()?;
         match &request["input"] {
             Value::String(text) => Some(text.clone()),
             items => last_user_text(items),
@@ -100,8 +101,10 @@ impl WireRules for Rules {
         usage(value)
     }
 
-    fn observe_body(&self, response: &Value) -> Observation {
-        observe_response_object(response)
+    fn observe_body(&self, body: &[u8]) -> Observation {
+        serde_json::from_slice::<Value>(body)
+            .map(|response| observe_response_object(&response))
+            .unwrap_or_default()
     }
 
     fn stream_observer(&self) -> Box<dyn ObserveStream> {

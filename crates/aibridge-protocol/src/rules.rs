@@ -37,10 +37,10 @@ pub(crate) trait WireRules: Sync {
     fn stream_loop(&self) -> Option<Box<dyn StreamLoop>> {
         None
     }
-    /// The user's prompt in a parsed request body.
-    fn prompt(&self, request: &Value) -> Option<String>;
-    /// What a parsed blocking response body says.
-    fn observe_body(&self, response: &Value) -> Observation;
+    /// The user's prompt in a request body.
+    fn prompt(&self, body: &[u8]) -> Option<String>;
+    /// What a blocking response body says.
+    fn observe_body(&self, body: &[u8]) -> Observation;
     /// The token counts of a response's `usage` object.
     fn usage(&self, usage: &Value) -> Usage;
     fn stream_observer(&self) -> Box<dyn ObserveStream>;
