@@ -2,6 +2,8 @@
 //! `data: [DONE]`, an error mid-stream is a `data: {"error":…}` chunk (then `[DONE]`), usage only
 //! comes when asked for (`stream_options.include_usage`), tool calls arrive as indexed deltas.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -101,6 +103,11 @@ impl WireRules for Rules {
     }
 
     fn observe_body(&self, body: &[u8]) -> Observation {
+        // Read into borrowed fields (the message text skipped, not built); a body of another
+        // shape is read whole.
+        if let Ok(response) = serde_json::from_slice::<BlockingBody<'_>>(body) {
+            return response.observation();
+        }
         let Ok(response) = serde_json::from_slice::<Value>(body) else {
             return Observation::default();
         };
@@ -151,6 +158,74 @@ impl WireRules for Rules {
 
     fn stream_loop(&self) -> Option<Box<dyn crate::stream_loop::StreamLoop>> {
         Some(Box::new(ChatLoop::default()))
+    }
+}
+
+/// A blocking Chat Completions response: what the record keeps of it.
+#[derive(serde::Deserialize)]
+struct BlockingBody<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    usage: Option<Value>,
+    #[serde(borrow, default)]
+    choices: Vec<BodyChoice<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct BodyChoice<'a> {
+    #[serde(borrow)]
+    message: Option<BodyMessage<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct BodyMessage<'a> {
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<BodyCall<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct BodyCall<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    function: Option<BodyFunction<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct BodyFunction<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+impl BlockingBody<'_> {
+    fn observation(self) -> Observation {
+        let mut observation = Observation {
+            response_id: self.id.map(Cow::into_owned),
+            model: self.model.map(Cow::into_owned),
+            usage: self.usage.as_ref().filter(|u| u.is_object()).map(usage),
+            ..Observation::default()
+        };
+        let calls = self
+            .choices
+            .into_iter()
+            .filter_map(|choice| choice.message?.tool_calls)
+            .flatten();
+        for call in calls {
+            let (name, arguments) = call
+                .function
+                .map(|function| (function.name, function.arguments))
+                .unwrap_or_default();
+            observation.tool_calls.push(ToolCall {
+                id: call.id.map(Cow::into_owned),
+                name: name.map(Cow::into_owned).unwrap_or_default(),
+                input: arguments.map(Cow::into_owned).unwrap_or_default(),
+            });
+        }
+        observation
     }
 }
 
