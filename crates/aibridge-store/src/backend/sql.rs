@@ -8,20 +8,30 @@
 // its row named by ids the gateway chose (an attempt's number, a record's `seq`), so a batch
 // retried after a lost COMMIT acknowledgement writes nothing twice.
 
+// A start is retried with its batch when the batch's commit failed (the request went on), so a
+// start that is already there (the failed commit went through after all) is left as it is.
 pub(crate) const INSERT_INTERCEPTION: &str = "INSERT INTO interceptions (id, user_name, kind, \
      provider_type, provider_name, method, route, model, streaming, client, session_id, \
      user_agent, credential, started_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+     ON CONFLICT (id) DO NOTHING";
 
 // A request that started and ended within one batch (SQLite): its row written once, whole,
-// with the totals summed from the batch's records, instead of inserted and then updated.
+// with the totals summed from the batch's records, instead of inserted and then updated. A row
+// already there (a retried batch) takes the end, as the update would.
 pub(crate) const INSERT_ENDED_INTERCEPTION: &str = "INSERT INTO interceptions (id, user_name, \
      kind, provider_type, provider_name, method, route, model, streaming, client, session_id, \
      user_agent, credential, started_at, ended_at, duration_ms, status, outcome, key_hint, \
      attempt_count, error, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, \
      failovers) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-     $19, $20, $21, $22, $23, $24, $25, $26)";
+     $19, $20, $21, $22, $23, $24, $25, $26) \
+     ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at, \
+     duration_ms = excluded.duration_ms, status = excluded.status, outcome = excluded.outcome, \
+     key_hint = excluded.key_hint, attempt_count = excluded.attempt_count, \
+     error = excluded.error, input_tokens = excluded.input_tokens, \
+     output_tokens = excluded.output_tokens, cache_read_tokens = excluded.cache_read_tokens, \
+     cache_write_tokens = excluded.cache_write_tokens, failovers = excluded.failovers";
 
 // The end also writes the request's totals, summed from the rows written before it (a
 // request's records come in order, its end last), so reports read one table.
