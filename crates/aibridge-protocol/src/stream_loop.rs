@@ -51,15 +51,22 @@ static GATEWAY_TOOL_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>>
 /// the upstream's byte for byte. This wrapper relays the first iteration's events as they came,
 /// keeping them aside (a clone of their bytes), and hands them to the API's loop only when an
 /// event may call a gateway tool (or an error needs the loop's numbering): a request whose
-/// injected tools are not called costs a substring search per event, not a parse.
+/// injected tools are not called costs a substring search per event, not a parse. The events
+/// kept aside are bounded ([`PASSED_BYTES`]); past that, the API's loop reads every event, as it
+/// keeps less of each.
 #[derive(Debug)]
 pub struct PassingLoop {
     inner: Box<dyn StreamLoop>,
     /// Whether the events so far went out as they came.
     passing: bool,
-    /// Those events, for the loop to catch up on.
+    /// Those events, for the loop to catch up on, and their size.
     passed: Vec<SseEvent>,
+    passed_bytes: usize,
 }
+
+/// The most event bytes a stream keeps aside while it passes (per stream: 1,000 open streams
+/// hold at most 64 MiB more than without tools).
+const PASSED_BYTES: usize = 64 * 1024;
 
 impl PassingLoop {
     pub fn new(inner: Box<dyn StreamLoop>) -> Self {
@@ -67,6 +74,7 @@ impl PassingLoop {
             inner,
             passing: true,
             passed: Vec::with_capacity(16),
+            passed_bytes: 0,
         }
     }
 
@@ -91,7 +99,11 @@ impl StreamLoop for PassingLoop {
     }
 
     fn relay_into(&mut self, event: &SseEvent, out: &mut Vec<Bytes>) {
-        if self.passing && !self.inner.may_call_gateway_tool(event) {
+        if self.passing
+            && self.passed_bytes + event.raw().len() <= PASSED_BYTES
+            && !self.inner.may_call_gateway_tool(event)
+        {
+            self.passed_bytes += event.raw().len();
             self.passed.push(event.clone());
             out.push(event.raw().clone());
             return;
@@ -193,6 +205,35 @@ mod tests {
         assert_eq!(kinds.len(), 7, "{client}");
         assert_eq!(kinds.last().map(String::as_str), Some("message_stop"));
         assert!(client.contains("I could call "), "{client}");
+    }
+
+    #[test]
+    fn a_stream_longer_than_the_bound_is_handed_over_unchanged() {
+        let delta = |n: usize| {
+            sse(
+                json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":format!("word {n} ")}}),
+            )
+        };
+        let mut stream = vec![
+            sse(
+                json!({"type":"message_start","message":{"id":"msg_1","content":[],"usage":{"input_tokens":5}}}),
+            ),
+            sse(
+                json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+            ),
+        ];
+        let mut n = 0;
+        while stream.iter().map(String::len).sum::<usize>() < 2 * super::PASSED_BYTES {
+            stream.push(delta(n));
+            n += 1;
+        }
+        stream.extend([
+            sse(json!({"type":"content_block_stop","index":0})),
+            sse(json!({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":n}})),
+            sse(json!({"type":"message_stop"})),
+        ]);
+        let stream = stream.concat();
+        assert_eq!(relayed(Api::AnthropicMessages, &stream), stream);
     }
 
     #[test]
