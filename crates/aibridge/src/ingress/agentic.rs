@@ -237,7 +237,9 @@ async fn run(
                 request_id: &call.request_id,
             }),
         };
-        let served = match attempt.send(&mut recording).await {
+        // Boxed: inline, the call's state would make the loop's own several KB larger, and
+        // that state is copied whole into the loop's box.
+        let served = match Box::pin(attempt.send(&mut recording)).await {
             Ok(served) => served,
             Err(error) => {
                 if committed {
