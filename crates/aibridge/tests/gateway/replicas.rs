@@ -511,10 +511,27 @@ async fn a_killed_replica_leaves_what_it_committed_and_its_in_flight_requests_un
     }
     let finished = wait_for_ended(&gw, None, 3).await;
     assert_eq!(finished.len(), 3);
-    // A stream in flight when the replica is killed.
+    // A stream in flight when the replica is killed. Its start rides with the next batch (at
+    // most ~20 ms later); the key listing commits what is queued before it reads, so the start
+    // is known to be committed when the replica dies.
     mock.script(&k0, vec![Reply::ok().stream_deltas(50).event_delay_ms(100)]);
     let stream = post_messages(&gw, &messages_body(true)).await;
     assert_eq!(stream.status(), 200);
+    let keys = client().get(gw.url("/api/v1/keys")).send().await.unwrap();
+    assert_eq!(keys.status(), 200);
+    let listed: Value = client()
+        .get(gw.url("/api/v1/interceptions?limit=10"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["items"].as_array().unwrap().len(),
+        4,
+        "the stream's start is committed: {listed:#}"
+    );
     let base = gw.base.clone();
     gw.kill().await;
     drop(stream);
