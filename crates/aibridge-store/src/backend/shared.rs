@@ -507,7 +507,7 @@ impl Pools {
                 "SELECT interception_id, provider_response_id, input_tokens, output_tokens, \
              cache_read_tokens, cache_write_tokens, extra, created_at FROM token_usages \
              WHERE interception_id IN (",
-                ") ORDER BY created_at, id",
+                ") ORDER BY created_at, seq",
                 &ids,
                 |row| {
                     let extra: String = row.try_get(6)?;

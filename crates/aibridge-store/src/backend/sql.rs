@@ -3,10 +3,9 @@
 //! into SQLite's `?N` for rusqlite, whose positional binding needs explicit numbers (a `$N`
 //! parameter is a *named* one in SQLite, numbered by first appearance).
 
-// A start is never retried (its request is refused when it cannot be written), so a repeated id
-// is an error. Records are retried after a failed transaction: every record insert is idempotent,
-// its row named by ids the gateway chose (an attempt's number, a record's `seq`), so a batch
-// retried after a lost COMMIT acknowledgement writes nothing twice.
+// Records are retried after a failed transaction: every record insert is idempotent, its row
+// named by ids the gateway chose (an attempt's number, a record's `seq`), so a batch retried
+// after a lost COMMIT acknowledgement writes nothing twice.
 
 // A start is retried with its batch when the batch's commit failed (the request went on), so a
 // start that is already there (the failed commit went through after all) is left as it is.
@@ -46,40 +45,60 @@ pub(crate) const END_INTERCEPTION: &str = "UPDATE interceptions SET ended_at = $
      WHERE id = $1";
 
 // Child rows are inserted only when their interception exists: a record about an unknown
-// interception affects no row (and is reported) instead of aborting the transaction.
+// interception affects no row (and is reported) instead of aborting the transaction. The SQLite
+// writer inserts the records of a request that starts in the same transaction with the
+// `_AFTER_START` form, a single-row VALUES insert: it skips the look-up, and SQLite needs no
+// statement journal for it (an INSERT … SELECT may write several rows, so it keeps one).
+macro_rules! child_insert {
+    ($checked:ident, $after_start:ident, $head:literal, $values:literal) => {
+        pub(crate) const $checked: &str = concat!(
+            $head,
+            " SELECT ",
+            $values,
+            " WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING"
+        );
+        pub(crate) const $after_start: &str =
+            concat!($head, " VALUES (", $values, ") ON CONFLICT DO NOTHING");
+    };
+}
 
-/// The condition that makes each child insert wait for its interception; the SQLite writer
-/// replaces it by `WHERE true` (an insert from a SELECT with an upsert needs a WHERE) for
-/// records whose interception starts in the same transaction.
-pub(crate) const PARENT_EXISTS: &str = "WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1)";
+child_insert!(
+    INSERT_ATTEMPT,
+    INSERT_ATTEMPT_AFTER_START,
+    "INSERT INTO attempts (interception_id, number, key_hint, status, transport_error, \
+     failover_reason, cooldown_ms, duration_ms, created_at, key_check)",
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10"
+);
 
-pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO attempts (interception_id, number, \
-     key_hint, status, transport_error, failover_reason, cooldown_ms, duration_ms, created_at, \
-     key_check) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
-     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING";
+child_insert!(
+    INSERT_TOKEN_USAGE,
+    INSERT_TOKEN_USAGE_AFTER_START,
+    "INSERT INTO token_usages (interception_id, provider_response_id, input_tokens, \
+     output_tokens, cache_read_tokens, cache_write_tokens, extra, created_at, seq)",
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9"
+);
 
-pub(crate) const INSERT_TOKEN_USAGE: &str = "INSERT INTO token_usages (interception_id, \
-     provider_response_id, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, \
-     extra, created_at, seq) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
-     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING";
+child_insert!(
+    INSERT_PROMPT,
+    INSERT_PROMPT_AFTER_START,
+    "INSERT INTO prompts (interception_id, provider_response_id, prompt, created_at, seq)",
+    "$1, $2, $3, $4, $5"
+);
 
-pub(crate) const INSERT_PROMPT: &str = "INSERT INTO prompts (interception_id, \
-     provider_response_id, prompt, created_at, seq) \
-     SELECT $1, $2, $3, $4, $5 \
-     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING";
+child_insert!(
+    INSERT_TOOL_CALL,
+    INSERT_TOOL_CALL_AFTER_START,
+    "INSERT INTO tool_calls (interception_id, provider_response_id, tool_call_id, name, input, \
+     injected, created_at, seq, server_name, server_url, tool_name, result, error, duration_ms)",
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14"
+);
 
-pub(crate) const INSERT_TOOL_CALL: &str = "INSERT INTO tool_calls (interception_id, \
-     provider_response_id, tool_call_id, name, input, injected, created_at, seq, server_name, \
-     server_url, tool_name, result, error, duration_ms) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
-     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING";
-
-pub(crate) const INSERT_THOUGHT: &str = "INSERT INTO thoughts (interception_id, content, \
-     source, created_at, seq) \
-     SELECT $1, $2, $3, $4, $5 \
-     WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING";
+child_insert!(
+    INSERT_THOUGHT,
+    INSERT_THOUGHT_AFTER_START,
+    "INSERT INTO thoughts (interception_id, content, source, created_at, seq)",
+    "$1, $2, $3, $4, $5"
+);
 
 /// Whether an interception exists: an insert that wrote nothing was a repeat if it does.
 pub(crate) const INTERCEPTION_EXISTS: &str = "SELECT 1 FROM interceptions WHERE id = $1";

@@ -135,3 +135,70 @@ fn is_memory(url: &str) -> bool {
 }
 
 super::delegate_store!(SqliteStore);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::InterceptionFilter;
+
+    /// A database written before migration 6 (attempts and usage rows in rowid tables, usage
+    /// rows from before `seq` existed) keeps every row, in its order, once its tables are
+    /// rebuilt clustered by their keys.
+    #[tokio::test]
+    async fn rows_written_before_the_clustered_tables_survive_the_migration() {
+        let path = std::env::temp_dir().join(format!("aibridge-m6-{}.db", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}", path.display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        MIGRATOR.run_to(5, &store.pools.write).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO interceptions (id, user_name, kind, provider_type, provider_name, \
+             method, route, streaming, credential, started_at, ended_at, status, key_hint, \
+             attempt_count) VALUES \
+             ('old', 'ana', 'bridged', 'anthropic', 'anthropic', 'POST', '/v1/messages', 0, \
+             'pool', 1000, 1500, 200, 'sk-…b', 2);
+             INSERT INTO attempts (interception_id, number, key_hint, status, failover_reason, \
+             cooldown_ms, duration_ms, created_at) VALUES \
+             ('old', 2, 'sk-…b', 200, NULL, NULL, 40, 1400), \
+             ('old', 1, 'sk-…a', 429, 'rate_limited', 60000, 10, 1100);
+             INSERT INTO token_usages (interception_id, input_tokens, output_tokens, \
+             cache_read_tokens, cache_write_tokens, created_at, seq) VALUES \
+             ('old', 7, 1, 0, 0, 1450, NULL), ('old', 5, 2, 0, 0, 1450, NULL), \
+             ('old', 3, 3, 0, 0, 1450, NULL);",
+        )
+        .execute(&store.pools.write)
+        .await
+        .unwrap();
+
+        store.run_migrations().await.unwrap();
+
+        let page = store
+            .pools
+            .interceptions(&InterceptionFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 1);
+        let old = &page.items[0];
+        let attempts: Vec<(u32, Option<&str>)> = old
+            .attempts
+            .iter()
+            .map(|a| (a.number, a.failover_reason.as_deref()))
+            .collect();
+        assert_eq!(attempts, vec![(1, Some("rate_limited")), (2, None)]);
+        let usage: Vec<(i64, i64)> = old.usage.iter().map(|u| (u.input, u.output)).collect();
+        assert_eq!(
+            usage,
+            vec![(7, 1), (5, 2), (3, 3)],
+            "usage rows keep their order"
+        );
+        let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM token_usages ORDER BY seq")
+            .fetch_all(&store.pools.read)
+            .await
+            .unwrap();
+        assert!(seqs.iter().all(|&seq| seq < 0), "{seqs:?}");
+
+        store.close_all().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+}

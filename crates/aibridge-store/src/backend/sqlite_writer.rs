@@ -17,10 +17,10 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, Statement, params};
 use tokio::sync::oneshot;
 
 use crate::backend::sql::{self, batch_outcome, unknown_interception};
@@ -42,53 +42,81 @@ const RESTART_AFTER_FRAMES: i64 = 65_536;
 /// The same busy timeout as the sqlx connections: waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The write statements with SQLite's numbered parameters, converted once.
-struct Statements {
-    insert_interception: String,
-    insert_ended_interception: String,
-    end_interception: String,
-    insert_attempt: String,
-    insert_token_usage: String,
-    insert_prompt: String,
-    insert_tool_call: String,
-    insert_thought: String,
-    interception_exists: String,
-    /// The child inserts without the check that their interception exists.
-    after_start: ChildInserts,
+/// A statement of the write path.
+#[derive(Clone, Copy)]
+enum Sql {
+    Begin,
+    Commit,
+    InsertInterception,
+    InsertEndedInterception,
+    EndInterception,
+    InterceptionExists,
+    Attempt,
+    TokenUsage,
+    Prompt,
+    ToolCall,
+    Thought,
+    AttemptAfterStart,
+    TokenUsageAfterStart,
+    PromptAfterStart,
+    ToolCallAfterStart,
+    ThoughtAfterStart,
 }
 
-/// Inserts of records whose interception starts in the same transaction.
-struct ChildInserts {
-    attempt: String,
-    token_usage: String,
-    prompt: String,
-    tool_call: String,
-    thought: String,
+impl Sql {
+    const COUNT: usize = 16;
+
+    fn text(self) -> &'static str {
+        match self {
+            // Takes the write lock up front (waiting up to the busy timeout for another
+            // process), instead of failing with `SQLITE_BUSY` at the first write.
+            Sql::Begin => "BEGIN IMMEDIATE",
+            Sql::Commit => "COMMIT",
+            Sql::InsertInterception => sql::INSERT_INTERCEPTION,
+            Sql::InsertEndedInterception => sql::INSERT_ENDED_INTERCEPTION,
+            Sql::EndInterception => sql::END_INTERCEPTION,
+            Sql::InterceptionExists => sql::INTERCEPTION_EXISTS,
+            Sql::Attempt => sql::INSERT_ATTEMPT,
+            Sql::TokenUsage => sql::INSERT_TOKEN_USAGE,
+            Sql::Prompt => sql::INSERT_PROMPT,
+            Sql::ToolCall => sql::INSERT_TOOL_CALL,
+            Sql::Thought => sql::INSERT_THOUGHT,
+            Sql::AttemptAfterStart => sql::INSERT_ATTEMPT_AFTER_START,
+            Sql::TokenUsageAfterStart => sql::INSERT_TOKEN_USAGE_AFTER_START,
+            Sql::PromptAfterStart => sql::INSERT_PROMPT_AFTER_START,
+            Sql::ToolCallAfterStart => sql::INSERT_TOOL_CALL_AFTER_START,
+            Sql::ThoughtAfterStart => sql::INSERT_THOUGHT_AFTER_START,
+        }
+    }
 }
 
-/// `statement` without its check that the interception exists.
-fn after_start(statement: &str) -> String {
-    sql::numbered(&statement.replace(sql::PARENT_EXISTS, "WHERE true"))
+/// The write statements of the writer's connection, each prepared the first time it is used
+/// and kept for the connection's life: a recorded request is several statements, and looking
+/// each one up in a statement cache by its text (and handing it back) cost more than a tenth
+/// of the writer's work. Prepared one by one, so that a statement whose table is missing fails
+/// only the batches that need it.
+struct Statements<'c> {
+    conn: &'c Connection,
+    prepared: [Option<Statement<'c>>; Sql::COUNT],
 }
 
-static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| Statements {
-    insert_interception: sql::numbered(sql::INSERT_INTERCEPTION),
-    insert_ended_interception: sql::numbered(sql::INSERT_ENDED_INTERCEPTION),
-    end_interception: sql::numbered(sql::END_INTERCEPTION),
-    insert_attempt: sql::numbered(sql::INSERT_ATTEMPT),
-    insert_token_usage: sql::numbered(sql::INSERT_TOKEN_USAGE),
-    insert_prompt: sql::numbered(sql::INSERT_PROMPT),
-    insert_tool_call: sql::numbered(sql::INSERT_TOOL_CALL),
-    insert_thought: sql::numbered(sql::INSERT_THOUGHT),
-    interception_exists: sql::numbered(sql::INTERCEPTION_EXISTS),
-    after_start: ChildInserts {
-        attempt: after_start(sql::INSERT_ATTEMPT),
-        token_usage: after_start(sql::INSERT_TOKEN_USAGE),
-        prompt: after_start(sql::INSERT_PROMPT),
-        tool_call: after_start(sql::INSERT_TOOL_CALL),
-        thought: after_start(sql::INSERT_THOUGHT),
-    },
-});
+impl<'c> Statements<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Self {
+            conn,
+            prepared: std::array::from_fn(|_| None),
+        }
+    }
+
+    fn get(&mut self, which: Sql) -> rusqlite::Result<&mut Statement<'c>> {
+        let slot = &mut self.prepared[which as usize];
+        let statement = match slot.take() {
+            Some(statement) => statement,
+            None => self.conn.prepare(&sql::numbered(which.text()))?,
+        };
+        Ok(slot.insert(statement))
+    }
+}
 
 struct Job {
     batch: Arc<WriteBatch>,
@@ -191,10 +219,11 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn write_jobs(mut conn: Connection, jobs: &mpsc::Receiver<Job>, restart_wanted: &AtomicBool) {
+fn write_jobs(conn: Connection, jobs: &mpsc::Receiver<Job>, restart_wanted: &AtomicBool) {
+    let mut statements = Statements::new(&conn);
     let mut next = jobs.recv().ok();
     while let Some(Job { batch, done }) = next {
-        let result = write(&mut conn, &batch);
+        let result = write(&mut statements, &batch);
         // Released before answering, so that the caller can take the batch back to retry it.
         drop(batch);
         let _ = done.send(result);
@@ -235,21 +264,36 @@ fn checkpoint(conn: &Connection) -> Option<i64> {
 }
 
 /// The same rules as the sqlx path (`shared.rs`): starts all or none; a record that fails on
-/// its own is isolated with savepoints so that only it is lost.
-fn write(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreError> {
+/// its own is isolated with savepoints so that only it is lost. A transaction that fails is
+/// rolled back, and the caller retries the batch whole.
+fn write(statements: &mut Statements<'_>, batch: &WriteBatch) -> Result<(), StoreError> {
     if batch.is_empty() {
         return Ok(());
     }
+    let conn = statements.conn;
+    let result = write_batch(statements, batch);
+    if result.is_err()
+        && !conn.is_autocommit()
+        && let Err(e) = conn.execute_batch("ROLLBACK")
+    {
+        tracing::warn!(error = %db_message(&e), "SQLite rollback failed");
+    }
+    result
+}
+
+fn write_batch(statements: &mut Statements<'_>, batch: &WriteBatch) -> Result<(), StoreError> {
+    let conn = statements.conn;
     let mut failures = Vec::new();
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
+    statements
+        .get(Sql::Begin)
+        .and_then(|s| s.execute([]))
         .map_err(db)?;
     let started: HashSet<&str> = batch.starts.iter().map(|s| s.id.as_str()).collect();
     let whole = ended_within(batch, &started);
     for start in &batch.starts {
         match whole.get(start.id.as_str()) {
-            Some(end) => insert_ended_interception(&tx, start, end).map_err(db)?,
-            None => insert_interception(&tx, start).map_err(db)?,
+            Some(end) => insert_ended_interception(statements, start, end).map_err(db)?,
+            None => insert_interception(statements, start).map_err(db)?,
         }
     }
     let mut clean = true;
@@ -261,7 +305,7 @@ fn write(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreError> {
             continue;
         }
         let after_start = started.contains(record.interception_id());
-        match write_record(&tx, record, after_start) {
+        match write_record(statements, record, after_start) {
             Ok(true) => {}
             Ok(false) => failures.push(unknown_interception(index, record)),
             Err(e) if is_record_error(&e) => {
@@ -272,37 +316,47 @@ fn write(conn: &mut Connection, batch: &WriteBatch) -> Result<(), StoreError> {
         }
     }
     if clean {
-        tx.commit().map_err(db)?;
+        statements
+            .get(Sql::Commit)
+            .and_then(|s| s.execute([]))
+            .map_err(db)?;
         return batch_outcome(batch, failures);
     }
-    tx.rollback().map_err(db)?;
+    conn.execute_batch("ROLLBACK").map_err(db)?;
     failures.clear();
-    let mut tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
+    statements
+        .get(Sql::Begin)
+        .and_then(|s| s.execute([]))
         .map_err(db)?;
     for start in &batch.starts {
-        insert_interception(&tx, start).map_err(db)?;
+        insert_interception(statements, start).map_err(db)?;
     }
     for (index, record) in batch.records.iter().enumerate() {
-        // Dropping a savepoint that was not committed rolls it back.
-        let savepoint = tx.savepoint().map_err(db)?;
-        match write_record(&savepoint, record, false) {
+        conn.execute_batch("SAVEPOINT record").map_err(db)?;
+        match write_record(statements, record, false) {
             Ok(written) => {
-                savepoint.commit().map_err(db)?;
+                conn.execute_batch("RELEASE record").map_err(db)?;
                 if !written {
                     failures.push(unknown_interception(index, record));
                 }
             }
-            Err(e) if is_record_error(&e) => failures.push(RecordFailure {
-                index,
-                kind: record.kind(),
-                interception_id: record.interception_id().to_owned(),
-                reason: db_message(&e),
-            }),
+            Err(e) if is_record_error(&e) => {
+                conn.execute_batch("ROLLBACK TO record; RELEASE record")
+                    .map_err(db)?;
+                failures.push(RecordFailure {
+                    index,
+                    kind: record.kind(),
+                    interception_id: record.interception_id().to_owned(),
+                    reason: db_message(&e),
+                });
+            }
             Err(e) => return Err(db(e)),
         }
     }
-    tx.commit().map_err(db)?;
+    statements
+        .get(Sql::Commit)
+        .and_then(|s| s.execute([]))
+        .map_err(db)?;
     batch_outcome(batch, failures)
 }
 
@@ -369,12 +423,13 @@ fn ended_within<'a>(
 }
 
 fn insert_ended_interception(
-    conn: &Connection,
+    statements: &mut Statements<'_>,
     r: &NewInterception,
     end: &WholeEnd<'_>,
 ) -> rusqlite::Result<()> {
     let e = end.ended;
-    conn.prepare_cached(&STATEMENTS.insert_ended_interception)?
+    statements
+        .get(Sql::InsertEndedInterception)?
         .execute(params![
             r.id,
             r.user,
@@ -406,52 +461,40 @@ fn insert_ended_interception(
     Ok(())
 }
 
-fn insert_interception(conn: &Connection, r: &NewInterception) -> rusqlite::Result<()> {
-    conn.prepare_cached(&STATEMENTS.insert_interception)?
-        .execute(params![
-            r.id,
-            r.user,
-            r.kind.as_str(),
-            r.provider_type,
-            r.provider_name,
-            r.method,
-            r.route,
-            r.model,
-            r.streaming,
-            r.client,
-            r.session_id,
-            r.user_agent,
-            r.credential.as_str(),
-            r.started_at,
-        ])?;
+fn insert_interception(
+    statements: &mut Statements<'_>,
+    r: &NewInterception,
+) -> rusqlite::Result<()> {
+    statements.get(Sql::InsertInterception)?.execute(params![
+        r.id,
+        r.user,
+        r.kind.as_str(),
+        r.provider_type,
+        r.provider_name,
+        r.method,
+        r.route,
+        r.model,
+        r.streaming,
+        r.client,
+        r.session_id,
+        r.user_agent,
+        r.credential.as_str(),
+        r.started_at,
+    ])?;
     Ok(())
 }
 
 /// Writes one record (a repeat writes nothing and counts as written); `Ok(false)` when its
 /// interception does not exist. `after_start`: its interception starts in this transaction, so
 /// its existence needs no check.
-fn write_record(conn: &Connection, record: &Record, after_start: bool) -> rusqlite::Result<bool> {
-    let s = &*STATEMENTS;
-    let (attempt, token_usage, prompt, tool_call, thought) = if after_start {
-        let known = &s.after_start;
-        (
-            &known.attempt,
-            &known.token_usage,
-            &known.prompt,
-            &known.tool_call,
-            &known.thought,
-        )
-    } else {
-        (
-            &s.insert_attempt,
-            &s.insert_token_usage,
-            &s.insert_prompt,
-            &s.insert_tool_call,
-            &s.insert_thought,
-        )
-    };
+fn write_record(
+    statements: &mut Statements<'_>,
+    record: &Record,
+    after_start: bool,
+) -> rusqlite::Result<bool> {
+    let insert = |checked, known| if after_start { known } else { checked };
     let changed = match record {
-        Record::Ended(r) => conn.prepare_cached(&s.end_interception)?.execute(params![
+        Record::Ended(r) => statements.get(Sql::EndInterception)?.execute(params![
             r.id,
             r.ended_at,
             r.duration_ms,
@@ -461,66 +504,76 @@ fn write_record(conn: &Connection, record: &Record, after_start: bool) -> rusqli
             r.attempts,
             r.error,
         ])?,
-        Record::Attempt(r) => conn.prepare_cached(attempt)?.execute(params![
-            r.interception_id,
-            r.number,
-            r.key_hint,
-            r.status,
-            r.transport_error,
-            r.failover_reason,
-            r.cooldown_ms,
-            r.duration_ms,
-            r.created_at,
-            r.key_check,
-        ])?,
-        Record::TokenUsage(r) => conn.prepare_cached(token_usage)?.execute(params![
-            r.interception_id,
-            r.provider_response_id,
-            r.input,
-            r.output,
-            r.cache_read,
-            r.cache_write,
-            sql::extra_json(&r.extra),
-            r.created_at,
-            r.seq,
-        ])?,
-        Record::Prompt(r) => conn.prepare_cached(prompt)?.execute(params![
-            r.interception_id,
-            r.provider_response_id,
-            r.prompt,
-            r.created_at,
-            r.seq,
-        ])?,
-        Record::ToolCall(r) => conn.prepare_cached(tool_call)?.execute(params![
-            r.interception_id,
-            r.provider_response_id,
-            r.tool_call_id,
-            r.name,
-            r.input,
-            r.injected,
-            r.created_at,
-            r.seq,
-            r.run.as_ref().map(|run| &run.server_name),
-            r.run.as_ref().map(|run| &run.server_url),
-            r.run.as_ref().map(|run| &run.tool_name),
-            r.run.as_ref().and_then(|run| run.result.as_ref()),
-            r.run.as_ref().and_then(|run| run.error.as_ref()),
-            r.run.as_ref().map(|run| run.duration_ms),
-        ])?,
-        Record::Thought(r) => conn.prepare_cached(thought)?.execute(params![
-            r.interception_id,
-            r.content,
-            r.source,
-            r.created_at,
-            r.seq,
-        ])?,
+        Record::Attempt(r) => statements
+            .get(insert(Sql::Attempt, Sql::AttemptAfterStart))?
+            .execute(params![
+                r.interception_id,
+                r.number,
+                r.key_hint,
+                r.status,
+                r.transport_error,
+                r.failover_reason,
+                r.cooldown_ms,
+                r.duration_ms,
+                r.created_at,
+                r.key_check,
+            ])?,
+        Record::TokenUsage(r) => statements
+            .get(insert(Sql::TokenUsage, Sql::TokenUsageAfterStart))?
+            .execute(params![
+                r.interception_id,
+                r.provider_response_id,
+                r.input,
+                r.output,
+                r.cache_read,
+                r.cache_write,
+                sql::extra_json(&r.extra),
+                r.created_at,
+                r.seq,
+            ])?,
+        Record::Prompt(r) => statements
+            .get(insert(Sql::Prompt, Sql::PromptAfterStart))?
+            .execute(params![
+                r.interception_id,
+                r.provider_response_id,
+                r.prompt,
+                r.created_at,
+                r.seq,
+            ])?,
+        Record::ToolCall(r) => statements
+            .get(insert(Sql::ToolCall, Sql::ToolCallAfterStart))?
+            .execute(params![
+                r.interception_id,
+                r.provider_response_id,
+                r.tool_call_id,
+                r.name,
+                r.input,
+                r.injected,
+                r.created_at,
+                r.seq,
+                r.run.as_ref().map(|run| &run.server_name),
+                r.run.as_ref().map(|run| &run.server_url),
+                r.run.as_ref().map(|run| &run.tool_name),
+                r.run.as_ref().and_then(|run| run.result.as_ref()),
+                r.run.as_ref().and_then(|run| run.error.as_ref()),
+                r.run.as_ref().map(|run| run.duration_ms),
+            ])?,
+        Record::Thought(r) => statements
+            .get(insert(Sql::Thought, Sql::ThoughtAfterStart))?
+            .execute(params![
+                r.interception_id,
+                r.content,
+                r.source,
+                r.created_at,
+                r.seq,
+            ])?,
     };
     if changed > 0 || after_start {
         return Ok(true);
     }
     // Nothing written: a repeat of a row already there, or a record of an unknown interception.
-    let exists = conn
-        .prepare_cached(&s.interception_exists)?
+    let exists = statements
+        .get(Sql::InterceptionExists)?
         .exists(params![record.interception_id()])?;
     Ok(exists && !matches!(record, Record::Ended(_)))
 }
