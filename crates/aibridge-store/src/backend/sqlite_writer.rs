@@ -42,7 +42,7 @@ const RESTART_AFTER_FRAMES: i64 = 65_536;
 /// The same busy timeout as the sqlx connections: waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A statement of the write path.
+/// A statement of the write path (`ThoughtAfterStart` last: it sets the count).
 #[derive(Clone, Copy)]
 enum Sql {
     Begin,
@@ -64,7 +64,7 @@ enum Sql {
 }
 
 impl Sql {
-    const COUNT: usize = 16;
+    const COUNT: usize = Sql::ThoughtAfterStart as usize + 1;
 
     fn text(self) -> &'static str {
         match self {
