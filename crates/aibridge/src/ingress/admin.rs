@@ -61,6 +61,8 @@ pub async fn usage(
             until: time_param(&params, "until")?,
             user: params.get("user").cloned(),
         };
+        // Requests just served count at once: what is queued is committed first.
+        state.recorder.flush().await;
         let rows = state
             .recorder
             .store()
@@ -99,6 +101,8 @@ pub async fn interceptions(
             limit: number("limit")?.unwrap_or(0),
             before: params.get("before").cloned(),
         };
+        // A request just served is listed at once: what is queued is committed first.
+        state.recorder.flush().await;
         let page = state
             .recorder
             .store()

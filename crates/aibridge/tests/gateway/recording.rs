@@ -438,6 +438,47 @@ async fn a_blocking_request_the_client_gave_up_on_is_still_recorded() {
     );
 }
 
+/// The operator API answers with the request served just before it, without waiting for the
+/// writer's next batch (records wait up to 20 ms for company): the listing and the usage
+/// report commit what is queued first.
+#[tokio::test]
+async fn the_operator_api_sees_a_request_served_just_before() {
+    let mock = MockUpstream::start().await.unwrap();
+    let mock_url = mock.url();
+    let gw = Gateway::start(&[
+        ("AIBRIDGE_ANTHROPIC_KEYS", "k0"),
+        ("AIBRIDGE_ANTHROPIC_BASE_URL", mock_url.as_str()),
+    ])
+    .await;
+    for round in 1..=3 {
+        let response = post_messages(&gw, &messages_body(false)).await;
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+
+        let page: Value = client()
+            .get(gw.url("/api/v1/interceptions"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert_eq!(items.len(), round, "{page}");
+        assert_eq!(items[0]["outcome"], "completed", "{page}");
+
+        let usage: Value = client()
+            .get(gw.url("/api/v1/usage?since=1h&by=user"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(usage["rows"][0]["requests"], round, "{usage}");
+    }
+}
+
 #[tokio::test]
 async fn recording_can_be_switched_off() {
     let mock = MockUpstream::start().await.unwrap();
