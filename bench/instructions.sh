@@ -10,7 +10,8 @@
 # gateway, the kernel's part excluded). MCP=1 configures an MCP server whose tools are injected
 # into every request (the model never calls them); STREAM=1 makes the requests streaming.
 # Needs valgrind (and oha, else LOAD=python is used). KEEP=DIR keeps each measured
-# dump there for callgrind_annotate. Loopback only;
+# dump there for callgrind_annotate. DATABASE_URL=postgres://… records into that database
+# instead of a new SQLite file (the database server's own work is not counted). Loopback only;
 # every process is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,7 +70,7 @@ for bin in "${BINS[@]}"; do
     out=$OUT/cg-$recording.out
     AIBRIDGE_LISTEN=127.0.0.1:$port AIBRIDGE_AUTH=none AIBRIDGE_LOG=warn \
       AIBRIDGE_ANTHROPIC_KEYS=sk-bench-key-0 AIBRIDGE_ANTHROPIC_BASE_URL=http://127.0.0.1:$MOCK_PORT \
-      AIBRIDGE_RECORDING=$recording AIBRIDGE_DATABASE_URL=sqlite://$OUT/aibridge-$recording.db \
+      AIBRIDGE_RECORDING=$recording AIBRIDGE_DATABASE_URL=${DATABASE_URL:-sqlite://$OUT/aibridge-$recording.db} \
       valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve "${CONFIG[@]}" > "$OUT/gw.log" 2>&1 &
     gw=$!
     PIDS+=($gw)

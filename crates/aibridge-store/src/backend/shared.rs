@@ -4,7 +4,7 @@
 // same DDL types (see the migrations) and the SQL below, so one text serves both; what differs
 // (connection setup, migrations, transaction start) lives in the backend files.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::{Pool, QueryBuilder, Row};
 
@@ -204,12 +204,27 @@ impl Pools {
         }
         let mut failures = Vec::new();
         let mut tx = begin_write(&self.write).await.map_err(db)?;
+        // A request that starts and ends in this batch is one row, inserted whole, and its
+        // records need no check that it exists (the same rules as the SQLite writer).
+        let started: HashSet<&str> = batch.starts.iter().map(|s| s.id.as_str()).collect();
+        let whole = sql::ended_within(batch, &started);
         for start in &batch.starts {
-            insert_interception(&mut *tx, start).await.map_err(db)?;
+            match whole.get(start.id.as_str()) {
+                Some(end) => insert_ended_interception(&mut *tx, start, end).await,
+                None => insert_interception(&mut *tx, start).await,
+            }
+            .map_err(db)?;
         }
         let mut clean = true;
         for (index, record) in batch.records.iter().enumerate() {
-            match write_record(&mut tx, record).await {
+            if let Record::Ended(ended) = record
+                && whole.contains_key(ended.id.as_str())
+            {
+                // Written with its start.
+                continue;
+            }
+            let after_start = started.contains(record.interception_id());
+            match write_record(&mut tx, record, after_start).await {
                 Ok(true) => {}
                 Ok(false) => failures.push(unknown_interception(index, record)),
                 Err(e) if is_record_error(&e) => {
@@ -230,7 +245,7 @@ impl Pools {
             }
             for (index, record) in batch.records.iter().enumerate() {
                 let mut savepoint = sqlx::Acquire::begin(&mut *tx).await.map_err(db)?;
-                match write_record(&mut savepoint, record).await {
+                match write_record(&mut savepoint, record, false).await {
                     Ok(true) => savepoint.commit().await.map_err(db)?,
                     Ok(false) => {
                         savepoint.commit().await.map_err(db)?;
@@ -635,8 +650,14 @@ impl Pools {
 }
 
 /// Writes one record (a repeat writes nothing and counts as written); `Ok(false)` when its
-/// interception does not exist.
-async fn write_record(conn: &mut Conn, record: &Record) -> Result<bool, sqlx::Error> {
+/// interception does not exist. `after_start`: its interception starts in this transaction, so
+/// its existence needs no check.
+async fn write_record(
+    conn: &mut Conn,
+    record: &Record,
+    after_start: bool,
+) -> Result<bool, sqlx::Error> {
+    let insert = |checked, known| if after_start { known } else { checked };
     let query = match record {
         Record::Ended(r) => sqlx::query(sql::END_INTERCEPTION)
             .bind(&r.id)
@@ -647,7 +668,7 @@ async fn write_record(conn: &mut Conn, record: &Record) -> Result<bool, sqlx::Er
             .bind(&r.key_hint)
             .bind(i64::from(r.attempts))
             .bind(&r.error),
-        Record::Attempt(r) => sqlx::query(sql::INSERT_ATTEMPT)
+        Record::Attempt(r) => sqlx::query(insert(sql::INSERT_ATTEMPT, sql::INSERT_ATTEMPT_AFTER_START))
             .bind(&r.interception_id)
             .bind(i64::from(r.number))
             .bind(&r.key_hint)
@@ -658,7 +679,7 @@ async fn write_record(conn: &mut Conn, record: &Record) -> Result<bool, sqlx::Er
             .bind(r.duration_ms)
             .bind(r.created_at)
             .bind(&r.key_check),
-        Record::TokenUsage(r) => sqlx::query(sql::INSERT_TOKEN_USAGE)
+        Record::TokenUsage(r) => sqlx::query(insert(sql::INSERT_TOKEN_USAGE, sql::INSERT_TOKEN_USAGE_AFTER_START))
             .bind(&r.interception_id)
             .bind(&r.provider_response_id)
             .bind(r.input)
@@ -668,13 +689,13 @@ async fn write_record(conn: &mut Conn, record: &Record) -> Result<bool, sqlx::Er
             .bind(sql::extra_json(&r.extra))
             .bind(r.created_at)
             .bind(i64::from(r.seq)),
-        Record::Prompt(r) => sqlx::query(sql::INSERT_PROMPT)
+        Record::Prompt(r) => sqlx::query(insert(sql::INSERT_PROMPT, sql::INSERT_PROMPT_AFTER_START))
             .bind(&r.interception_id)
             .bind(&r.provider_response_id)
             .bind(&r.prompt)
             .bind(r.created_at)
             .bind(i64::from(r.seq)),
-        Record::ToolCall(r) => sqlx::query(sql::INSERT_TOOL_CALL)
+        Record::ToolCall(r) => sqlx::query(insert(sql::INSERT_TOOL_CALL, sql::INSERT_TOOL_CALL_AFTER_START))
             .bind(&r.interception_id)
             .bind(&r.provider_response_id)
             .bind(&r.tool_call_id)
@@ -689,14 +710,14 @@ async fn write_record(conn: &mut Conn, record: &Record) -> Result<bool, sqlx::Er
             .bind(r.run.as_ref().and_then(|run| run.result.as_ref()))
             .bind(r.run.as_ref().and_then(|run| run.error.as_ref()))
             .bind(r.run.as_ref().map(|run| run.duration_ms)),
-        Record::Thought(r) => sqlx::query(sql::INSERT_THOUGHT)
+        Record::Thought(r) => sqlx::query(insert(sql::INSERT_THOUGHT, sql::INSERT_THOUGHT_AFTER_START))
             .bind(&r.interception_id)
             .bind(&r.content)
             .bind(&r.source)
             .bind(r.created_at)
             .bind(i64::from(r.seq)),
     };
-    if query.execute(&mut *conn).await?.rows_affected() > 0 {
+    if query.execute(&mut *conn).await?.rows_affected() > 0 || after_start {
         return Ok(true);
     }
     // Nothing written: a repeat of a row already there, or a record of an unknown interception.
@@ -707,11 +728,11 @@ async fn write_record(conn: &mut Conn, record: &Record) -> Result<bool, sqlx::Er
     Ok(exists.is_some() && !matches!(record, Record::Ended(_)))
 }
 
-async fn insert_interception<'e, E>(executor: E, r: &NewInterception) -> Result<(), sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = Db>,
-{
-    sqlx::query(sql::INSERT_INTERCEPTION)
+type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>;
+
+/// The start's columns, the first fourteen parameters of both interception inserts.
+fn bind_start<'q>(query: Query<'q>, r: &'q NewInterception) -> Query<'q> {
+    query
         .bind(&r.id)
         .bind(&r.user)
         .bind(r.kind.as_str())
@@ -726,6 +747,40 @@ where
         .bind(&r.user_agent)
         .bind(r.credential.as_str())
         .bind(r.started_at)
+}
+
+async fn insert_ended_interception<'e, E>(
+    executor: E,
+    r: &NewInterception,
+    end: &sql::WholeEnd<'_>,
+) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Db>,
+{
+    let e = end.ended;
+    bind_start(sqlx::query(sql::INSERT_ENDED_INTERCEPTION), r)
+        .bind(e.ended_at)
+        .bind(e.duration_ms)
+        .bind(e.status.map(i32::from))
+        .bind(&e.outcome)
+        .bind(&e.key_hint)
+        .bind(i64::from(e.attempts))
+        .bind(&e.error)
+        .bind(end.input)
+        .bind(end.output)
+        .bind(end.cache_read)
+        .bind(end.cache_write)
+        .bind(end.failovers)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+async fn insert_interception<'e, E>(executor: E, r: &NewInterception) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Db>,
+{
+    bind_start(sqlx::query(sql::INSERT_INTERCEPTION), r)
         .execute(executor)
         .await?;
     Ok(())

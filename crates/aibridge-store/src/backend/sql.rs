@@ -3,6 +3,10 @@
 //! into SQLite's `?N` for rusqlite, whose positional binding needs explicit numbers (a `$N`
 //! parameter is a *named* one in SQLite, numbered by first appearance).
 
+use std::collections::{HashMap, HashSet};
+
+use crate::{InterceptionEnded, Record, WriteBatch};
+
 // Records are retried after a failed transaction: every record insert is idempotent, its row
 // named by ids the gateway chose (an attempt's number, a record's `seq`), so a batch retried
 // after a lost COMMIT acknowledgement writes nothing twice.
@@ -131,6 +135,68 @@ pub(crate) fn unknown_interception(index: usize, record: &crate::Record) -> crat
         interception_id: record.interception_id().to_owned(),
         reason: "unknown interception".to_owned(),
     }
+}
+
+/// A request whose start and end are both in the batch: its end, and its totals summed from
+/// the batch's records (all of its records are there, since none can come before its start).
+pub(crate) struct WholeEnd<'a> {
+    pub(crate) ended: &'a InterceptionEnded,
+    pub(crate) input: i64,
+    pub(crate) output: i64,
+    pub(crate) cache_read: i64,
+    pub(crate) cache_write: i64,
+    pub(crate) failovers: i64,
+}
+
+/// The requests of `batch` that started and ended within it, by id.
+pub(crate) fn ended_within<'a>(
+    batch: &'a WriteBatch,
+    started: &HashSet<&str>,
+) -> HashMap<&'a str, WholeEnd<'a>> {
+    let mut whole: HashMap<&str, WholeEnd<'_>> = HashMap::new();
+    if started.is_empty() {
+        return whole;
+    }
+    for record in &batch.records {
+        if let Record::Ended(ended) = record
+            && started.contains(ended.id.as_str())
+        {
+            // A later end of the same request overwrites an earlier one, as an update would.
+            whole.insert(
+                ended.id.as_str(),
+                WholeEnd {
+                    ended,
+                    input: 0,
+                    output: 0,
+                    cache_read: 0,
+                    cache_write: 0,
+                    failovers: 0,
+                },
+            );
+        }
+    }
+    if whole.is_empty() {
+        return whole;
+    }
+    for record in &batch.records {
+        match record {
+            Record::TokenUsage(usage) => {
+                if let Some(end) = whole.get_mut(usage.interception_id.as_str()) {
+                    end.input += usage.input;
+                    end.output += usage.output;
+                    end.cache_read += usage.cache_read;
+                    end.cache_write += usage.cache_write;
+                }
+            }
+            Record::Attempt(attempt) if attempt.failover_reason.is_some() => {
+                if let Some(end) = whole.get_mut(attempt.interception_id.as_str()) {
+                    end.failovers += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    whole
 }
 
 /// `$N` parameters as SQLite's `?N`.

@@ -14,7 +14,7 @@
 //! [`RESTART_AFTER_FRAMES`], the writer copies the few remaining frames itself, at a moment
 //! when no batch is waiting, and its next transaction starts the WAL over.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -23,9 +23,9 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Statement, params};
 use tokio::sync::oneshot;
 
-use crate::backend::sql::{self, batch_outcome, unknown_interception};
+use crate::backend::sql::{self, WholeEnd, batch_outcome, ended_within, unknown_interception};
 use crate::error::{RecordFailure, StoreError};
-use crate::types::{InterceptionEnded, NewInterception, Record, WriteBatch};
+use crate::types::{NewInterception, Record, WriteBatch};
 
 /// How often the WAL is copied back into the database file. Each checkpoint syncs the WAL and
 /// the file; on a small machine that kernel work competes with the gateway for the CPU, and
@@ -358,68 +358,6 @@ fn write_batch(statements: &mut Statements<'_>, batch: &WriteBatch) -> Result<()
         .and_then(|s| s.execute([]))
         .map_err(db)?;
     batch_outcome(batch, failures)
-}
-
-/// A request whose start and end are both in the batch: its end, and its totals summed from
-/// the batch's records (all of its records are there, since none can come before its start).
-struct WholeEnd<'a> {
-    ended: &'a InterceptionEnded,
-    input: i64,
-    output: i64,
-    cache_read: i64,
-    cache_write: i64,
-    failovers: i64,
-}
-
-/// The requests of `batch` that started and ended within it, by id.
-fn ended_within<'a>(
-    batch: &'a WriteBatch,
-    started: &HashSet<&str>,
-) -> HashMap<&'a str, WholeEnd<'a>> {
-    let mut whole: HashMap<&str, WholeEnd<'_>> = HashMap::new();
-    if started.is_empty() {
-        return whole;
-    }
-    for record in &batch.records {
-        if let Record::Ended(ended) = record
-            && started.contains(ended.id.as_str())
-        {
-            // A later end of the same request overwrites an earlier one, as an update would.
-            whole.insert(
-                ended.id.as_str(),
-                WholeEnd {
-                    ended,
-                    input: 0,
-                    output: 0,
-                    cache_read: 0,
-                    cache_write: 0,
-                    failovers: 0,
-                },
-            );
-        }
-    }
-    if whole.is_empty() {
-        return whole;
-    }
-    for record in &batch.records {
-        match record {
-            Record::TokenUsage(usage) => {
-                if let Some(end) = whole.get_mut(usage.interception_id.as_str()) {
-                    end.input += usage.input;
-                    end.output += usage.output;
-                    end.cache_read += usage.cache_read;
-                    end.cache_write += usage.cache_write;
-                }
-            }
-            Record::Attempt(attempt) if attempt.failover_reason.is_some() => {
-                if let Some(end) = whole.get_mut(attempt.interception_id.as_str()) {
-                    end.failovers += 1;
-                }
-            }
-            _ => {}
-        }
-    }
-    whole
 }
 
 fn insert_ended_interception(
