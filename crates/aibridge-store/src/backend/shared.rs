@@ -657,7 +657,6 @@ async fn write_record(
     record: &Record,
     after_start: bool,
 ) -> Result<bool, sqlx::Error> {
-    let insert = |checked, known| if after_start { known } else { checked };
     let query = match record {
         Record::Ended(r) => sqlx::query(sql::END_INTERCEPTION)
             .bind(&r.id)
@@ -668,7 +667,7 @@ async fn write_record(
             .bind(&r.key_hint)
             .bind(i64::from(r.attempts))
             .bind(&r.error),
-        Record::Attempt(r) => sqlx::query(insert(sql::INSERT_ATTEMPT, sql::INSERT_ATTEMPT_AFTER_START))
+        Record::Attempt(r) => sqlx::query(sql::INSERT_ATTEMPT.text(after_start))
             .bind(&r.interception_id)
             .bind(i64::from(r.number))
             .bind(&r.key_hint)
@@ -679,7 +678,7 @@ async fn write_record(
             .bind(r.duration_ms)
             .bind(r.created_at)
             .bind(&r.key_check),
-        Record::TokenUsage(r) => sqlx::query(insert(sql::INSERT_TOKEN_USAGE, sql::INSERT_TOKEN_USAGE_AFTER_START))
+        Record::TokenUsage(r) => sqlx::query(sql::INSERT_TOKEN_USAGE.text(after_start))
             .bind(&r.interception_id)
             .bind(&r.provider_response_id)
             .bind(r.input)
@@ -689,13 +688,13 @@ async fn write_record(
             .bind(sql::extra_json(&r.extra))
             .bind(r.created_at)
             .bind(i64::from(r.seq)),
-        Record::Prompt(r) => sqlx::query(insert(sql::INSERT_PROMPT, sql::INSERT_PROMPT_AFTER_START))
+        Record::Prompt(r) => sqlx::query(sql::INSERT_PROMPT.text(after_start))
             .bind(&r.interception_id)
             .bind(&r.provider_response_id)
             .bind(&r.prompt)
             .bind(r.created_at)
             .bind(i64::from(r.seq)),
-        Record::ToolCall(r) => sqlx::query(insert(sql::INSERT_TOOL_CALL, sql::INSERT_TOOL_CALL_AFTER_START))
+        Record::ToolCall(r) => sqlx::query(sql::INSERT_TOOL_CALL.text(after_start))
             .bind(&r.interception_id)
             .bind(&r.provider_response_id)
             .bind(&r.tool_call_id)
@@ -710,7 +709,7 @@ async fn write_record(
             .bind(r.run.as_ref().and_then(|run| run.result.as_ref()))
             .bind(r.run.as_ref().and_then(|run| run.error.as_ref()))
             .bind(r.run.as_ref().map(|run| run.duration_ms)),
-        Record::Thought(r) => sqlx::query(insert(sql::INSERT_THOUGHT, sql::INSERT_THOUGHT_AFTER_START))
+        Record::Thought(r) => sqlx::query(sql::INSERT_THOUGHT.text(after_start))
             .bind(&r.interception_id)
             .bind(&r.content)
             .bind(&r.source)

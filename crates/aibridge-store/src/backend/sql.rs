@@ -49,26 +49,44 @@ pub(crate) const END_INTERCEPTION: &str = "UPDATE interceptions SET ended_at = $
      WHERE id = $1";
 
 // Child rows are inserted only when their interception exists: a record about an unknown
-// interception affects no row (and is reported) instead of aborting the transaction. The SQLite
-// writer inserts the records of a request that starts in the same transaction with the
-// `_AFTER_START` form, a single-row VALUES insert: it skips the look-up, and SQLite needs no
-// statement journal for it (an INSERT … SELECT may write several rows, so it keeps one).
+// interception affects no row (and is reported) instead of aborting the transaction. A record
+// of a request that starts in the same transaction is inserted with the `after_start` form, a
+// single-row VALUES insert: it skips the look-up, and SQLite needs no statement journal for it
+// (an INSERT … SELECT may write several rows, so it keeps one).
+
+/// The two forms of a child row's insert.
+pub(crate) struct ChildInsert {
+    pub(crate) checked: &'static str,
+    pub(crate) after_start: &'static str,
+}
+
+impl ChildInsert {
+    /// `after_start`: the row's interception starts in the same transaction.
+    pub(crate) fn text(&self, after_start: bool) -> &'static str {
+        if after_start {
+            self.after_start
+        } else {
+            self.checked
+        }
+    }
+}
+
 macro_rules! child_insert {
-    ($checked:ident, $after_start:ident, $head:literal, $values:literal) => {
-        pub(crate) const $checked: &str = concat!(
-            $head,
-            " SELECT ",
-            $values,
-            " WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING"
-        );
-        pub(crate) const $after_start: &str =
-            concat!($head, " VALUES (", $values, ") ON CONFLICT DO NOTHING");
+    ($name:ident, $head:literal, $values:literal) => {
+        pub(crate) const $name: ChildInsert = ChildInsert {
+            checked: concat!(
+                $head,
+                " SELECT ",
+                $values,
+                " WHERE EXISTS (SELECT 1 FROM interceptions WHERE id = $1) ON CONFLICT DO NOTHING"
+            ),
+            after_start: concat!($head, " VALUES (", $values, ") ON CONFLICT DO NOTHING"),
+        };
     };
 }
 
 child_insert!(
     INSERT_ATTEMPT,
-    INSERT_ATTEMPT_AFTER_START,
     "INSERT INTO attempts (interception_id, number, key_hint, status, transport_error, \
      failover_reason, cooldown_ms, duration_ms, created_at, key_check)",
     "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10"
@@ -76,7 +94,6 @@ child_insert!(
 
 child_insert!(
     INSERT_TOKEN_USAGE,
-    INSERT_TOKEN_USAGE_AFTER_START,
     "INSERT INTO token_usages (interception_id, provider_response_id, input_tokens, \
      output_tokens, cache_read_tokens, cache_write_tokens, extra, created_at, seq)",
     "$1, $2, $3, $4, $5, $6, $7, $8, $9"
@@ -84,14 +101,12 @@ child_insert!(
 
 child_insert!(
     INSERT_PROMPT,
-    INSERT_PROMPT_AFTER_START,
     "INSERT INTO prompts (interception_id, provider_response_id, prompt, created_at, seq)",
     "$1, $2, $3, $4, $5"
 );
 
 child_insert!(
     INSERT_TOOL_CALL,
-    INSERT_TOOL_CALL_AFTER_START,
     "INSERT INTO tool_calls (interception_id, provider_response_id, tool_call_id, name, input, \
      injected, created_at, seq, server_name, server_url, tool_name, result, error, duration_ms)",
     "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14"
@@ -99,7 +114,6 @@ child_insert!(
 
 child_insert!(
     INSERT_THOUGHT,
-    INSERT_THOUGHT_AFTER_START,
     "INSERT INTO thoughts (interception_id, content, source, created_at, seq)",
     "$1, $2, $3, $4, $5"
 );
