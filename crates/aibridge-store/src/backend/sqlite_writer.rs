@@ -20,12 +20,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, Statement, params};
+use rusqlite::types::ToSqlOutput;
+use rusqlite::{Connection, ErrorCode, OpenFlags, Statement, ToSql, params, params_from_iter};
 use tokio::sync::oneshot;
 
 use crate::backend::sql::{self, WholeEnd, batch_outcome, ended_within, unknown_interception};
 use crate::error::{RecordFailure, StoreError};
-use crate::types::{NewInterception, Record, WriteBatch};
+use crate::types::{CredentialKind, NewInterception, Record, RequestKind, WriteBatch};
 
 /// How often the WAL is copied back into the database file. Each checkpoint syncs the WAL and
 /// the file; on a small machine that kernel work competes with the gateway for the CPU, and
@@ -360,42 +361,63 @@ fn write_batch(statements: &mut Statements<'_>, batch: &WriteBatch) -> Result<()
     batch_outcome(batch, failures)
 }
 
+/// The start's columns, the first fourteen parameters of both interception inserts.
+fn start_columns(r: &NewInterception) -> [&dyn ToSql; 14] {
+    [
+        &r.id,
+        &r.user,
+        &r.kind,
+        &r.provider_type,
+        &r.provider_name,
+        &r.method,
+        &r.route,
+        &r.model,
+        &r.streaming,
+        &r.client,
+        &r.session_id,
+        &r.user_agent,
+        &r.credential,
+        &r.started_at,
+    ]
+}
+
+impl ToSql for RequestKind {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl ToSql for CredentialKind {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
 fn insert_ended_interception(
     statements: &mut Statements<'_>,
     r: &NewInterception,
     end: &WholeEnd<'_>,
 ) -> rusqlite::Result<()> {
     let e = end.ended;
+    let end_columns: [&dyn ToSql; 12] = [
+        &e.ended_at,
+        &e.duration_ms,
+        &e.status,
+        &e.outcome,
+        &e.key_hint,
+        &e.attempts,
+        &e.error,
+        &end.input,
+        &end.output,
+        &end.cache_read,
+        &end.cache_write,
+        &end.failovers,
+    ];
     statements
         .get(Sql::InsertEndedInterception)?
-        .execute(params![
-            r.id,
-            r.user,
-            r.kind.as_str(),
-            r.provider_type,
-            r.provider_name,
-            r.method,
-            r.route,
-            r.model,
-            r.streaming,
-            r.client,
-            r.session_id,
-            r.user_agent,
-            r.credential.as_str(),
-            r.started_at,
-            e.ended_at,
-            e.duration_ms,
-            e.status,
-            e.outcome,
-            e.key_hint,
-            e.attempts,
-            e.error,
-            end.input,
-            end.output,
-            end.cache_read,
-            end.cache_write,
-            end.failovers,
-        ])?;
+        .execute(params_from_iter(
+            start_columns(r).into_iter().chain(end_columns),
+        ))?;
     Ok(())
 }
 
@@ -403,22 +425,9 @@ fn insert_interception(
     statements: &mut Statements<'_>,
     r: &NewInterception,
 ) -> rusqlite::Result<()> {
-    statements.get(Sql::InsertInterception)?.execute(params![
-        r.id,
-        r.user,
-        r.kind.as_str(),
-        r.provider_type,
-        r.provider_name,
-        r.method,
-        r.route,
-        r.model,
-        r.streaming,
-        r.client,
-        r.session_id,
-        r.user_agent,
-        r.credential.as_str(),
-        r.started_at,
-    ])?;
+    statements
+        .get(Sql::InsertInterception)?
+        .execute(&start_columns(r)[..])?;
     Ok(())
 }
 
