@@ -326,14 +326,7 @@ async fn streams_cut_at_the_shutdown_deadline_are_recorded() {
     );
 
     let gw = Gateway::start(&[("AIBRIDGE_DATABASE_URL", url.as_str())]).await;
-    let page: Value = client()
-        .get(gw.url("/api/v1/interceptions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(&gw, "/api/v1/interceptions").await;
     let record = &page["items"][0];
     assert_eq!(record["outcome"], "stream_failed", "{record:#}");
     assert_eq!(

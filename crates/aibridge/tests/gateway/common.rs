@@ -226,6 +226,18 @@ pub fn messages_body(stream: bool) -> Value {
 }
 
 /// POST /anthropic/v1/messages the way the Anthropic SDK does (gateway token as x-api-key).
+/// `GET path` without credentials (the gateway runs with `AIBRIDGE_AUTH=none`), its body as JSON.
+pub async fn get_json(gw: &Gateway, path: &str) -> Value {
+    client()
+        .get(gw.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub async fn post_messages(gw: &Gateway, body: &Value) -> reqwest::Response {
     client()
         .post(gw.url("/anthropic/v1/messages"))

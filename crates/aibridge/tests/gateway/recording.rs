@@ -396,14 +396,7 @@ async fn a_restart_keeps_everything() {
     assert!(gw.terminate().await.success());
 
     let gw = Gateway::start(&env).await;
-    let report: Value = client()
-        .get(gw.url("/api/v1/usage?by=model"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value = get_json(&gw, "/api/v1/usage?by=model").await;
     assert_eq!(report["rows"][0]["group"], "claude-sonnet-4-5");
     assert_eq!(report["rows"][0]["requests"], 3);
     assert_eq!(report["rows"][0]["input_tokens"], 33);
@@ -455,26 +448,12 @@ async fn the_operator_api_sees_a_request_served_just_before() {
         assert_eq!(response.status(), 200);
         response.bytes().await.unwrap();
 
-        let page: Value = client()
-            .get(gw.url("/api/v1/interceptions"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = get_json(&gw, "/api/v1/interceptions").await;
         let items = page["items"].as_array().unwrap();
         assert_eq!(items.len(), round, "{page}");
         assert_eq!(items[0]["outcome"], "completed", "{page}");
 
-        let usage: Value = client()
-            .get(gw.url("/api/v1/usage?since=1h&by=user"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let usage: Value = get_json(&gw, "/api/v1/usage?since=1h&by=user").await;
         assert_eq!(usage["rows"][0]["requests"], round, "{usage}");
     }
 }
@@ -495,14 +474,7 @@ async fn recording_can_be_switched_off() {
     );
     assert_eq!(post_messages(&gw, &messages_body(true)).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let page: Value = client()
-        .get(gw.url("/api/v1/interceptions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(&gw, "/api/v1/interceptions").await;
     assert_eq!(page["items"], json!([]), "nothing recorded");
     assert_eq!(mock.requests().len(), 2, "but everything served");
 }

@@ -519,14 +519,7 @@ async fn a_killed_replica_leaves_what_it_committed_and_its_in_flight_requests_un
     assert_eq!(stream.status(), 200);
     let keys = client().get(gw.url("/api/v1/keys")).send().await.unwrap();
     assert_eq!(keys.status(), 200);
-    let listed: Value = client()
-        .get(gw.url("/api/v1/interceptions?limit=10"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(&gw, "/api/v1/interceptions?limit=10").await;
     assert_eq!(
         listed["items"].as_array().unwrap().len(),
         4,
@@ -550,14 +543,7 @@ async fn a_killed_replica_leaves_what_it_committed_and_its_in_flight_requests_un
     })
     .await;
     assert_ne!(next.base, base);
-    let page: Value = client()
-        .get(next.url("/api/v1/interceptions?limit=10"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(&next, "/api/v1/interceptions?limit=10").await;
     let items = page["items"].as_array().unwrap();
     assert_eq!(items.len(), 4);
     let unfinished: Vec<&Value> = items.iter().filter(|i| i["outcome"].is_null()).collect();
