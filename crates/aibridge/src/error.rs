@@ -96,11 +96,11 @@ impl From<BodyRefused> for GatewayError {
 impl GatewayError {
     /// A call or a body read that failed in transport: 504 when it ran out of time, 502
     /// otherwise.
-    pub fn from_transport(error: &reqwest::Error) -> Self {
+    pub fn from_transport(error: &TransportError) -> Self {
         if error.is_timeout() {
             Self::UpstreamTimeout
         } else {
-            Self::UpstreamUnreachable(describe_transport_error(error))
+            Self::UpstreamUnreachable(error.to_string())
         }
     }
 
@@ -228,32 +228,59 @@ fn ceil_secs(duration: std::time::Duration) -> u64 {
     secs.max(1)
 }
 
-/// Describes a transport error for clients and logs: what failed and the innermost cause
-/// (the one that says why), without the URL.
-pub fn describe_transport_error(error: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let what = if error.is_connect() {
-        "could not connect"
-    } else if error.is_timeout() {
-        "timed out"
-    } else if error.is_body() || error.is_decode() {
-        "response body failed"
-    } else {
-        "request failed"
-    };
-    let mut innermost = None;
-    let mut source = error.source();
-    while let Some(cause) = source {
-        innermost = Some(cause);
-        source = cause.source();
+/// What kind of failure ended an upstream call or the read of its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Connect,
+    Timeout,
+    Body,
+    Request,
+}
+
+/// A call or a body read that failed in transport. Its text says what failed and the innermost
+/// cause (the one that says why), never the URL.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{description}")]
+pub struct TransportError {
+    failure: Failure,
+    description: String,
+}
+
+impl TransportError {
+    pub fn new(failure: Failure, cause: Option<&(dyn std::error::Error + 'static)>) -> Self {
+        let what = match failure {
+            Failure::Connect => "could not connect",
+            Failure::Timeout => "timed out",
+            Failure::Body => "response body failed",
+            Failure::Request => "request failed",
+        };
+        let description = match cause.map(innermost).filter(|text| !text.is_empty()) {
+            Some(cause) => format!("{what}: {cause}"),
+            None => what.to_string(),
+        };
+        Self {
+            failure,
+            description,
+        }
     }
-    match innermost
-        .map(|cause| cause.to_string())
-        .filter(|text| !text.is_empty())
-    {
-        Some(cause) => format!("{what}: {cause}"),
-        None => what.to_string(),
+
+    pub fn failure(&self) -> Failure {
+        self.failure
     }
+
+    /// Ran out of time (the call's deadline or the connect timeout).
+    pub fn is_timeout(&self) -> bool {
+        self.failure == Failure::Timeout
+    }
+}
+
+/// The text of the last error in `error`'s chain of sources.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = error;
+    while let Some(cause) = last.source() {
+        last = cause;
+    }
+    last.to_string()
 }
 
 #[cfg(test)]

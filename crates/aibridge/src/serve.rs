@@ -59,7 +59,7 @@ impl Gateway {
         let addr = self.local_addr().map_err(ServeError::Serve)?;
         let stop = CancellationToken::new();
         let probes = tokio::spawn(crate::upstream::probe::run(
-            self.state.client.clone(),
+            self.state.client.general().clone(),
             self.state.providers.values().cloned().collect(),
             self.state.config.key_pool.probe_initial_interval,
             stop.clone(),

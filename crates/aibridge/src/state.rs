@@ -22,6 +22,7 @@ use crate::provider::Provider;
 use crate::record::Recorder;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::apidump::ApiDump;
+use crate::upstream::client::HttpClient;
 
 /// Why the gateway cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +49,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct AppState {
     pub config: Config,
-    pub client: reqwest::Client,
+    pub client: HttpClient,
     pub providers: HashMap<String, Arc<Provider>>,
     pub auth: Authenticator,
     pub key_store: Arc<dyn KeyStateStore>,
@@ -83,14 +84,14 @@ impl AppState {
 
     /// Opens (and migrates) the recording database and builds the pools.
     /// `client` is the gateway's one HTTP client (`upstream::client::build`).
-    pub async fn build(config: Config, client: reqwest::Client) -> Result<Self, StartError> {
+    pub async fn build(config: Config, client: HttpClient) -> Result<Self, StartError> {
         let store = open_store(&config.database_url).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let key_store = open_key_state(&config.key_state, clock.clone()).await?;
         let mcp = if config.mcp.servers.is_empty() {
             None
         } else {
-            Some(McpTools::start(client.clone(), &config.mcp).await)
+            Some(McpTools::start(client.general().clone(), &config.mcp).await)
         };
         Self::build_with(config, store, key_store, clock, client, mcp)
     }
@@ -100,7 +101,7 @@ impl AppState {
         store: Arc<dyn Store>,
         key_store: Arc<dyn KeyStateStore>,
         clock: Arc<dyn Clock>,
-        client: reqwest::Client,
+        client: HttpClient,
         mcp: Option<Arc<McpTools>>,
     ) -> Result<Self, StartError> {
         let cooldown = CooldownPolicy {

@@ -142,7 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load()?;
             let client = crate::upstream::client::build(&config.upstream)
                 .context("building the HTTP client")?;
-            let traces = telemetry::init(cli.log_format, Some(client.clone()))?;
+            let traces = telemetry::init(cli.log_format, Some(client.general().clone()))?;
             let served = async {
                 let gateway = Gateway::bind(AppState::build(config, client).await?).await?;
                 gateway.run(shutdown_signal()).await?;

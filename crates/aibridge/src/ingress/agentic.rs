@@ -26,7 +26,7 @@ use futures_util::StreamExt as _;
 use http::{HeaderMap, HeaderValue, Method, header};
 use tokio::time::Instant;
 
-use crate::error::{GatewayError, describe_transport_error};
+use crate::error::GatewayError;
 use crate::intake::Payer;
 use crate::mcp::tools::{McpTools, TOOL_PREFIX};
 use crate::provider::Provider;
@@ -289,7 +289,7 @@ async fn run(
                 () = state.cut_streams.cancelled() => Err("the gateway is shutting down".to_string()),
                 read = tokio::time::timeout_at(until, upstream_bytes.next()) => match read {
                     Ok(Some(Ok(chunk))) => Ok(chunk),
-                    Ok(Some(Err(e))) => Err(format!("upstream stream failed: {}", describe_transport_error(&e))),
+                    Ok(Some(Err(e))) => Err(format!("upstream stream failed: {e}")),
                     Ok(None) => Err("upstream stream ended before the response was complete".to_string()),
                     Err(_) => Err("upstream stream sent nothing in time".to_string()),
                 },

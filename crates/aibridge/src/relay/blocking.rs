@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue, header};
 use super::{answer, answer_headers};
 use crate::error::GatewayError;
 use crate::intake::Payer;
+use crate::upstream::client::UpstreamResponse;
 
 /// Upstream error bodies are read up to this size before relaying; larger ones are cut.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
@@ -25,7 +26,7 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
 
 /// A success read whole, relayed with its status and headers, and handed back for the record.
 pub async fn relay_blocking(
-    response: reqwest::Response,
+    response: UpstreamResponse,
     payer: Payer,
 ) -> Result<(Response, Bytes), GatewayError> {
     let status = response.status();
@@ -43,7 +44,7 @@ pub async fn relay_blocking(
 /// unchanged, anything else, such as an HTML page from a proxy, is wrapped into a dialect-shaped
 /// error so SDKs can parse it.
 pub async fn relay_error(
-    response: reqwest::Response,
+    response: UpstreamResponse,
     dialect: Dialect,
     payer: Payer,
     idle: Duration,
@@ -93,7 +94,7 @@ fn retry_after_ms_as_secs(headers: &HeaderMap) -> Option<u64> {
     (ms.is_finite() && ms > 0.0).then(|| (ms / 1000.0).ceil() as u64)
 }
 
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Bytes {
+async fn read_capped(mut response: UpstreamResponse, cap: usize) -> Bytes {
     let mut out = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
         let room = cap.saturating_sub(out.len());

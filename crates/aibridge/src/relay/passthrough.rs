@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 
 use super::{answer, answer_headers};
 use crate::intake::Payer;
+use crate::upstream::client::UpstreamResponse;
 
 /// A body chunk did not come within the idle bound: the body ends with an error, so the client
 /// sees a broken answer rather than one that looks complete.
@@ -17,7 +18,7 @@ use crate::intake::Payer;
 #[error("the upstream sent nothing for {0:?}")]
 struct Silent(Duration);
 
-pub fn relay(response: reqwest::Response, idle: Duration) -> Response {
+pub fn relay(response: UpstreamResponse, idle: Duration) -> Response {
     let status = response.status();
     // Passthrough answers (model lists, stored responses) carry nothing of the key: every
     // end-to-end header travels, as for BYOK.

@@ -16,15 +16,16 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
 use http::{HeaderValue, StatusCode, header};
+use http_body_util::BodyDataStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{answer, answer_headers};
-use crate::error::{GatewayError, describe_transport_error};
+use crate::error::{GatewayError, TransportError};
 use crate::intake::Payer;
 use crate::record::{Outcome, StreamRecording};
+use crate::upstream::client::{UpstreamBody, UpstreamResponse};
 
 /// The largest single event relayed (a Responses `response.completed` carries the whole
 /// response); a stream whose event grows past it without ending is cut rather than buffered.
@@ -46,13 +47,13 @@ pub struct StreamBounds {
 /// Why the relay read nothing more.
 enum Read {
     Chunk(Bytes),
-    Failed(reqwest::Error),
+    Failed(TransportError),
     Ended,
     Silent,
     Cut,
 }
 
-type UpstreamBytes = BoxStream<'static, reqwest::Result<Bytes>>;
+type UpstreamBytes = BodyDataStream<UpstreamBody>;
 
 struct Relay {
     upstream: UpstreamBytes,
@@ -168,8 +169,7 @@ impl Relay {
                     }
                 }
                 Read::Failed(e) => {
-                    let message =
-                        format!("upstream stream failed: {}", describe_transport_error(&e));
+                    let message = format!("upstream stream failed: {e}");
                     return Some(self.cut_short(&message));
                 }
                 Read::Ended => {
@@ -192,7 +192,7 @@ impl Relay {
 
 /// Waits for the first upstream event, then answers 200 with a body that relays the rest.
 pub async fn relay(
-    response: reqwest::Response,
+    response: UpstreamResponse,
     api: Api,
     payer: Payer,
     recording: StreamRecording,
@@ -206,7 +206,7 @@ pub async fn relay(
 
     let waiting = Instant::now();
     let mut relay = Relay {
-        upstream: response.bytes_stream().boxed(),
+        upstream: response.bytes_stream(),
         decoder: SseDecoder::new(),
         ready: VecDeque::new(),
         api,
@@ -227,7 +227,7 @@ pub async fn relay(
                 }
                 GatewayError::UpstreamStreamFailed(OVERSIZED.into())
             }
-            Read::Failed(e) => GatewayError::UpstreamStreamFailed(describe_transport_error(&e)),
+            Read::Failed(e) => GatewayError::UpstreamStreamFailed(e.to_string()),
             Read::Ended => {
                 GatewayError::UpstreamStreamFailed("the stream ended without any event".into())
             }

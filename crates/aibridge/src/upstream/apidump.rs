@@ -20,6 +20,8 @@ use bytes::Bytes;
 use futures_util::TryStreamExt as _;
 use http::{HeaderMap, HeaderName, Method, StatusCode};
 
+use super::client::{UpstreamBody, UpstreamResponse};
+
 /// Request headers whose values are secrets.
 const SECRET_REQUEST_HEADERS: &[&str] = &[
     "authorization",
@@ -170,7 +172,7 @@ impl AttemptDump<'_> {
     }
 
     /// The response: its status line and headers now, its body as the gateway reads it.
-    pub fn response(&self, response: reqwest::Response) -> reqwest::Response {
+    pub fn response(&self, response: UpstreamResponse) -> UpstreamResponse {
         let id = self.dump.next_file.fetch_add(1, Ordering::Relaxed);
         let mut head = format!("HTTP/1.1 {}\r\n", status_line(response.status())).into_bytes();
         write_headers(&mut head, response.headers(), SECRET_RESPONSE_HEADERS);
@@ -180,7 +182,7 @@ impl AttemptDump<'_> {
             path: self.path(".resp.txt"),
             head,
         });
-        let (parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
+        let (parts, body) = response.into_parts();
         let closer = Closer {
             writer: self.dump.writer.clone(),
             id,
@@ -194,10 +196,7 @@ impl AttemptDump<'_> {
                 chunk: chunk.clone(),
             });
         });
-        reqwest::Response::from(http::Response::from_parts(
-            parts,
-            reqwest::Body::wrap_stream(chunks),
-        ))
+        UpstreamResponse::from_parts(parts, UpstreamBody::from_stream(chunks))
     }
 
     /// The attempt failed before any answer.

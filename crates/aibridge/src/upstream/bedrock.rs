@@ -8,6 +8,9 @@ use aibridge_protocol::bedrock::{self as wire, EventStreamToSse};
 use futures_util::StreamExt as _;
 use http::{HeaderValue, header};
 
+use super::client::{UpstreamBody, UpstreamResponse};
+use crate::error::{Failure, TransportError};
+
 /// Longest error body read to find Bedrock's message.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// How long an error body may take to arrive.
@@ -17,7 +20,7 @@ const ERROR_BODY_WAIT: Duration = Duration::from_secs(5);
 const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
 
 /// `response` as the relay of an Anthropic route reads it.
-pub async fn adapt(response: reqwest::Response) -> reqwest::Response {
+pub async fn adapt(response: UpstreamResponse) -> UpstreamResponse {
     let status = response.status();
     if !status.is_success() {
         return error_as_anthropic(response).await;
@@ -31,7 +34,7 @@ pub async fn adapt(response: reqwest::Response) -> reqwest::Response {
         // A blocking answer already is an Anthropic Messages body.
         return response;
     }
-    let (mut parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
+    let (mut parts, body) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,
@@ -39,20 +42,14 @@ pub async fn adapt(response: reqwest::Response) -> reqwest::Response {
     );
     let mut converter = EventStreamToSse::new();
     let sse = http_body_util::BodyDataStream::new(body).map(move |chunk| {
-        let chunk = chunk.map_err(|e| -> BoxError { Box::new(e) })?;
         converter
-            .push(&chunk)
-            .map_err(|e| -> BoxError { Box::new(e) })
+            .push(&chunk?)
+            .map_err(|e| TransportError::new(Failure::Body, Some(&e)))
     });
-    reqwest::Response::from(http::Response::from_parts(
-        parts,
-        reqwest::Body::wrap_stream(sse),
-    ))
+    UpstreamResponse::from_parts(parts, UpstreamBody::from_stream(sse))
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-async fn error_as_anthropic(mut response: reqwest::Response) -> reqwest::Response {
+async fn error_as_anthropic(mut response: UpstreamResponse) -> UpstreamResponse {
     let status = response.status();
     let mut body = Vec::new();
     let _ = tokio::time::timeout(ERROR_BODY_WAIT, async {
@@ -65,8 +62,7 @@ async fn error_as_anthropic(mut response: reqwest::Response) -> reqwest::Respons
     })
     .await;
     let converted = wire::error_body(status, response.headers(), &body);
-    let mut answer = http::Response::new(reqwest::Body::from(converted));
-    *answer.status_mut() = status;
+    let mut answer = UpstreamResponse::new(status, converted);
     let headers = answer.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -80,5 +76,5 @@ async fn error_as_anthropic(mut response: reqwest::Response) -> reqwest::Respons
             headers.insert(name, value.clone());
         }
     }
-    reqwest::Response::from(answer)
+    answer
 }

@@ -21,11 +21,12 @@ use crate::provider::{Provider, ProviderKind};
 use crate::record::{AttemptRecord, KeyCheck, Recording};
 use crate::telemetry::metrics::{Exhaustion, Transition};
 use crate::upstream::apidump::{ApiDump, DumpSubject};
+use crate::upstream::client::{HttpClient, UpstreamResponse};
 use crate::upstream::probe::confirm_key;
 
 /// One upstream request, ready to be sent with whichever key the pool hands out.
 pub struct UpstreamCall<'a> {
-    pub client: &'a reqwest::Client,
+    pub client: &'a HttpClient,
     pub provider: &'a Provider,
     pub method: Method,
     pub url: Box<reqwest::Url>,
@@ -63,7 +64,7 @@ pub enum CallDeadline {
 /// The upstream answered with something the caller relays (success or non-key error).
 #[derive(Debug)]
 pub struct Served {
-    pub response: reqwest::Response,
+    pub response: UpstreamResponse,
     /// The key that got this answer; `None` for BYOK.
     pub key: Option<PoolKey>,
     /// Attempts made, this one included.
@@ -74,18 +75,6 @@ pub struct Served {
 }
 
 impl UpstreamCall<'_> {
-    fn request(&self, headers: HeaderMap) -> reqwest::RequestBuilder {
-        let request = self
-            .client
-            .request(self.method.clone(), reqwest::Url::clone(&self.url))
-            .headers(headers)
-            .body(self.body.clone());
-        match self.deadline {
-            CallDeadline::Whole(limit) => request.timeout(limit),
-            CallDeadline::Head(_) => request,
-        }
-    }
-
     /// A trace span for one attempt: a child of the request's, exported but not logged (DEBUG).
     fn attempt_span(&self, number: u32, key: Option<&PoolKey>) -> tracing::Span {
         tracing::debug_span!(
@@ -109,7 +98,7 @@ impl UpstreamCall<'_> {
         number: u32,
         key: Option<&PoolKey>,
         span: &tracing::Span,
-    ) -> Result<reqwest::Response, GatewayError> {
+    ) -> Result<UpstreamResponse, GatewayError> {
         let mut headers = self.headers.clone();
         if let Some(key) = key {
             self.provider.authorize(
@@ -130,7 +119,20 @@ impl UpstreamCall<'_> {
             dump.request(&self.method, self.url.as_str(), &headers, &self.body);
             dump
         });
-        let sending = self.request(headers).send().instrument(span.clone());
+        let whole = match self.deadline {
+            CallDeadline::Whole(limit) => Some(Instant::now() + limit),
+            CallDeadline::Head(_) => None,
+        };
+        let sending = self
+            .client
+            .send(
+                self.method.clone(),
+                &self.url,
+                headers,
+                self.body.clone(),
+                whole,
+            )
+            .instrument(span.clone());
         let sent = match self.deadline {
             CallDeadline::Whole(_) => sending.await.map_err(|e| GatewayError::from_transport(&e)),
             CallDeadline::Head(limit) => match tokio::time::timeout(limit, sending).await {
@@ -312,7 +314,7 @@ impl UpstreamCall<'_> {
             return KeyCheck::Implied;
         }
         let provider = self.provider;
-        let client = self.client.clone();
+        let client = self.client.general().clone();
         let outcome = provider
             .key_checks
             .run(key.index, || {
@@ -382,7 +384,7 @@ fn log_failover(provider: &str, key: &PoolKey, status: u16, verdict: Verdict, tr
 
 /// Reads a little of a discarded error body so the connection can be reused, without letting a
 /// slow or huge body hold up the next attempt.
-async fn discard(mut response: reqwest::Response) {
+async fn discard(mut response: UpstreamResponse) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let mut read = 0usize;
         while let Ok(Some(chunk)) = response.chunk().await {
