@@ -32,8 +32,11 @@ const MAX_CARRIED: usize = 100_000;
 /// How long records wait, at most, to be committed together.
 pub(super) const RECORDS_LINGER: Duration = Duration::from_millis(20);
 
-/// Records committed as soon as this many are waiting.
-const RECORDS_RIDE_ALONG: usize = 128;
+/// Records committed as soon as this many are waiting. Under load every commit rewrites the
+/// same few leaf pages of each table and index into the WAL, so larger commits write fewer bytes
+/// per request: at saturation, 1,024 instead of 128 took the WAL writes from 4.4 to 2.7 `pwrite`
+/// calls per request. Below ~10,000 requests/s the linger ends a batch first.
+const RECORDS_RIDE_ALONG: usize = 1024;
 
 /// Retries of a failed write, doubling from the first to the last.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
