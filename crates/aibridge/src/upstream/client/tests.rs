@@ -196,12 +196,17 @@ async fn a_refused_connection_says_so_without_the_url() {
     }
 }
 
-#[tokio::test]
-async fn an_https_upstream_is_reached_over_tls_with_the_trusted_roots() {
+/// A self-signed certificate for `localhost` and a TLS acceptor with it, offering `alpn`.
+fn tls_acceptor(
+    alpn: &[&[u8]],
+) -> (
+    rustls::pki_types::CertificateDer<'static>,
+    tokio_rustls::TlsAcceptor,
+) {
     let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert = issued.cert.der().clone();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(issued.signing_key.serialize_der().into());
-    let server_tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+    let mut server_tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -209,7 +214,13 @@ async fn an_https_upstream_is_reached_over_tls_with_the_trusted_roots() {
     .with_no_client_auth()
     .with_single_cert(vec![cert.clone()], key)
     .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
+    server_tls.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    (cert, tokio_rustls::TlsAcceptor::from(Arc::new(server_tls)))
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_reached_over_tls_with_the_trusted_roots() {
+    let (cert, acceptor) = tls_acceptor(&[]);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(async move {
@@ -243,5 +254,50 @@ async fn an_https_upstream_is_reached_over_tls_with_the_trusted_roots() {
         .unwrap_err();
     assert_eq!(error.failure(), Failure::Connect, "{error}");
     assert!(error.to_string().contains("certificate"), "{error}");
+    server.abort();
+}
+
+#[tokio::test]
+async fn an_https_upstream_that_offers_http2_is_spoken_to_in_http2() {
+    let (cert, acceptor) = tls_acceptor(&[b"h2", b"http/1.1"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                // Answers with the HTTP version the request came in.
+                let answer = hyper::service::service_fn(|request: http::Request<_>| async move {
+                    let version = format!("{:?}", request.version());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                        version,
+                    ))))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), answer)
+                    .await;
+            });
+        }
+    });
+    let url = Url::parse(&format!("https://localhost:{port}/v1/messages")).unwrap();
+    let client = build_with_roots(&settings(), true, vec![cert]).unwrap();
+    for _ in 0..2 {
+        let response = client
+            .send(
+                Method::POST,
+                &url,
+                HeaderMap::new(),
+                Bytes::from_static(b"{}"),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(&response.bytes().await.unwrap()[..], b"HTTP/2.0");
+    }
     server.abort();
 }
