@@ -2,7 +2,7 @@
 //!
 //! `ingress` (where a request enters: the router, the bridged and passthrough handlers, the
 //! operator API) → `intake` (who is calling and who pays, headers, the body within its limit) →
-//! `upstream` (the one HTTP client, the failover loop that picks a key per attempt, the probe
+//! `upstream` (the HTTP clients, the failover loop that picks a key per attempt, the probe
 //! that re-validates disabled keys) → `relay` (the answer back to the client: blocking, streamed
 //! event by event, or passed through) → `record` (the request's record and the writer that
 //! commits it). `state` holds what every request shares; `serve` runs it; `cli` is the binary's

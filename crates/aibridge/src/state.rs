@@ -83,7 +83,7 @@ impl AppState {
     }
 
     /// Opens (and migrates) the recording database and builds the pools.
-    /// `client` is the gateway's one HTTP client (`upstream::client::build`).
+    /// `client` holds the gateway's HTTP clients (`upstream::client::build`).
     pub async fn build(config: Config, client: HttpClient) -> Result<Self, StartError> {
         let store = open_store(&config.database_url).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -41,7 +41,7 @@ where
 
 /// Logs on stderr with the level filter from `AIBRIDGE_LOG` (or `RUST_LOG`), default `info`;
 /// and, when the standard `OTEL_EXPORTER_OTLP_*ENDPOINT` is set, traces exported through
-/// `client` (the gateway's one HTTP client). Call inside the runtime; the guard flushes the
+/// `client` (the gateway's general reqwest client). Call inside the runtime; the guard flushes the
 /// traces at exit.
 pub fn init(
     format: LogFormat,
