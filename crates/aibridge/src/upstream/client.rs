@@ -23,7 +23,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use reqwest::Url;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use crate::config::UpstreamSettings;
 use crate::error::{Failure, TransportError};
@@ -40,6 +40,16 @@ const PROXY_VARIABLES: [&str; 6] = [
     "ALL_PROXY",
     "all_proxy",
 ];
+
+/// How long one upstream call may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallDeadline {
+    /// A blocking call: the whole of it, body included (`request_timeout`).
+    Whole(Duration),
+    /// A stream or a passthrough answer: the response head must come within this
+    /// (`first_byte_timeout`); the relay bounds the body.
+    Head(Duration),
+}
 
 type DirectClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -132,15 +142,15 @@ impl HttpClient {
         &self.general
     }
 
-    /// Sends one upstream request. With a `deadline`, the answer's head and its whole body
-    /// must come before it; reading the body after it fails with a timeout.
+    /// Sends one upstream request. Its answer's head must come within `deadline`; for a
+    /// `Whole` deadline the body too, and reading it after the deadline fails with a timeout.
     pub async fn send(
         &self,
         method: Method,
         url: &Url,
         mut headers: HeaderMap,
         body: Bytes,
-        deadline: Option<Instant>,
+        deadline: CallDeadline,
     ) -> Result<UpstreamResponse, TransportError> {
         let sending = async {
             match &self.direct {
@@ -175,18 +185,24 @@ impl HttpClient {
                 }
             }
         };
-        let (head, body) = match deadline {
-            None => sending.await?,
-            Some(deadline) => tokio::time::timeout_at(deadline, sending)
-                .await
-                .map_err(|_| TransportError::new(Failure::Timeout, None))??,
+        // One timer for the whole call: a `Whole` deadline's goes on to bound the body.
+        let (limit, whole) = match deadline {
+            CallDeadline::Whole(limit) => (limit, true),
+            CallDeadline::Head(limit) => (limit, false),
         };
-        let body = match deadline {
-            None => body,
-            Some(deadline) => UpstreamBody::new(DeadlineBody {
+        let mut timer = Box::pin(tokio::time::sleep(limit));
+        let (head, body) = tokio::select! {
+            biased;
+            sent = sending => sent?,
+            () = timer.as_mut() => return Err(TransportError::new(Failure::Timeout, None)),
+        };
+        let body = if whole {
+            UpstreamBody::new(DeadlineBody {
                 inner: body,
-                deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            }),
+                deadline: timer,
+            })
+        } else {
+            body
         };
         Ok(UpstreamResponse { head, body })
     }

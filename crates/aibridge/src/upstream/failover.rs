@@ -21,7 +21,7 @@ use crate::provider::{Provider, ProviderKind};
 use crate::record::{AttemptRecord, KeyCheck, Recording};
 use crate::telemetry::metrics::{Exhaustion, Transition};
 use crate::upstream::apidump::{ApiDump, DumpSubject};
-use crate::upstream::client::{HttpClient, UpstreamResponse};
+use crate::upstream::client::{CallDeadline, HttpClient, UpstreamResponse};
 use crate::upstream::probe::confirm_key;
 
 /// One upstream request, ready to be sent with whichever key the pool hands out.
@@ -49,16 +49,6 @@ pub struct CallDump<'a> {
     pub dump: &'a ApiDump,
     pub subject: DumpSubject<'a>,
     pub request_id: &'a str,
-}
-
-/// How long one attempt may take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallDeadline {
-    /// A blocking call: the whole of it, body included (`request_timeout`).
-    Whole(Duration),
-    /// A stream or a passthrough answer: the response head must come within this
-    /// (`first_byte_timeout`); the relay bounds the body.
-    Head(Duration),
 }
 
 /// The upstream answered with something the caller relays (success or non-key error).
@@ -119,27 +109,18 @@ impl UpstreamCall<'_> {
             dump.request(&self.method, self.url.as_str(), &headers, &self.body);
             dump
         });
-        let whole = match self.deadline {
-            CallDeadline::Whole(limit) => Some(Instant::now() + limit),
-            CallDeadline::Head(_) => None,
-        };
-        let sending = self
+        let sent = self
             .client
             .send(
                 self.method.clone(),
                 &self.url,
                 headers,
                 self.body.clone(),
-                whole,
+                self.deadline,
             )
-            .instrument(span.clone());
-        let sent = match self.deadline {
-            CallDeadline::Whole(_) => sending.await.map_err(|e| GatewayError::from_transport(&e)),
-            CallDeadline::Head(limit) => match tokio::time::timeout(limit, sending).await {
-                Ok(sent) => sent.map_err(|e| GatewayError::from_transport(&e)),
-                Err(_) => Err(GatewayError::UpstreamTimeout),
-            },
-        };
+            .instrument(span.clone())
+            .await
+            .map_err(|e| GatewayError::from_transport(&e));
         match (sent, dump) {
             (Ok(response), Some(dump)) => Ok(dump.response(response)),
             (Err(error), Some(dump)) => {

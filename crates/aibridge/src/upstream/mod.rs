@@ -9,4 +9,5 @@ pub mod client;
 pub mod failover;
 pub mod probe;
 
-pub use failover::{CallDeadline, CallDump, Served, UpstreamCall};
+pub use client::CallDeadline;
+pub use failover::{CallDump, Served, UpstreamCall};
