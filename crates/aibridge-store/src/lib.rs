@@ -49,8 +49,8 @@
 //! checkpoints (`PASSIVE`) every 250 ms, so no commit waits for one, and the writer completes a
 //! checkpoint itself, between batches, when the WAL has grown past 64 MB (SQLite reuses the WAL
 //! only once all of it is copied, which a concurrent checkpoint never achieves under steady
-//! writes). New files use 1 KiB pages, which cut the bytes each commit writes. Migrations, users and
-//! tokens go through one sqlx connection (write transactions begin `IMMEDIATE`), reads through a
+//! writes). New files use 4 KiB pages: commits carry many requests' rows, so larger pages mean
+//! fewer page writes and shallower b-trees per request. Migrations, users and tokens go through one sqlx connection (write transactions begin `IMMEDIATE`), reads through a
 //! pool of 4 `query_only` connections; an in-memory database is one sqlx connection for
 //! everything. PostgreSQL uses one pool of 8 connections, plain TCP (no TLS built in); its
 //! tables go to the first schema of the `search_path`, which the URL can set

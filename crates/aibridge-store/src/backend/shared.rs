@@ -4,7 +4,7 @@
 // same DDL types (see the migrations) and the SQL below, so one text serves both; what differs
 // (connection setup, migrations, transaction start) lives in the backend files.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{Pool, QueryBuilder, Row};
 
@@ -204,10 +204,8 @@ impl Pools {
         }
         let mut failures = Vec::new();
         let mut tx = begin_write(&self.write).await.map_err(db)?;
-        // A request that starts and ends in this batch is one row, inserted whole, and its
-        // records need no check that it exists (the same rules as the SQLite writer).
-        let started: HashSet<&str> = batch.starts.iter().map(|s| s.id.as_str()).collect();
-        let whole = sql::ended_within(batch, &started);
+        // The same rules as the SQLite writer (see `BatchShape`).
+        let sql::BatchShape { started, whole } = sql::BatchShape::of(batch);
         for start in &batch.starts {
             match whole.get(start.id.as_str()) {
                 Some(end) => insert_ended_interception(&mut *tx, start, end).await,

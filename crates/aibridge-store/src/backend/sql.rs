@@ -5,6 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use foldhash::fast::RandomState;
+
 use crate::{InterceptionEnded, Record, WriteBatch};
 
 // Records are retried after a failed transaction: every record insert is idempotent, its row
@@ -162,12 +164,30 @@ pub(crate) struct WholeEnd<'a> {
     pub(crate) failovers: i64,
 }
 
+/// Which requests of a batch start in it, and which of those also end in it (by id): a request
+/// that starts and ends in the same batch is one row, inserted whole, and the records of a
+/// request that starts in it need no check that it exists. The ids are the gateway's own, so a
+/// fast hash (foldhash) is safe here: a batch looks each id up several times.
+pub(crate) struct BatchShape<'a> {
+    pub(crate) started: HashSet<&'a str, RandomState>,
+    pub(crate) whole: HashMap<&'a str, WholeEnd<'a>, RandomState>,
+}
+
+impl<'a> BatchShape<'a> {
+    pub(crate) fn of(batch: &'a WriteBatch) -> Self {
+        let started: HashSet<&str, RandomState> =
+            batch.starts.iter().map(|s| s.id.as_str()).collect();
+        let whole = ended_within(batch, &started);
+        Self { started, whole }
+    }
+}
+
 /// The requests of `batch` that started and ended within it, by id.
-pub(crate) fn ended_within<'a>(
+fn ended_within<'a>(
     batch: &'a WriteBatch,
-    started: &HashSet<&str>,
-) -> HashMap<&'a str, WholeEnd<'a>> {
-    let mut whole: HashMap<&str, WholeEnd<'_>> = HashMap::new();
+    started: &HashSet<&str, RandomState>,
+) -> HashMap<&'a str, WholeEnd<'a>, RandomState> {
+    let mut whole: HashMap<&str, WholeEnd<'_>, RandomState> = HashMap::default();
     if started.is_empty() {
         return whole;
     }

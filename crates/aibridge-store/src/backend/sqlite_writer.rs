@@ -11,10 +11,9 @@
 //! a second thread checkpoints every [`CHECKPOINT_EVERY`] without blocking the writer. Under
 //! steady writes such a checkpoint never catches up with the last frames, and SQLite reuses
 //! the WAL from its start only once every frame is copied: so when the WAL has grown past
-//! [`RESTART_AFTER_FRAMES`], the writer copies the few remaining frames itself, at a moment
+//! [`RESTART_AFTER_BYTES`], the writer copies the few remaining frames itself, at a moment
 //! when no batch is waiting, and its next transaction starts the WAL over.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -24,7 +23,7 @@ use rusqlite::types::ToSqlOutput;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Statement, ToSql, params, params_from_iter};
 use tokio::sync::oneshot;
 
-use crate::backend::sql::{self, WholeEnd, batch_outcome, ended_within, unknown_interception};
+use crate::backend::sql::{self, BatchShape, WholeEnd, batch_outcome, unknown_interception};
 use crate::error::{RecordFailure, StoreError};
 use crate::types::{CredentialKind, NewInterception, Record, RequestKind, WriteBatch};
 
@@ -35,10 +34,11 @@ use crate::types::{CredentialKind, NewInterception, Record, RequestKind, WriteBa
 /// every 250 ms, 1.7 ms every 100 ms, 1.8–2.0 ms every second).
 pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
-/// WAL frames (pages) after which the writer completes a checkpoint itself: 64 MB with the
-/// 1 KiB pages of a new database. That checkpoint syncs the WAL and the database file while
-/// starts wait, so it should be rare: every 7 s or so at 1,000 recorded requests/s.
-const RESTART_AFTER_FRAMES: i64 = 65_536;
+/// The WAL's size after which the writer completes a checkpoint itself (counted in frames, one
+/// page each, of the file's page size). That checkpoint syncs the WAL and the database file
+/// while records wait, so it should be rare: every several seconds at 1,000 recorded
+/// requests/s.
+const RESTART_AFTER_BYTES: i64 = 64 << 20;
 
 /// The same busy timeout as the sqlx connections: waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -142,6 +142,10 @@ impl SqliteWriter {
         // deletes, so the check would only look the parent up a second time.
         let writer = connect(path)?;
         let checkpointer = connect(path)?;
+        let page_size: i64 = checkpointer
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .map_err(db)?;
+        let restart_after_frames = RESTART_AFTER_BYTES / page_size.max(512);
 
         let wal_is_long = Arc::new(AtomicBool::new(false));
 
@@ -156,7 +160,7 @@ impl SqliteWriter {
         let (stop_checkpoints, stop) = mpsc::channel();
         let (checkpointer_done, checkpointer_finished) = oneshot::channel();
         spawn("sqlite-ckpt", move || {
-            checkpoint_periodically(&checkpointer, &stop, &wal_is_long);
+            checkpoint_periodically(&checkpointer, &stop, &wal_is_long, restart_after_frames);
             drop(checkpointer);
             let _ = checkpointer_done.send(());
         })?;
@@ -242,10 +246,15 @@ fn write_jobs(conn: Connection, jobs: &mpsc::Receiver<Job>, restart_wanted: &Ato
 }
 
 /// `PASSIVE`: copies what it can without waiting for (or blocking) the writer and readers.
-fn checkpoint_periodically(conn: &Connection, stop: &mpsc::Receiver<()>, wal_is_long: &AtomicBool) {
+fn checkpoint_periodically(
+    conn: &Connection,
+    stop: &mpsc::Receiver<()>,
+    wal_is_long: &AtomicBool,
+    restart_after_frames: i64,
+) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         if let Some(frames) = checkpoint(conn)
-            && frames >= RESTART_AFTER_FRAMES
+            && frames >= restart_after_frames
         {
             wal_is_long.store(true, Ordering::Relaxed);
         }
@@ -289,8 +298,7 @@ fn write_batch(statements: &mut Statements<'_>, batch: &WriteBatch) -> Result<()
         .get(Sql::Begin)
         .and_then(|s| s.execute([]))
         .map_err(db)?;
-    let started: HashSet<&str> = batch.starts.iter().map(|s| s.id.as_str()).collect();
-    let whole = ended_within(batch, &started);
+    let BatchShape { started, whole } = BatchShape::of(batch);
     for start in &batch.starts {
         match whole.get(start.id.as_str()) {
             Some(end) => insert_ended_interception(statements, start, end).map_err(db)?,
