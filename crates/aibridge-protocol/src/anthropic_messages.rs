@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::errors::{Dialect, ErrorKind};
 use crate::observe::{
     Observation, ObserveStream, OpenBlock, OpenBlocks, ToolCall, Usage, extra_counts, int,
-    last_user_text_in_messages, push_thought, string,
+    last_user_text_in_messages, positive_counts, push_thought, string,
 };
 use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
@@ -313,6 +313,12 @@ mod tests {
         let seen = API.observe_body(br#"{"id": "msg_2", "content": "text"}"#);
         assert_eq!(seen.response_id.as_deref(), Some("msg_2"));
         assert!(seen.tool_calls.is_empty());
+        // A count that is not an integer: read whole, where it counts 0 and the rest is kept.
+        let body = r#"{"id": "msg_3", "usage": {"input_tokens": 1.5, "output_tokens": 5,
+            "server_tool_use": {"web_search_requests": 1}}}"#;
+        let usage = API.observe_body(body.as_bytes()).usage.unwrap();
+        assert_eq!((usage.input, usage.output), (0, 5));
+        assert_eq!(usage.extra.get("web_search_requests"), Some(&1));
     }
 
     #[test]
@@ -551,6 +557,56 @@ struct BlockHead<'a> {
     name: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// A response's `usage`, read without building a `Value` (a map of owned keys): the counts
+/// [`usage`] reads. A count of another type (a float, a string) fails the typed read, and the
+/// caller reads the body whole instead, where such a count is 0.
+#[derive(serde::Deserialize)]
+struct UsageBody {
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    cache_read_input_tokens: Option<i64>,
+    cache_creation_input_tokens: Option<i64>,
+    server_tool_use: Option<ServerToolUse>,
+    cache_creation: Option<CacheCreation>,
+}
+
+#[derive(serde::Deserialize)]
+struct ServerToolUse {
+    web_search_requests: Option<i64>,
+}
+
+#[derive(serde::Deserialize)]
+struct CacheCreation {
+    ephemeral_1h_input_tokens: Option<i64>,
+    ephemeral_5m_input_tokens: Option<i64>,
+}
+
+impl UsageBody {
+    fn usage(self) -> Usage {
+        let cache_creation = self.cache_creation.as_ref();
+        Usage {
+            input: self.input_tokens.unwrap_or(0),
+            output: self.output_tokens.unwrap_or(0),
+            cache_read: self.cache_read_input_tokens.unwrap_or(0),
+            cache_write: self.cache_creation_input_tokens.unwrap_or(0),
+            extra: positive_counts([
+                (
+                    "web_search_requests",
+                    self.server_tool_use.and_then(|s| s.web_search_requests),
+                ),
+                (
+                    "cache_ephemeral_1h_input",
+                    cache_creation.and_then(|c| c.ephemeral_1h_input_tokens),
+                ),
+                (
+                    "cache_ephemeral_5m_input",
+                    cache_creation.and_then(|c| c.ephemeral_5m_input_tokens),
+                ),
+            ]),
+        }
+    }
+}
+
 /// A blocking Messages response: what the record keeps of it.
 #[derive(serde::Deserialize)]
 struct BlockingBody<'a> {
@@ -558,7 +614,7 @@ struct BlockingBody<'a> {
     id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     model: Option<Cow<'a, str>>,
-    usage: Option<Value>,
+    usage: Option<UsageBody>,
     #[serde(borrow, default)]
     content: Vec<BodyBlock<'a>>,
 }
@@ -582,7 +638,7 @@ impl BlockingBody<'_> {
         let mut observation = Observation {
             response_id: self.id.map(Cow::into_owned),
             model: self.model.map(Cow::into_owned),
-            usage: self.usage.as_ref().map(usage),
+            usage: self.usage.map(UsageBody::usage),
             ..Observation::default()
         };
         for block in self.content {

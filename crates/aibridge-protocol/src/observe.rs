@@ -86,18 +86,24 @@ pub(crate) fn string(value: &Value) -> Option<String> {
     value.as_str().map(str::to_string)
 }
 
-/// Adds the positive counts among `(name, value)` to `extra`.
+/// The positive counts among `(name, value)`, by name.
 pub(crate) fn extra_counts<'a>(
     fields: impl IntoIterator<Item = (&'a str, &'a Value)>,
 ) -> BTreeMap<String, i64> {
+    positive_counts(
+        fields
+            .into_iter()
+            .map(|(name, value)| (name, value.as_i64())),
+    )
+}
+
+/// The positive counts among `(name, count)`, by name.
+pub(crate) fn positive_counts<'a>(
+    fields: impl IntoIterator<Item = (&'a str, Option<i64>)>,
+) -> BTreeMap<String, i64> {
     fields
         .into_iter()
-        .filter_map(|(name, value)| {
-            value
-                .as_i64()
-                .filter(|n| *n > 0)
-                .map(|n| (name.to_string(), n))
-        })
+        .filter_map(|(name, count)| count.filter(|n| *n > 0).map(|n| (name.to_string(), n)))
         .collect()
 }
 
