@@ -17,12 +17,16 @@
 //! | `tokens` | `id` (caller's), `secret_hash` unique | `user_id` → `users`; only the hash the caller computed is stored, never a secret |
 //! | `interceptions` | `id` (caller's UUID) | the [`NewInterception`] columns, then the [`InterceptionEnded`] columns (`NULL` until the end is written; its `attempts` count is the `attempt_count` column) |
 //! | `attempts` | (`interception_id`, `number`) | → `interceptions` |
-//! | `token_usages`, `prompts`, `tool_calls`, `thoughts` | generated `id` (write order) | → `interceptions`; token `extra` is JSON text |
+//! | `token_usages` | (`interception_id`, `seq`) in SQLite; generated `id` and unique (`interception_id`, `seq`) in PostgreSQL | → `interceptions`; `extra` is JSON text |
+//! | `prompts`, `tool_calls`, `thoughts` | generated `id` (write order), unique (`interception_id`, `seq`) | → `interceptions` |
 //!
-//! Indexes: `interceptions (started_at, id)` (newest-first listing, time windows),
-//! `(user_name, started_at, id)` (per-user listing and reports), `(provider_name, key_hint)`
-//! ([`Store::served_by_key`]), and `interception_id` on every child table. Child tables cascade
-//! on delete so that a later retention job only deletes interceptions.
+//! Indexes of `interceptions`: `(user_name, started_at, id)` (per-user listing) and
+//! `interceptions_report` (`started_at` first, then every column reports group or sum by: it
+//! serves newest-first listing, time windows, reports and [`Store::served_by_key`]).
+//! PostgreSQL also keeps `(started_at, id)` and `(provider_name, key_hint)`; SQLite dropped
+//! them (migration 6: every b-tree a recorded request touches is work on the writer thread), and
+//! clusters attempts and token usages by their keys (`WITHOUT ROWID`). Child tables cascade on
+//! delete so that a later retention job only deletes interceptions.
 //!
 //! An interception stores the **user name**, not a reference to `users`: names are the stable
 //! identity (there is no rename), and recording must not fail (and so abort a request) for a
@@ -50,10 +54,11 @@
 //! checkpoint itself, between batches, when the WAL has grown past 64 MB (SQLite reuses the WAL
 //! only once all of it is copied, which a concurrent checkpoint never achieves under steady
 //! writes). New files use 4 KiB pages: commits carry many requests' rows, so larger pages mean
-//! fewer page writes and shallower b-trees per request. Migrations, users and tokens go through one sqlx connection (write transactions begin `IMMEDIATE`), reads through a
-//! pool of 4 `query_only` connections; an in-memory database is one sqlx connection for
-//! everything. PostgreSQL uses one pool of 8 connections, plain TCP (no TLS built in); its
-//! tables go to the first schema of the `search_path`, which the URL can set
+//! fewer page writes and shallower b-trees per request. Migrations, users and tokens go through
+//! one sqlx connection (write transactions begin `IMMEDIATE`), reads through a pool of 4
+//! `query_only` connections; an in-memory database is one sqlx connection for everything.
+//! PostgreSQL uses one pool of 8 connections, plain TCP (no TLS built in); its tables go to the
+//! first schema of the `search_path`, which the URL can set
 //! (`?options=-csearch_path%3Daibridge`), as it can set `synchronous_commit` for an operator
 //! who prefers faster commits to the durability of the last ones.
 //!

@@ -1371,7 +1371,7 @@ async fn sqlite_file_settings() {
             .await
             .unwrap();
         assert_eq!(mode, "wal");
-        // Commits carry many requests' rows: 4 KiB pages take a quarter of the WAL writes of
+        // Commits carry many requests' rows: 4 KiB pages take a third of the WAL writes of
         // 1 KiB ones.
         let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
             .fetch_one(&mut conn)
