@@ -230,23 +230,41 @@ fn tls_acceptor(
     (cert, tokio_rustls::TlsAcceptor::from(Arc::new(server_tls)))
 }
 
-#[tokio::test]
-async fn an_https_upstream_is_reached_over_tls_with_the_trusted_roots() {
-    let (cert, acceptor) = tls_acceptor(&[]);
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS server on a free loopback port: each connection whose handshake succeeds goes to
+/// `serve` (a client that does not trust the certificate ends the handshake). The port, and the
+/// task to abort at the end.
+async fn tls_server<F, Fut>(
+    acceptor: tokio_rustls::TlsAcceptor,
+    serve: F,
+) -> (u16, tokio::task::JoinHandle<()>)
+where
+    F: Fn(TlsStream) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(async move {
         loop {
             let (socket, _) = listener.accept().await.unwrap();
             let acceptor = acceptor.clone();
+            let serve = serve.clone();
             tokio::spawn(async move {
-                // A client that does not trust the certificate ends the handshake.
                 if let Ok(tls) = acceptor.accept(socket).await {
-                    answer_once(tls, echo_head, Duration::ZERO).await;
+                    serve(tls).await;
                 }
             });
         }
     });
+    (port, server)
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_reached_over_tls_with_the_trusted_roots() {
+    let (cert, acceptor) = tls_acceptor(&[]);
+    let (port, server) =
+        tls_server(acceptor, |tls| answer_once(tls, echo_head, Duration::ZERO)).await;
     let url = Url::parse(&format!("https://localhost:{port}/v1/messages")).unwrap();
 
     let trusting = build_with_roots(&settings(), true, vec![cert]).unwrap();
@@ -266,29 +284,17 @@ async fn an_https_upstream_is_reached_over_tls_with_the_trusted_roots() {
 #[tokio::test]
 async fn an_https_upstream_that_offers_http2_is_spoken_to_in_http2() {
     let (cert, acceptor) = tls_acceptor(&[b"h2", b"http/1.1"]);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = tokio::spawn(async move {
-        loop {
-            let (socket, _) = listener.accept().await.unwrap();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(socket).await else {
-                    return;
-                };
-                // Answers with the HTTP version the request came in.
-                let answer = hyper::service::service_fn(|request: http::Request<_>| async move {
-                    let version = format!("{:?}", request.version());
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
-                        version,
-                    ))))
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), answer)
-                    .await;
-            });
-        }
-    });
+    let (port, server) = tls_server(acceptor, |tls| async move {
+        // Answers with the HTTP version the request came in.
+        let answer = hyper::service::service_fn(|request: http::Request<_>| async move {
+            let version = format!("{:?}", request.version());
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(version))))
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(hyper_util::rt::TokioIo::new(tls), answer)
+            .await;
+    })
+    .await;
     let url = Url::parse(&format!("https://localhost:{port}/v1/messages")).unwrap();
     let client = build_with_roots(&settings(), true, vec![cert]).unwrap();
     for _ in 0..2 {
