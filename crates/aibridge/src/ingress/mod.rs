@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderMap, Method, StatusCode};
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 use crate::config::AuthMode;
 use crate::error::GatewayError;
@@ -166,12 +167,13 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         },
         body,
     };
+    // Axum moves this whole future into the heap for every request, so its size is the largest
+    // of the three routes' futures: the bridged one is inline (the hot path, one move), the
+    // others are boxed (they are larger).
     let result = match bridged {
-        // Boxed: the dispatch future stays small (a future is moved, whole, into the heap
-        // for every request, and the bridged one is large).
-        Some(api) => Box::pin(bridged::handle(&state, provider, api, incoming, tally)).await,
+        Some(api) => bridged::handle(&state, provider, api, incoming, tally).await,
         None if let Some(bedrock) = &provider.bedrock => {
-            bedrock::handle(
+            Box::pin(bedrock::handle(
                 &state,
                 provider,
                 bedrock,
@@ -179,11 +181,11 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
                 upstream_path,
                 incoming,
                 tally,
-            )
+            ))
             .await
         }
         None => {
-            passthrough::handle(
+            Box::pin(passthrough::handle(
                 &state,
                 provider,
                 method,
@@ -191,7 +193,7 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
                 client_addr,
                 incoming,
                 tally,
-            )
+            ))
             .await
         }
     };
@@ -213,11 +215,13 @@ fn guess_dialect(headers: &HeaderMap) -> Dialect {
 }
 
 /// Runs a request's upstream work inside its span (its end is logged by the request's tally).
-async fn in_request_span(
-    span: tracing::Span,
-    work: impl Future<Output = Result<Response, GatewayError>>,
-) -> Result<Response, GatewayError> {
-    work.instrument(span).await
+/// A plain function, not an `async fn`: an async wrapper would keep a second copy of `work`'s
+/// state in every request's future.
+fn in_request_span<F>(span: tracing::Span, work: F) -> Instrumented<F>
+where
+    F: Future<Output = Result<Response, GatewayError>>,
+{
+    work.instrument(span)
 }
 
 /// `GET /metrics`: the key gauges are read from the key-state store now (a cooldown ends
