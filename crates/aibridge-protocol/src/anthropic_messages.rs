@@ -111,6 +111,10 @@ impl WireRules for Rules {
         usage(value)
     }
 
+    fn usage_of_object(&self, object: &[u8]) -> Option<Usage> {
+        crate::observe::leading::<UsageBody>(object).map(UsageBody::usage)
+    }
+
     fn observe_body(&self, body: &[u8]) -> Observation {
         // Read into borrowed fields (the text blocks skipped, not built); a body of another
         // shape is read whole.

@@ -163,13 +163,17 @@ impl Api {
     /// body), else the peek of [`Self::observe_usage`]. For the metrics when nothing else of the
     /// body is needed.
     pub fn usage_of_body(self, body: &[u8]) -> Option<Usage> {
-        let tail = last_usage_object(body).and_then(|object| {
-            serde_json::Deserializer::from_slice(object)
-                .into_iter::<Value>()
-                .next()?
-                .ok()
-                .filter(Value::is_object)
-        });
+        let Some(object) = last_usage_object(body) else {
+            return self.observe_usage(body).usage;
+        };
+        if let Some(usage) = self.rules().usage_of_object(object) {
+            return Some(usage);
+        }
+        let tail = serde_json::Deserializer::from_slice(object)
+            .into_iter::<Value>()
+            .next()
+            .and_then(Result::ok)
+            .filter(Value::is_object);
         match tail {
             Some(usage) => Some(self.rules().usage(&usage)),
             None => self.observe_usage(body).usage,
@@ -214,7 +218,7 @@ impl Api {
 /// caller checks the value is an object and falls back otherwise).
 fn last_usage_object(body: &[u8]) -> Option<&[u8]> {
     const KEY: &[u8] = b"\"usage\"";
-    let at = body.windows(KEY.len()).rposition(|w| w == KEY)?;
+    let at = memchr::memmem::rfind(body, KEY)?;
     let rest = &body[at + KEY.len()..];
     let rest = rest
         .trim_ascii_start()
@@ -459,6 +463,29 @@ mod tests {
             ),
             (Api::OpenAiChat, r#"{"id":"c","usage":null}"#),
             (Api::OpenAiChat, r#"not json"#),
+            // Every count the typed reads know, and one they do not.
+            (
+                Api::AnthropicMessages,
+                r#"{"id":"m","usage":{"input_tokens":3,"output_tokens":4,"cache_read_input_tokens":5,"cache_creation_input_tokens":6,"server_tool_use":{"web_search_requests":2},"cache_creation":{"ephemeral_1h_input_tokens":1,"ephemeral_5m_input_tokens":5},"service_tier":"standard"}}"#,
+            ),
+            (
+                Api::OpenAiChat,
+                r#"{"id":"c","usage":{"prompt_tokens":9,"completion_tokens":6,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":2,"audio_tokens":1},"completion_tokens_details":{"reasoning_tokens":3,"audio_tokens":1,"accepted_prediction_tokens":4,"rejected_prediction_tokens":5}}}"#,
+            ),
+            // Counts of other types fail the typed reads: read as a `Value`, where they are 0.
+            (
+                Api::AnthropicMessages,
+                r#"{"id":"m","usage":{"input_tokens":3.5,"output_tokens":"4","cache_creation":null}}"#,
+            ),
+            (
+                Api::OpenAiChat,
+                r#"{"id":"c","usage":{"prompt_tokens":9,"completion_tokens":6.0,"prompt_tokens_details":[1]}}"#,
+            ),
+            // A cached count larger than the prompt's does not make the input negative.
+            (
+                Api::OpenAiChat,
+                r#"{"id":"c","usage":{"prompt_tokens":-9223372036854775807,"prompt_tokens_details":{"cached_tokens":5}}}"#,
+            ),
         ];
         for (api, body) in cases {
             assert_eq!(

@@ -97,6 +97,14 @@ pub(crate) fn extra_counts<'a>(
     )
 }
 
+/// The JSON value that starts `bytes`, read as a `T` (whatever follows it is ignored).
+pub(crate) fn leading<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    serde_json::Deserializer::from_slice(bytes)
+        .into_iter::<T>()
+        .next()?
+        .ok()
+}
+
 /// The positive counts among `(name, count)`, by name.
 pub(crate) fn positive_counts<'a>(
     fields: impl IntoIterator<Item = (&'a str, Option<i64>)>,

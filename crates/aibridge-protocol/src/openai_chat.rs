@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::errors::{Dialect, ErrorKind};
 use crate::observe::{
     Observation, ObserveStream, OpenBlock, OpenBlocks, ToolCall, Usage, contains, extra_counts,
-    int, last_user_text_in_messages, string,
+    int, last_user_text_in_messages, positive_counts, string,
 };
 use crate::request::{BadRequest, BodyRefused, RequestSummary};
 use crate::rules::WireRules;
@@ -100,6 +100,10 @@ impl WireRules for Rules {
 
     fn usage(&self, value: &Value) -> Usage {
         usage(value)
+    }
+
+    fn usage_of_object(&self, object: &[u8]) -> Option<Usage> {
+        crate::observe::leading::<UsageBody>(object).map(UsageBody::usage)
     }
 
     fn observe_body(&self, body: &[u8]) -> Observation {
@@ -386,7 +390,7 @@ impl crate::stream_loop::StreamLoop for ChatLoop {
 fn usage(usage: &Value) -> Usage {
     let cached = int(&usage["prompt_tokens_details"]["cached_tokens"]);
     Usage {
-        input: (int(&usage["prompt_tokens"]) - cached).max(0),
+        input: int(&usage["prompt_tokens"]).saturating_sub(cached).max(0),
         output: int(&usage["completion_tokens"]),
         cache_read: cached,
         cache_write: 0,
@@ -412,6 +416,65 @@ fn usage(usage: &Value) -> Usage {
                 &usage["completion_tokens_details"]["rejected_prediction_tokens"],
             ),
         ]),
+    }
+}
+
+/// A response's `usage`, read without building a `Value`: the counts [`usage`] reads. A count
+/// of another type fails the typed read, and the caller reads the object as a `Value` instead,
+/// where such a count is 0.
+#[derive(serde::Deserialize)]
+struct UsageBody {
+    prompt_tokens: Option<i64>,
+    completion_tokens: Option<i64>,
+    prompt_tokens_details: Option<PromptDetails>,
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(serde::Deserialize)]
+struct PromptDetails {
+    cached_tokens: Option<i64>,
+    audio_tokens: Option<i64>,
+}
+
+#[derive(serde::Deserialize)]
+struct CompletionDetails {
+    reasoning_tokens: Option<i64>,
+    audio_tokens: Option<i64>,
+    accepted_prediction_tokens: Option<i64>,
+    rejected_prediction_tokens: Option<i64>,
+}
+
+impl UsageBody {
+    fn usage(self) -> Usage {
+        let prompt = self.prompt_tokens_details.as_ref();
+        let completion = self.completion_tokens_details.as_ref();
+        let cached = prompt.and_then(|p| p.cached_tokens).unwrap_or(0);
+        Usage {
+            input: self
+                .prompt_tokens
+                .unwrap_or(0)
+                .saturating_sub(cached)
+                .max(0),
+            output: self.completion_tokens.unwrap_or(0),
+            cache_read: cached,
+            cache_write: 0,
+            extra: positive_counts([
+                ("prompt_audio", prompt.and_then(|p| p.audio_tokens)),
+                (
+                    "completion_reasoning",
+                    completion.and_then(|c| c.reasoning_tokens),
+                ),
+                ("completion_audio", completion.and_then(|c| c.audio_tokens)),
+                (
+                    "completion_accepted_prediction",
+                    completion.and_then(|c| c.accepted_prediction_tokens),
+                ),
+                (
+                    "completion_rejected_prediction",
+                    completion.and_then(|c| c.rejected_prediction_tokens),
+                ),
+            ]),
+        }
     }
 }
 

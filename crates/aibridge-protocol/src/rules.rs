@@ -43,6 +43,13 @@ pub(crate) trait WireRules: Sync {
     fn observe_body(&self, body: &[u8]) -> Observation;
     /// The token counts of a response's `usage` object.
     fn usage(&self, usage: &Value) -> Usage;
+    /// The token counts of the `usage` object that starts `object` (whatever follows it is
+    /// ignored). APIs with typed counts override this; `None` when the object is not one
+    /// their types read, and the caller reads it as a `Value` instead.
+    fn usage_of_object(&self, object: &[u8]) -> Option<Usage> {
+        let _ = object;
+        None
+    }
     fn stream_observer(&self) -> Box<dyn ObserveStream>;
     /// Whether this event ends the stream (nothing after it matters).
     fn is_terminal(&self, event: &SseEvent) -> bool;
