@@ -68,8 +68,7 @@ impl Gateway {
 
         let deadline = self.state.config.shutdown_timeout;
         let signal_stop = stop.clone();
-        let app = crate::ingress::router(self.state.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = crate::ingress::MakeEntry::new(self.state.clone());
         let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!(

@@ -7,6 +7,7 @@ mod admin;
 mod agentic;
 mod bedrock;
 mod bridged;
+mod entry;
 mod passthrough;
 mod ui;
 
@@ -40,7 +41,11 @@ const PASSTHROUGH_METHODS: [Method; 5] = [
     Method::OPTIONS,
 ];
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub use entry::MakeEntry;
+
+/// The gateway's own routes (health, metrics, the operator API and dashboard); the providers'
+/// routes enter through [`MakeEntry`], which sends the rest here.
+fn router(state: Arc<AppState>) -> Router {
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -54,7 +59,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .merge(ui::router(state.clone()))
         .method_not_allowed_fallback(admin::method_not_allowed)
-        .fallback(dispatch);
+        .fallback(not_a_route);
     // Only without tokens: with them, a request proves who sends it, and the layer's cost
     // stays off every request.
     let router = if state.config.auth == AuthMode::None {
@@ -101,7 +106,23 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Response {
+/// Paths the router does not know: the answer in the caller's dialect (a provider's path
+/// never comes here, see [`MakeEntry`]).
+async fn not_a_route(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let client_addr = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    dispatch(state, request, client_addr).await
+}
+
+/// A provider's request: its route picked by the path after the provider's name, then bridged,
+/// signed for Bedrock or passed through.
+async fn dispatch(
+    state: Arc<AppState>,
+    request: Request,
+    client_addr: Option<SocketAddr>,
+) -> Response {
     let received = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
@@ -112,15 +133,15 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         }
         .into_response(dialect)
     };
-    let (name, rest) = match path.trim_start_matches('/').split_once('/') {
-        Some((name, rest)) => (name, rest),
-        None => (path.trim_start_matches('/'), ""),
+    // The path after the provider's name, with its leading slash: a slice of the request's.
+    let (name, client_path) = match path.trim_start_matches('/').split_once('/') {
+        Some((name, rest)) => (name, &path[path.len() - rest.len() - 1..]),
+        None => (path.trim_start_matches('/'), "/"),
     };
     let Some(provider) = state.providers.get(name) else {
         return not_found(guess_dialect(&parts.headers));
     };
     let dialect = provider.kind.dialect();
-    let client_path = format!("/{rest}");
     let Some(upstream_path) = client_path.strip_prefix(provider.kind.client_path_prefix()) else {
         return not_found(dialect);
     };
@@ -147,10 +168,6 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Respo
         }
         .into_response(dialect);
     }
-    let client_addr = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0);
     let request_id = uuid::Uuid::now_v7().to_string();
     let tally = RequestTally::start(
         provider.metrics.clone(),
@@ -255,17 +272,25 @@ async fn same_origin_without_tokens(
     request: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Err(foreign) =
-        crate::intake::origin::check(request.headers(), state.config.listen.ip().is_loopback())
-    {
-        let first_segment = request.uri().path().trim_start_matches('/');
-        let first_segment = first_segment.split('/').next().unwrap_or("");
-        let dialect = state
-            .providers
-            .get(first_segment)
-            .map_or_else(|| guess_dialect(request.headers()), |p| p.kind.dialect());
-        tracing::warn!(reason = %foreign, "refused a foreign browser request");
-        return GatewayError::from(foreign).into_response(dialect);
+    match refuse_foreign(&state, &request) {
+        Some(refused) => refused,
+        None => next.run(request).await,
     }
-    next.run(request).await
+}
+
+/// Without gateway tokens, a browser's request from another origin is refused (see
+/// `intake::origin`); `None` lets the request in.
+fn refuse_foreign(state: &AppState, request: &Request) -> Option<Response> {
+    if state.config.auth != AuthMode::None {
+        return None;
+    }
+    let foreign =
+        crate::intake::origin::check(request.headers(), state.config.listen.ip().is_loopback())
+            .err()?;
+    let dialect = state
+        .providers
+        .get(entry::first_segment(request.uri().path()))
+        .map_or_else(|| guess_dialect(request.headers()), |p| p.kind.dialect());
+    tracing::warn!(reason = %foreign, "refused a foreign browser request");
+    Some(GatewayError::from(foreign).into_response(dialect))
 }
