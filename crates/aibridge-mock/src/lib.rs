@@ -544,7 +544,28 @@ async fn mock_handler(State(state): State<Shared>, req: Request) -> Response {
     };
     set_request_id(&mut response, route.dialect, seq);
     add_scripted_headers(&mut response, &reply);
+    if reply.body_delay_ms > 0 {
+        return in_two_halves(response, Duration::from_millis(reply.body_delay_ms)).await;
+    }
     response
+}
+
+/// The response with its body's second half sent `pause` after the first.
+async fn in_two_halves(response: Response, pause: Duration) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let first = bytes.slice(..bytes.len() / 2);
+    let rest = bytes.slice(bytes.len() / 2..);
+    let halves = futures_util::StreamExt::chain(
+        futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(first) }),
+        futures_util::stream::once(async move {
+            tokio::time::sleep(pause).await;
+            Ok(rest)
+        }),
+    );
+    Response::from_parts(parts, Body::from_stream(halves))
 }
 
 fn seen_request(parts: &http::request::Parts, key: &str, body: &[u8]) -> SeenRequest {

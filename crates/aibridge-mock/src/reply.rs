@@ -20,6 +20,10 @@ pub struct Reply {
     pub body: Option<String>,
     /// Wait this long before sending the response headers (ms).
     pub delay_ms: u64,
+    /// Blocking answers: the body's first half goes with the headers, the rest this long after
+    /// (ms). Left out of the JSON when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub body_delay_ms: u64,
     /// Streaming successes: number of text delta events (default 0 means 5).
     pub stream_deltas: usize,
     /// Streaming successes: the pause between consecutive SSE events (ms).
@@ -162,6 +166,12 @@ impl Reply {
         self
     }
 
+    /// Sends a blocking answer's body in two halves, the second this long after the first.
+    pub fn body_delay_ms(mut self, ms: u64) -> Self {
+        self.body_delay_ms = ms;
+        self
+    }
+
     /// Number of text delta events of a streaming success (0 = 5).
     pub fn stream_deltas(mut self, n: usize) -> Self {
         self.stream_deltas = n;
@@ -222,4 +232,8 @@ pub struct SeenRequest {
     pub headers: Vec<(String, String)>,
     /// Lossy UTF-8.
     pub body: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

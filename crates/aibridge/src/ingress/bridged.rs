@@ -3,13 +3,13 @@
 //! answer relayed — blocking bodies whole, streams event by event.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aibridge_protocol::{Api, Observation, RequestSummary, summarize_request};
 use aibridge_store::RequestKind;
 use axum::response::Response;
 use bytes::Bytes;
 use http::Method;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::field::Empty;
 
@@ -20,7 +20,7 @@ use crate::intake::{Caller, Incoming, Intake, Payer, RequestMeta};
 use crate::mcp::tools::McpTools;
 use crate::provider::Provider;
 use crate::record::{NewRequest, Outcome, Recording, StreamRecording, Watch};
-use crate::relay::blocking::{is_event_stream, relay_blocking, relay_error};
+use crate::relay::blocking::{FinishedIfDropped, is_event_stream, relay_blocking, relay_error};
 use crate::relay::stream::StreamBounds;
 use crate::state::AppState;
 use crate::telemetry::tally::RequestTally;
@@ -244,11 +244,14 @@ async fn relay(
         let recording = StreamRecording::new(recording, api, status);
         return crate::relay::stream::relay(response, api, call.payer, recording, bounds).await;
     }
-    // The body is read, observed and recorded by a task of its own: a client that goes away
-    // meanwhile does not take the usage and the serving key's answer with it.
+    // The body is read, observed and recorded right here (no task to spawn and wake: a small
+    // answer is usually whole by now); if the client goes away meanwhile, this future is
+    // dropped and the rest runs on as a task of its own, so the usage and the serving key's
+    // answer are not lost with it.
     let payer = call.payer;
-    let (answer, answered) = oneshot::channel();
-    tokio::spawn(async move {
+    let client_left = Arc::new(AtomicBool::new(false));
+    let left = client_left.clone();
+    let work = async move {
         let reading = Instant::now();
         let read = relay_blocking(response, payer).await;
         recording.waited(reading.elapsed());
@@ -266,12 +269,12 @@ async fn relay(
                     }
                 };
                 recording.observation(observation);
-                if answer.is_closed() {
+                if left.load(Ordering::Acquire) {
                     recording.client_left(Some(status));
                 } else {
                     recording.end(Outcome::Completed, Some(status), None);
-                    let _ = answer.send(Ok(relayed));
                 }
+                Ok(relayed)
             }
             Err(error) => {
                 recording.end(
@@ -279,9 +282,9 @@ async fn relay(
                     Some(error.status().as_u16()),
                     Some(error.to_string()),
                 );
-                let _ = answer.send(Err(error));
+                Err(error)
             }
         }
-    });
-    answered.await.unwrap_or(Err(GatewayError::ShuttingDown))
+    };
+    FinishedIfDropped::new(work, client_left).await
 }

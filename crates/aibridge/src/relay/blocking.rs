@@ -1,6 +1,10 @@
 //! Blocking answers: a success read whole and relayed, an error relayed with its status and
 //! `Retry-After`, in the caller's dialect.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use aibridge_protocol::{Dialect, ErrorKind};
@@ -36,6 +40,50 @@ pub async fn relay_blocking(
         .await
         .map_err(|e| GatewayError::from_transport(&e))?;
     Ok((answer(status, headers, Body::from(body.clone())), body))
+}
+
+/// Work that is finished even if whoever awaits it goes away: dropped before it finished, it
+/// sets `dropped` and runs on as a task of its own instead of being cancelled.
+pub struct FinishedIfDropped<T: Send + 'static> {
+    work: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl<T: Send + 'static> FinishedIfDropped<T> {
+    pub fn new(work: impl Future<Output = T> + Send + 'static, dropped: Arc<AtomicBool>) -> Self {
+        Self {
+            work: Some(Box::pin(work)),
+            dropped,
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for FinishedIfDropped<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let Some(work) = self.work.as_mut() else {
+            // Polled again after it finished: it never finishes twice.
+            return Poll::Pending;
+        };
+        let output = ready!(work.as_mut().poll(cx));
+        self.work = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<T: Send + 'static> Drop for FinishedIfDropped<T> {
+    fn drop(&mut self) {
+        let Some(work) = self.work.take() else { return };
+        self.dropped.store(true, Ordering::Release);
+        // Outside a runtime (it is shutting down) the work is dropped, and what it owns ends
+        // as dropped things do (a recording ends as the client's leaving).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                work.await;
+            });
+        }
+    }
 }
 
 /// Relays a non-success upstream answer. A BYOK answer is the client's own: status, headers and
@@ -109,6 +157,37 @@ async fn read_capped(mut response: UpstreamResponse, cap: usize) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn dropped_work_runs_on_and_knows_it_was_dropped() {
+        let (started, has_started) = tokio::sync::oneshot::channel();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (finished, has_finished) = tokio::sync::oneshot::channel();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let seen = dropped.clone();
+        let work = FinishedIfDropped::new(
+            async move {
+                let _ = started.send(());
+                let _ = released.await;
+                let _ = finished.send(seen.load(Ordering::Acquire));
+            },
+            dropped,
+        );
+        let waiting = tokio::spawn(work);
+        has_started.await.unwrap();
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        release.send(()).unwrap();
+        assert!(has_finished.await.unwrap(), "finished, told it was dropped");
+    }
+
+    #[tokio::test]
+    async fn awaited_work_finishes_in_place() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let seen = dropped.clone();
+        let work = FinishedIfDropped::new(async move { seen.load(Ordering::Acquire) }, dropped);
+        assert!(!work.await, "not told it was dropped");
+    }
 
     #[test]
     fn retry_after_ms_rounds_up() {

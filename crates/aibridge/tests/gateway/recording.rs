@@ -431,6 +431,34 @@ async fn a_blocking_request_the_client_gave_up_on_is_still_recorded() {
     );
 }
 
+/// The answer's head has come, its body is still arriving when the client gives up: the rest
+/// is read anyway, so the record keeps the usage and the status the upstream answered with.
+#[tokio::test]
+async fn a_blocking_answer_the_client_left_during_is_read_to_the_end() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.script("k0", vec![Reply::ok().body_delay_ms(1500)]);
+    let gw = start_pool(&mock.url(), "k0").await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let result = impatient
+        .post(gw.url("/anthropic/v1/messages"))
+        .json(&messages_body(false))
+        .send()
+        .await;
+    assert!(result.unwrap_err().is_timeout());
+
+    let record = wait_for_ended(&gw, None, 1).await.remove(0);
+    assert_eq!(record["outcome"], "client_disconnected", "{record:#}");
+    assert_eq!(record["status"], 200, "{record:#}");
+    assert_eq!(record["usage"][0]["input"], 11, "the usage is kept: {record:#}");
+    assert!(
+        record["duration_ms"].as_i64().unwrap() >= 1400,
+        "ended when the body had come, not when the client left: {record:#}"
+    );
+}
+
 /// The operator API answers with the request served just before it, without waiting for the
 /// writer's next batch (records wait up to 20 ms for company): the listing and the usage
 /// report commit what is queued first.
