@@ -25,7 +25,7 @@ pub struct PoolKey {
     /// The key itself, for the upstream request.
     pub secret: ApiKey,
     /// `secret` masked, made once: every request's record and span names its key.
-    hint: Box<str>,
+    hint: Arc<str>,
 }
 
 impl PoolKey {

@@ -1,15 +1,17 @@
 //! Provider keys and the masking used wherever a key must be identifiable but not revealed.
 
 use std::fmt;
+use std::sync::Arc;
 
-/// A provider key. Debug/Display never show the value, only the hint.
+/// A provider key. Debug/Display never show the value, only the hint. Shared, not copied: a
+/// key handed out for a request is a reference count, not an allocation.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
+pub struct ApiKey(Arc<str>);
 
 impl ApiKey {
     /// Wraps a raw key value.
     pub fn new(v: impl Into<String>) -> Self {
-        Self(v.into())
+        Self(Arc::from(v.into()))
     }
 
     /// The raw value, only for putting it in an upstream request header.

@@ -1,7 +1,7 @@
 //! Where key state lives, behind a trait so a shared (Redis) store can replace the memory one.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -19,7 +19,7 @@ const KEY_ID_HEX_LEN: usize = 16;
 /// Stable, non-secret identity of a key inside a pool: first 16 hex chars of SHA-256(key value).
 /// Replicas that share a store agree on it whatever order their key lists have.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(String);
+pub struct KeyId(Arc<str>);
 
 impl KeyId {
     /// Derives the identity of `key`.
@@ -30,7 +30,7 @@ impl KeyId {
             .take(KEY_ID_HEX_LEN / 2)
             .map(|byte| format!("{byte:02x}"))
             .collect();
-        Self(hex)
+        Self(Arc::from(hex))
     }
 
     /// The id as text, for store keys and logs.
