@@ -5,16 +5,20 @@
 
 use std::net::IpAddr;
 
-use http::HeaderMap;
+use http::header::{HOST, ORIGIN};
+use http::{HeaderMap, HeaderName};
+
+/// Named once: a header looked up by a string is parsed on every look-up.
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 pub use crate::error::Foreign;
 
 /// `Ok` for a request the gateway may answer without a token. `loopback` is whether it listens
 /// on a loopback address only.
 pub fn check(headers: &HeaderMap, loopback: bool) -> Result<(), Foreign> {
-    let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
-    let host = text("host");
-    if let Some(origin) = text("origin") {
+    let text = |name: &HeaderName| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let host = text(&HOST);
+    if let Some(origin) = text(&ORIGIN) {
         let same = host.is_some_and(|host| {
             origin
                 .strip_prefix("http://")
@@ -25,7 +29,7 @@ pub fn check(headers: &HeaderMap, loopback: bool) -> Result<(), Foreign> {
             return Err(Foreign::Origin(origin.chars().take(100).collect()));
         }
     }
-    if text("sec-fetch-site").is_some_and(|site| site.eq_ignore_ascii_case("cross-site")) {
+    if text(&SEC_FETCH_SITE).is_some_and(|site| site.eq_ignore_ascii_case("cross-site")) {
         return Err(Foreign::CrossSite);
     }
     if loopback
