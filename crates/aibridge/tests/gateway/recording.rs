@@ -452,7 +452,10 @@ async fn a_blocking_answer_the_client_left_during_is_read_to_the_end() {
     let record = wait_for_ended(&gw, None, 1).await.remove(0);
     assert_eq!(record["outcome"], "client_disconnected", "{record:#}");
     assert_eq!(record["status"], 200, "{record:#}");
-    assert_eq!(record["usage"][0]["input"], 11, "the usage is kept: {record:#}");
+    assert_eq!(
+        record["usage"][0]["input"], 11,
+        "the usage is kept: {record:#}"
+    );
     assert!(
         record["duration_ms"].as_i64().unwrap() >= 1400,
         "ended when the body had come, not when the client left: {record:#}"
