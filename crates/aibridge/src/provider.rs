@@ -122,6 +122,14 @@ impl ProviderKind {
     /// Puts a pool key where the provider expects it: Anthropic `x-api-key`, OpenAI
     /// `Authorization: Bearer`.
     pub fn attach_key(self, headers: &mut HeaderMap, key: &ApiKey) {
+        if let Some((name, value)) = self.key_header(key) {
+            headers.insert(name, value);
+        }
+    }
+
+    /// The header that carries `key` upstream (marked sensitive); `None` only for a key that
+    /// is no header value, which config load refuses.
+    pub fn key_header(self, key: &ApiKey) -> Option<(HeaderName, HeaderValue)> {
         let (name, value) = match self {
             Self::Anthropic => (
                 HeaderName::from_static("x-api-key"),
@@ -133,11 +141,9 @@ impl ProviderKind {
                 (header::AUTHORIZATION, format!("Bearer {}", key.expose()))
             }
         };
-        // Validated at config load: keys hold no whitespace or control characters.
-        if let Ok(mut value) = HeaderValue::from_str(&value) {
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
+        let mut value = HeaderValue::from_str(&value).ok()?;
+        value.set_sensitive(true);
+        Some((name, value))
     }
 
     /// Whether `upstream_path` may be reverse-proxied. An allow-list, because a central key may
@@ -236,6 +242,9 @@ pub struct Provider {
     pub key_checks: SingleFlight<usize, ProbeOutcome>,
     /// Each pool key's scope, by its index.
     pub key_scopes: Vec<KeyScope>,
+    /// Each pool key's header, by its index, made once (not formatted and validated again on
+    /// every attempt).
+    pub key_headers: Vec<Option<(HeaderName, HeaderValue)>>,
     /// Its series in `/metrics`.
     pub metrics: Arc<ProviderMetrics>,
     /// `type = "bedrock"`: region, models and the credential behind each pool key.
@@ -324,7 +333,12 @@ impl Provider {
 
     /// Puts a pool key, and the scope it belongs to, where the provider expects them.
     pub fn attach_key(&self, headers: &mut HeaderMap, key: &PoolKey) {
-        self.kind.attach_key(headers, &key.secret);
+        match self.key_headers.get(key.index) {
+            Some(Some((name, value))) => {
+                headers.insert(name.clone(), value.clone());
+            }
+            _ => self.kind.attach_key(headers, &key.secret),
+        }
         let Some(scope) = self.key_scopes.get(key.index) else {
             return;
         };
@@ -455,6 +469,7 @@ mod tests {
             pool: None,
             key_checks: Default::default(),
             key_scopes: Vec::new(),
+            key_headers: Vec::new(),
             metrics: Arc::new(metrics.provider("anthropic", &kind.routes(), &[], false)),
             bedrock: None,
             route_urls: Provider::parse_route_urls(base, &kind.routes()),

@@ -148,6 +148,7 @@ impl AppState {
                     pool,
                     key_checks: Default::default(),
                     key_scopes: pc.key_scopes.clone(),
+                    key_headers: pc.keys.iter().map(|key| pc.kind.key_header(key)).collect(),
                     metrics: Arc::new(provider_metrics),
                     bedrock: pc.bedrock.clone(),
                     route_urls: Provider::parse_route_urls(&pc.base_url, &pc.kind.routes()),
