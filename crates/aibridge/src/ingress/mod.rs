@@ -184,9 +184,9 @@ async fn dispatch(
         },
         body,
     };
-    // Axum moves this whole future into the heap for every request, so its size is the largest
-    // of the three routes' futures: the bridged one is inline (the hot path, one move), the
-    // others are boxed (they are larger).
+    // This whole future is moved into the heap for every request (by `Entry`), so its size is
+    // the largest of the three routes' futures: the bridged one is inline (the hot path, one
+    // move), the others are boxed (they are larger).
     let result = match bridged {
         Some(api) => bridged::handle(&state, provider, api, incoming, tally).await,
         None if let Some(bedrock) = &provider.bedrock => {
