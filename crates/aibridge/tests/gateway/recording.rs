@@ -406,13 +406,10 @@ async fn a_restart_keeps_everything() {
     }
 }
 
-#[tokio::test]
-async fn a_blocking_request_the_client_gave_up_on_is_still_recorded() {
-    let mock = MockUpstream::start().await.unwrap();
-    mock.script("k0", vec![Reply::ok().delay_ms(1500)]);
-    let gw = start_pool(&mock.url(), "k0").await;
+/// A blocking Messages request whose client stops waiting after `patience`.
+async fn give_up_after(gw: &Gateway, patience: Duration) {
     let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(300))
+        .timeout(patience)
         .build()
         .unwrap();
     let result = impatient
@@ -421,6 +418,14 @@ async fn a_blocking_request_the_client_gave_up_on_is_still_recorded() {
         .send()
         .await;
     assert!(result.unwrap_err().is_timeout());
+}
+
+#[tokio::test]
+async fn a_blocking_request_the_client_gave_up_on_is_still_recorded() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.script("k0", vec![Reply::ok().delay_ms(1500)]);
+    let gw = start_pool(&mock.url(), "k0").await;
+    give_up_after(&gw, Duration::from_millis(300)).await;
 
     let record = wait_for_ended(&gw, None, 1).await.remove(0);
     assert_eq!(record["outcome"], "client_disconnected", "{record:#}");
@@ -438,16 +443,7 @@ async fn a_blocking_answer_the_client_left_during_is_read_to_the_end() {
     let mock = MockUpstream::start().await.unwrap();
     mock.script("k0", vec![Reply::ok().body_delay_ms(1500)]);
     let gw = start_pool(&mock.url(), "k0").await;
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap();
-    let result = impatient
-        .post(gw.url("/anthropic/v1/messages"))
-        .json(&messages_body(false))
-        .send()
-        .await;
-    assert!(result.unwrap_err().is_timeout());
+    give_up_after(&gw, Duration::from_millis(500)).await;
 
     let record = wait_for_ended(&gw, None, 1).await.remove(0);
     assert_eq!(record["outcome"], "client_disconnected", "{record:#}");
@@ -521,16 +517,7 @@ async fn a_failover_before_the_client_gave_up_is_recorded() {
     );
     mock.script("key-second-2", vec![Reply::ok().delay_ms(1500)]);
     let gw = start_pool(&mock.url(), "key-first-1,key-second-2").await;
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap();
-    let result = impatient
-        .post(gw.url("/anthropic/v1/messages"))
-        .json(&messages_body(false))
-        .send()
-        .await;
-    assert!(result.unwrap_err().is_timeout());
+    give_up_after(&gw, Duration::from_millis(500)).await;
 
     let record = wait_for_ended(&gw, None, 1).await.remove(0);
     assert_eq!(record["outcome"], "client_disconnected", "{record:#}");
