@@ -169,11 +169,7 @@ impl Api {
         if let Some(usage) = self.rules().usage_of_object(object) {
             return Some(usage);
         }
-        let tail = serde_json::Deserializer::from_slice(object)
-            .into_iter::<Value>()
-            .next()
-            .and_then(Result::ok)
-            .filter(Value::is_object);
+        let tail = crate::observe::leading::<Value>(object).filter(Value::is_object);
         match tail {
             Some(usage) => Some(self.rules().usage(&usage)),
             None => self.observe_usage(body).usage,
