@@ -209,6 +209,27 @@ def cpu_seconds(root: int) -> float:
     return total / CLK_TCK
 
 
+def thread_cpu_seconds(root: int) -> dict[str, float]:
+    """utime + stime of every live thread of a process tree, summed by thread name (seconds):
+    where a process's CPU went (aibridge names its recording threads sqlite-writer and
+    sqlite-ckpt; its request path runs on tokio-rt-worker)."""
+    out: dict[str, float] = {}
+    for pid in proc_tree(root):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def memory_kb(root: int) -> dict:
     """VmRSS and VmHWM summed over a process tree (kB)."""
     rss = hwm = 0
@@ -413,6 +434,9 @@ class System:
 
     def memory(self) -> dict | None:
         return memory_kb(self.proc.pid) if self.proc else None
+
+    def threads_cpu(self) -> dict[str, float]:
+        return thread_cpu_seconds(self.proc.pid) if self.proc else {}
 
     def target(self, kind: str) -> tuple[str, dict, dict]:
         raise NotImplementedError
@@ -771,9 +795,11 @@ class Runner:
         self.seq += 1
         out_path = OUT / "runs" / f"{self.seq:03d}-{system.name}-{label}.json"
         out_path.parent.mkdir(exist_ok=True)
+        threads0 = system.threads_cpu()
         gw0, mock0, busy0, t0 = system.cpu(), self.up.cpu(), machine_busy_seconds(), time.monotonic()
         run = run_bounded(cmd, timeout, out_path)
         gw1, mock1, busy1, t1 = system.cpu(), self.up.cpu(), machine_busy_seconds(), time.monotonic()
+        threads1 = system.threads_cpu()
         try:
             result = parse(out_path.read_text())
         except Exception as e:
@@ -784,6 +810,9 @@ class Runner:
         result.update({
             "wall_s": wall,
             "gateway_cpu_s": (gw1 - gw0) if gw0 is not None else None,
+            # By thread name (threads that ended during the run are missing).
+            "gateway_threads_cpu_s": {name: cpu - threads0.get(name, 0.0)
+                                      for name, cpu in threads1.items()},
             "mock_cpu_s": mock1 - mock0,
             "loadgen_cpu_s": run["cpu_s"],
             # CPU used by processes that are not part of the run (other builds...), in cores.

@@ -6,8 +6,12 @@
 #
 # For each binary and recording off/on: the gateway under callgrind in front of aibridge-mock,
 # 200 warm-up requests, counters zeroed, then N (default 2000) blocking Anthropic Messages
-# requests from oha with 4 connections; prints instructions per request (every thread of the
-# gateway, the kernel's part excluded). MCP=1 configures an MCP server whose tools are injected
+# requests from oha with CONC (default 4) connections; prints instructions per request (every
+# thread of the gateway, the kernel's part excluded). Under callgrind a request takes far
+# longer than the recorder's 20 ms batch window, so most requests' records are committed in
+# two batches (their start, then the rest): the regime of a real upstream, whose answers take
+# seconds. Near saturation through the fast fake upstream, most are one batch, and the writer
+# does less per request (CONC=64 N=2000 comes closer, but not all the way). MCP=1 configures an MCP server whose tools are injected
 # into every request (the model never calls them); STREAM=1 makes the requests streaming.
 # Needs valgrind (and oha, else LOAD=python is used). KEEP=DIR keeps each measured
 # dump there for callgrind_annotate. DATABASE_URL=postgres://… records into that database
@@ -78,9 +82,9 @@ for bin in "${BINS[@]}"; do
     url=http://127.0.0.1:$port/anthropic/v1/messages
     load() {
       if [ "$LOAD" = python ]; then
-        python3 "$ROOT/bench/load.py" "$url" "$1" 4 "$BODY"
+        python3 "$ROOT/bench/load.py" "$url" "$1" "${CONC:-4}" "$BODY"
       else
-        "$OHA" --no-tui -n "$1" -c 4 -m POST -H 'anthropic-version: 2023-06-01' \
+        "$OHA" --no-tui -n "$1" -c "${CONC:-4}" -m POST -H 'anthropic-version: 2023-06-01' \
           -H 'x-api-key: abk_bench' -T application/json -d "$BODY" "$url" > "$OUT/oha.log"
       fi
     }

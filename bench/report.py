@@ -201,6 +201,34 @@ def saturation_table(r: dict) -> list[str]:
     return out
 
 
+def threads_table(r: dict) -> list[str]:
+    """The saturation runs' gateway CPU by thread name, per request answered."""
+    S = r["systems"]
+    rows = []
+    for ep in r["profile_settings"]["blocking_endpoints"]:
+        for name in ordered(S):
+            run = S[name].get("saturation", {}).get(ep) or {}
+            threads, ok = run.get("gateway_threads_cpu_s"), run.get("ok")
+            if not threads or not ok:
+                continue
+            per_req = sorted(((cpu / ok * 1e6, thread) for thread, cpu in threads.items()),
+                             reverse=True)
+            shown = [f"{thread} {us:.1f}" for us, thread in per_req[:3] if us >= 0.05]
+            rest = sum(us for us, _ in per_req[3:])
+            if rest >= 0.05:
+                shown.append(f"other {rest:.1f}")
+            rows.append(f"| {ep} | {name} | {' · '.join(shown) or '–'} |")
+    if not rows:
+        return []
+    return ["### Where the gateway's CPU went at saturation (µs per request, by thread)\n",
+            "The same closed-loop runs, their CPU split by thread name (utime+stime of each "
+            "thread from /proc/PID/task): aibridge serves requests on `tokio-rt-worker` and "
+            "records them on `sqlite-writer` (the SQLite commits) and `sqlite-ckpt` (WAL "
+            "checkpoints).\n",
+            "| endpoint | system | CPU µs per request, by thread |", "|---|---|---|",
+            *rows, ""]
+
+
 def stream_table(r: dict) -> list[str]:
     S = r["systems"]
     p = r["profile_settings"]
@@ -579,7 +607,8 @@ def render(r: dict, plot: str | None, findings: str = "") -> str:
     if plot:
         lines += ["## Latency against rate", "", f"![latency against rate]({plot})", ""]
     lines += ["## Details", ""]
-    lines += blocking_tables(r) + ab_table(r) + saturation_table(r) + stream_table(r)
+    lines += (blocking_tables(r) + ab_table(r) + saturation_table(r) + threads_table(r)
+              + stream_table(r))
     lines += long_table(r)
     lines += failover_table(r) + resources_table(r)
     lines += [
