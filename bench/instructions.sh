@@ -11,8 +11,9 @@
 # longer than the recorder's 20 ms batch window, so most requests' records are committed in
 # two batches (their start, then the rest): the regime of a real upstream, whose answers take
 # seconds. Near saturation through the fast fake upstream, most are one batch, and the writer
-# does less per request (CONC=64 N=2000 comes closer, but not all the way). MCP=1 configures an MCP server whose tools are injected
-# into every request (the model never calls them); STREAM=1 makes the requests streaming.
+# does less per request (CONC=64 N=2000 comes closer, but not all the way). MCP=1 configures
+# an MCP server whose tools are injected into every request (the model never calls them);
+# STREAM=1 makes the requests streaming.
 # Needs valgrind (and oha, else LOAD=python is used). KEEP=DIR keeps each measured
 # dump there for callgrind_annotate. DATABASE_URL=postgres://… records into that database
 # instead of a new SQLite file (the database server's own work is not counted). Loopback only;
