@@ -172,7 +172,7 @@ struct BlockingBody<'a> {
     id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     model: Option<Cow<'a, str>>,
-    usage: Option<Value>,
+    usage: Option<UsageBody>,
     #[serde(borrow, default)]
     choices: Vec<BodyChoice<'a>>,
 }
@@ -210,7 +210,7 @@ impl BlockingBody<'_> {
         let mut observation = Observation {
             response_id: self.id.map(Cow::into_owned),
             model: self.model.map(Cow::into_owned),
-            usage: self.usage.as_ref().filter(|u| u.is_object()).map(usage),
+            usage: self.usage.map(UsageBody::usage),
             ..Observation::default()
         };
         let calls = self
