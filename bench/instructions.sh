@@ -6,7 +6,7 @@
 #
 # For each binary and recording off/on: the gateway under callgrind in front of aibridge-mock,
 # 200 warm-up requests, counters zeroed, then N (default 2000) blocking Anthropic Messages
-# requests from oha with CONC (default 4) connections; prints instructions per request (every
+# requests (API=openai: OpenAI Chat Completions) from oha with CONC (default 4) connections; prints instructions per request (every
 # thread of the gateway, the kernel's part excluded). Under callgrind a request takes far
 # longer than the recorder's 20 ms batch window, so most requests' records are committed in
 # two batches (their start, then the rest): the regime of a real upstream, whose answers take
@@ -61,7 +61,18 @@ wait_http "http://127.0.0.1:$MOCK_PORT/_mock/stats"
 # STREAM=1: streaming requests (each answer 5 text deltas, read whole by oha).
 STREAMING=false
 [ -n "${STREAM:-}" ] && STREAMING=true
-BODY='{"model":"claude-sonnet-4-5","max_tokens":64,"stream":'$STREAMING',"messages":[{"role":"user","content":"Say hello"}]}'
+# API=openai: the same request as a Chat Completion, through the OpenAI provider.
+case "${API:-anthropic}" in
+  anthropic)
+    PROVIDER=ANTHROPIC UPSTREAM=http://127.0.0.1:$MOCK_PORT ROUTE=/anthropic/v1/messages
+    BODY='{"model":"claude-sonnet-4-5","max_tokens":64,"stream":'$STREAMING',"messages":[{"role":"user","content":"Say hello"}]}'
+    ;;
+  openai)
+    PROVIDER=OPENAI UPSTREAM=http://127.0.0.1:$MOCK_PORT/v1 ROUTE=/openai/v1/chat/completions
+    BODY='{"model":"gpt-4o","stream":'$STREAMING',"messages":[{"role":"user","content":"Say hello"}]}'
+    ;;
+  *) echo "API is anthropic or openai" >&2; exit 1 ;;
+esac
 printf '%-60s %-10s %s\n' binary recording instructions/request
 # MCP=1: the gateway injects the mock MCP server's tools into every request (never called).
 CONFIG=()
@@ -73,14 +84,14 @@ for bin in "${BINS[@]}"; do
   for recording in off on; do
     port=$(free_port)
     out=$OUT/cg-$recording.out
-    AIBRIDGE_LISTEN=127.0.0.1:$port AIBRIDGE_AUTH=none AIBRIDGE_LOG=warn \
-      AIBRIDGE_ANTHROPIC_KEYS=sk-bench-key-0 AIBRIDGE_ANTHROPIC_BASE_URL=http://127.0.0.1:$MOCK_PORT \
+    env "AIBRIDGE_${PROVIDER}_KEYS=sk-bench-key-0" "AIBRIDGE_${PROVIDER}_BASE_URL=$UPSTREAM" \
+      AIBRIDGE_LISTEN=127.0.0.1:$port AIBRIDGE_AUTH=none AIBRIDGE_LOG=warn \
       AIBRIDGE_RECORDING=$recording AIBRIDGE_DATABASE_URL=${DATABASE_URL:-sqlite://$OUT/aibridge-$recording.db} \
       valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve "${CONFIG[@]}" > "$OUT/gw.log" 2>&1 &
     gw=$!
     PIDS+=($gw)
     wait_http "http://127.0.0.1:$port/healthz"
-    url=http://127.0.0.1:$port/anthropic/v1/messages
+    url=http://127.0.0.1:$port$ROUTE
     load() {
       if [ "$LOAD" = python ]; then
         python3 "$ROOT/bench/load.py" "$url" "$1" "${CONC:-4}" "$BODY"
