@@ -39,7 +39,9 @@
 //! child insert is `INSERT … SELECT … WHERE EXISTS (the interception)`, so a record for an
 //! unknown interception writes nothing without raising an error that would abort the
 //! transaction: the rest is committed and the call returns [`StoreError::PartialBatch`] listing
-//! the records not written. Should a statement fail anyway (a duplicate attempt number, say),
+//! the records not written. (SQLite's writer skips that look-up for a record whose interception
+//! it knows: started in the same batch, or started earlier by this writer and not yet ended.)
+//! Should a statement fail anyway (a duplicate attempt number, say),
 //! the transaction is rolled back and the batch written again with a savepoint around each
 //! record, so only the failing records are lost. An end written twice overwrites the first.
 //! ([`Store::start_interception`] and [`Store::write_batch`] are batches of starts or records

@@ -25,6 +25,7 @@ store_tests!(
     bad_rows_do_not_lose_the_batch,
     a_repeated_attempt_is_ignored_and_a_bad_row_does_not_lose_the_batch,
     a_retried_batch_counts_nothing_twice,
+    records_of_a_request_in_flight_retried_count_once,
     usage_by_each_group,
     usage_filters,
     usage_by_day,
@@ -771,6 +772,55 @@ async fn a_retried_batch_counts_nothing_twice(db: Arc<TestDb>) {
     );
     let d = &all_interceptions(&db, InterceptionFilter::default()).await[0];
     assert_eq!(d.attempts.len(), 2);
+    assert_eq!(d.usage.len(), 1);
+    assert_eq!(d.prompts, vec!["once"]);
+}
+
+/// The records of a request whose start was committed in an earlier batch and that has not
+/// ended (SQLite's writer inserts them without looking its row up first), retried before and
+/// after its end: each row is written once.
+async fn records_of_a_request_in_flight_retried_count_once(db: Arc<TestDb>) {
+    let store = &db.store;
+    let id = uuid();
+    store
+        .start_interception(&new_interception(&id, "ida", "anthropic", Some("claude-x")))
+        .await
+        .unwrap();
+    let in_flight = vec![
+        attempt(&id, 1, Some("k1"), 200, None),
+        usage(&id, 100, 20, 5, 1),
+        prompt(&id, "once"),
+    ];
+    let end = ended(&id, D0 + 5, 200, "completed", Some("k1"), 1);
+    for records in [
+        in_flight.clone(),
+        in_flight.clone(),
+        vec![end.clone()],
+        in_flight.clone(),
+        vec![end],
+    ] {
+        store
+            .commit(Arc::new(WriteBatch {
+                starts: vec![],
+                records,
+            }))
+            .await
+            .unwrap();
+    }
+    let report = store
+        .usage(&UsageFilter::default(), GroupBy::User)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report[0].requests,
+            report[0].input_tokens,
+            report[0].output_tokens
+        ),
+        (1, 100, 20)
+    );
+    let d = &all_interceptions(&db, InterceptionFilter::default()).await[0];
+    assert_eq!(d.attempts.len(), 1);
     assert_eq!(d.usage.len(), 1);
     assert_eq!(d.prompts, vec!["once"]);
 }
