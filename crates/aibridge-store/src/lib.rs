@@ -41,9 +41,9 @@
 //! transaction: the rest is committed and the call returns [`StoreError::PartialBatch`] listing
 //! the records not written. (SQLite's writer skips that look-up for a record whose interception
 //! it knows: started in the same batch, or started earlier by this writer and not yet ended.)
-//! Should a statement fail anyway (a duplicate attempt number, say),
-//! the transaction is rolled back and the batch written again with a savepoint around each
-//! record, so only the failing records are lost. An end written twice overwrites the first.
+//! Should a statement fail anyway (a duplicate attempt number, say), the transaction is rolled
+//! back and the batch written again with a savepoint around each record, so only the failing
+//! records are lost. An end written twice overwrites the first.
 //! ([`Store::start_interception`] and [`Store::write_batch`] are batches of starts or records
 //! only.) The statements live in one place (`backend/sql.rs`) for both drivers.
 //!
