@@ -15,7 +15,7 @@
 //! |---|---|---|
 //! | `users` | `id` (generated), `name` unique | |
 //! | `tokens` | `id` (caller's), `secret_hash` unique | `user_id` → `users`; only the hash the caller computed is stored, never a secret |
-//! | `interceptions` | `id` (caller's UUID) | the [`NewInterception`] columns, then the [`InterceptionEnded`] columns (`NULL` until the end is written; its `attempts` count is the `attempt_count` column) |
+//! | `interceptions` | `id` (caller's UUID) | the [`NewInterception`] columns, then the [`InterceptionEnded`] columns (`NULL` until the end is written; its `attempts` count is the `attempt_count` column), and the request's token totals and `failovers`: the end's [`Totals`] when it carries them, else summed from the rows when the end is written |
 //! | `attempts` | (`interception_id`, `number`) | → `interceptions` |
 //! | `token_usages` | (`interception_id`, `seq`) in SQLite; generated `id` and unique (`interception_id`, `seq`) in PostgreSQL | → `interceptions`; `extra` is JSON text |
 //! | `prompts`, `tool_calls`, `thoughts` | generated `id` (write order), unique (`interception_id`, `seq`) | → `interceptions` |
@@ -105,7 +105,7 @@ pub use types::{
     AttemptRow, AttemptView, CredentialKind, DailyUsageRow, GroupBy, InterceptionDetail,
     InterceptionEnded, InterceptionFilter, InterceptionPage, NewInterception, NewToken, PromptRow,
     Record, RequestKind, ThoughtRow, ThoughtView, TokenInfo, TokenUsageRow, ToolCallRow,
-    ToolCallView, ToolRun, UnixMillis, UsageCell, UsageFilter, UsageRow, UsageView, User,
+    ToolCallView, ToolRun, Totals, UnixMillis, UsageCell, UsageFilter, UsageRow, UsageView, User,
     WriteBatch,
 };
 

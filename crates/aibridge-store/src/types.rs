@@ -183,6 +183,20 @@ pub struct InterceptionEnded {
     pub key_hint: Option<String>,
     pub attempts: u32,
     pub error: Option<String>,
+    /// The request's token totals and failovers as its writer counted them while it recorded
+    /// the request's usage and attempts; `None`: summed from those rows when the end is written.
+    pub totals: Option<Totals>,
+}
+
+/// What an interception's row sums up of its records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub input: i64,
+    pub output: i64,
+    pub cache_read: i64,
+    pub cache_write: i64,
+    /// Attempts that failed over to another key.
+    pub failovers: i64,
 }
 
 /// One upstream attempt. `(interception_id, number)` is unique.

@@ -656,15 +656,30 @@ async fn write_record(
     after_start: bool,
 ) -> Result<bool, sqlx::Error> {
     let query = match record {
-        Record::Ended(r) => sqlx::query(sql::END_INTERCEPTION)
-            .bind(&r.id)
-            .bind(r.ended_at)
-            .bind(r.duration_ms)
-            .bind(r.status.map(i32::from))
-            .bind(&r.outcome)
-            .bind(&r.key_hint)
-            .bind(i64::from(r.attempts))
-            .bind(&r.error),
+        Record::Ended(r) => {
+            let text = match r.totals {
+                Some(_) => sql::END_INTERCEPTION_TOTALED,
+                None => sql::END_INTERCEPTION,
+            };
+            let query = sqlx::query(text)
+                .bind(&r.id)
+                .bind(r.ended_at)
+                .bind(r.duration_ms)
+                .bind(r.status.map(i32::from))
+                .bind(&r.outcome)
+                .bind(&r.key_hint)
+                .bind(i64::from(r.attempts))
+                .bind(&r.error);
+            match r.totals {
+                Some(t) => query
+                    .bind(t.input)
+                    .bind(t.output)
+                    .bind(t.cache_read)
+                    .bind(t.cache_write)
+                    .bind(t.failovers),
+                None => query,
+            }
+        }
         Record::Attempt(r) => sqlx::query(sql::INSERT_ATTEMPT.text(after_start))
             .bind(&r.interception_id)
             .bind(i64::from(r.number))

@@ -50,6 +50,23 @@ pub(crate) const END_INTERCEPTION: &str = "UPDATE interceptions SET ended_at = $
      AND a.failover_reason IS NOT NULL) \
      WHERE id = $1";
 
+// An end that carries its request's totals (the gateway's always do) writes them as they are:
+// no sums over the request's rows. On SQLite `OR FAIL`: a one-row update has nothing of its own
+// to undo if it fails, and without it SQLite keeps a statement journal for every end.
+macro_rules! end_totaled {
+    ($update:literal) => {
+        concat!(
+            $update,
+            " interceptions SET ended_at = $2, duration_ms = $3, status = $4, outcome = $5, \
+             key_hint = $6, attempt_count = $7, error = $8, input_tokens = $9, \
+             output_tokens = $10, cache_read_tokens = $11, cache_write_tokens = $12, \
+             failovers = $13 WHERE id = $1"
+        )
+    };
+}
+pub(crate) const END_INTERCEPTION_TOTALED: &str = end_totaled!("UPDATE");
+pub(crate) const END_INTERCEPTION_TOTALED_SQLITE: &str = end_totaled!("UPDATE OR FAIL");
+
 // Child rows are inserted only when their interception exists: a record about an unknown
 // interception affects no row (and is reported) instead of aborting the transaction. A record
 // of a request that starts in the same transaction is inserted with the `after_start` form, a
@@ -153,8 +170,9 @@ pub(crate) fn unknown_interception(index: usize, record: &crate::Record) -> crat
     }
 }
 
-/// A request whose start and end are both in the batch: its end, and its totals summed from
-/// the batch's records (all of its records are there, since none can come before its start).
+/// A request whose start and end are both in the batch: its end, and its totals (the end's own,
+/// else summed from the batch's records: all of its records are there, since none can come
+/// before its start).
 pub(crate) struct WholeEnd<'a> {
     pub(crate) ended: &'a InterceptionEnded,
     pub(crate) input: i64,
@@ -228,6 +246,15 @@ fn ended_within<'a>(
                 }
             }
             _ => {}
+        }
+    }
+    for end in whole.values_mut() {
+        if let Some(totals) = end.ended.totals {
+            end.input = totals.input;
+            end.output = totals.output;
+            end.cache_read = totals.cache_read;
+            end.cache_write = totals.cache_write;
+            end.failovers = totals.failovers;
         }
     }
     whole

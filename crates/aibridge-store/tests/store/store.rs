@@ -8,7 +8,7 @@ use aibridge_store::{
     AttemptRow, AttemptView, CredentialKind, DailyUsageRow, GroupBy, InterceptionDetail,
     InterceptionEnded, InterceptionFilter, NewInterception, NewToken, PromptRow, Record,
     RequestKind, StoreError, ThoughtRow, ThoughtView, TokenUsageRow, ToolCallRow, ToolCallView,
-    UsageFilter, UsageRow, UsageView, WriteBatch,
+    Totals, UsageFilter, UsageRow, UsageView, WriteBatch,
 };
 
 /// 2026-01-01T00:00:00Z.
@@ -26,6 +26,7 @@ store_tests!(
     a_repeated_attempt_is_ignored_and_a_bad_row_does_not_lose_the_batch,
     a_retried_batch_counts_nothing_twice,
     records_of_a_request_in_flight_retried_count_once,
+    an_end_with_its_totals_is_written_as_it_says,
     usage_by_each_group,
     usage_filters,
     usage_by_day,
@@ -77,6 +78,7 @@ fn ended(id: &str, at: i64, status: u16, outcome: &str, key: Option<&str>, n: u3
         key_hint: key.map(str::to_owned),
         attempts: n,
         error: (outcome != "completed").then(|| format!("{outcome} happened")),
+        totals: None,
     })
 }
 
@@ -480,6 +482,7 @@ async fn every_record_kind(db: Arc<TestDb>) {
                 key_hint: Some("sk-ant...bbbb".into()),
                 attempts: 2,
                 error: None,
+                totals: None,
             }),
         ])
         .await
@@ -823,6 +826,63 @@ async fn records_of_a_request_in_flight_retried_count_once(db: Arc<TestDb>) {
     assert_eq!(d.attempts.len(), 1);
     assert_eq!(d.usage.len(), 1);
     assert_eq!(d.prompts, vec!["once"]);
+}
+
+/// An end that carries its request's totals (the gateway's do: it counted them as it recorded
+/// the usage and attempts) is written with them as they are, not summed from the rows: the same
+/// whether the end follows its start's batch or shares it.
+async fn an_end_with_its_totals_is_written_as_it_says(db: Arc<TestDb>) {
+    let store = &db.store;
+    let totals = Totals {
+        input: 130,
+        output: 27,
+        cache_read: 5,
+        cache_write: 3,
+        failovers: 1,
+    };
+    let with_totals = |id: &str| {
+        let mut end = ended(id, D0 + 5, 200, "completed", Some("k2"), 2);
+        if let Record::Ended(end) = &mut end {
+            end.totals = Some(totals);
+        }
+        // Rows that sum to something else: the end's totals are what the row keeps.
+        vec![
+            attempt(id, 1, Some("k1"), 429, Some("rate_limited")),
+            usage(id, 100, 20, 5, 1),
+            end,
+        ]
+    };
+    let (split, whole) = (uuid(), uuid());
+    store
+        .start_interception(&new_interception(&split, "sam", "anthropic", None))
+        .await
+        .unwrap();
+    store
+        .commit(Arc::new(WriteBatch {
+            starts: vec![],
+            records: with_totals(&split),
+        }))
+        .await
+        .unwrap();
+    store
+        .commit(Arc::new(WriteBatch {
+            starts: vec![new_interception(&whole, "wendy", "anthropic", None)],
+            records: with_totals(&whole),
+        }))
+        .await
+        .unwrap();
+    let mut report = store
+        .usage(&UsageFilter::default(), GroupBy::User)
+        .await
+        .unwrap();
+    report.sort_by(|a, b| a.group.cmp(&b.group));
+    assert_eq!(
+        report,
+        vec![
+            row("sam", 1, 0, 1, 130, 27, 5, 3),
+            row("wendy", 1, 0, 1, 130, 27, 5, 3),
+        ]
+    );
 }
 
 async fn usage_by_each_group(db: Arc<TestDb>) {

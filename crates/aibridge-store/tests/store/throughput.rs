@@ -142,6 +142,7 @@ fn records_of(id: &str) -> Vec<Record> {
         key_hint: Some("sk-ant...0003".into()),
         attempts: 3,
         error: None,
+        totals: None,
     }));
     out
 }

@@ -8,7 +8,7 @@ use aibridge_keypool::{PoolKey, Verdict};
 use aibridge_protocol::Observation;
 use aibridge_store::{
     AttemptRow, InterceptionEnded, PromptRow, Record, ThoughtRow, TokenUsageRow, ToolCallRow,
-    ToolRun,
+    ToolRun, Totals,
 };
 
 use super::Recorder;
@@ -138,6 +138,9 @@ pub struct Recording {
     /// The `seq` of the next usage, prompt, tool call or thought row: with the id it names the
     /// row, so a retried write cannot count it twice.
     next_seq: u32,
+    /// The usage and failovers recorded so far, written with the end: the store need not sum
+    /// the rows again.
+    totals: Totals,
     /// Calls of the gateway's tools the model made in this iteration and the gateway has not
     /// run (yet): written as not run unless `tool_run` claims them first (an unknown tool, an
     /// answer that also calls the client's tool).
@@ -159,6 +162,7 @@ impl Recording {
             attempt_base: 0,
             key_hint: None,
             next_seq: 0,
+            totals: Totals::default(),
             unrun: Vec::new(),
             answered_with: None,
             ended: false,
@@ -186,6 +190,9 @@ impl Recording {
             Some(Verdict::Rejected { reason }) => (Some(reason.as_str().to_string()), None),
             Some(Verdict::NotKeySpecific) | None => (None, None),
         };
+        if failover_reason.is_some() {
+            self.totals.failovers += 1;
+        }
         self.recorder.record(Record::Attempt(AttemptRow {
             interception_id: self.id.clone(),
             number,
@@ -238,6 +245,10 @@ impl Recording {
             self.recorder.record(record);
         }
         if let Some(usage) = observation.usage {
+            self.totals.input += usage.input;
+            self.totals.output += usage.output;
+            self.totals.cache_read += usage.cache_read;
+            self.totals.cache_write += usage.cache_write;
             let record = Record::TokenUsage(TokenUsageRow {
                 interception_id: self.id.clone(),
                 seq: self.seq(),
@@ -403,6 +414,7 @@ impl Recording {
             key_hint: self.key_hint.clone(),
             attempts: self.attempts,
             error,
+            totals: Some(self.totals),
         }));
     }
 
