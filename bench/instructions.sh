@@ -6,12 +6,16 @@
 #
 # For each binary and recording off/on: the gateway under callgrind in front of aibridge-mock,
 # 200 warm-up requests, counters zeroed, then N (default 2000) blocking Anthropic Messages
-# requests (API=openai: OpenAI Chat Completions) from oha with CONC (default 4) connections; prints instructions per request (every
-# thread of the gateway, the kernel's part excluded). Under callgrind a request takes far
-# longer than the recorder's 20 ms batch window, so most requests' records are committed in
-# two batches (their start, then the rest): the regime of a real upstream, whose answers take
-# seconds. Near saturation through the fast fake upstream, most are one batch, and the writer
-# does less per request (CONC=64 N=2000 comes closer, but not all the way). MCP=1 configures
+# requests (API=openai: OpenAI Chat Completions) from oha with CONC (default 4) connections;
+# prints instructions per request (every thread of the gateway, the kernel's part excluded).
+# What the writer does per request depends on the request's time against the recorder's 20 ms
+# batch window: through the fake upstream, which answers at once, most requests start and end
+# within one batch and are one row insert (at CONC=4 under callgrind ~88 % of them; at CONC=64,
+# where requests queue, ~40 %). With a real upstream, whose answers take seconds, every start
+# is committed in one batch and the request's records and end in a later one, which costs the
+# writer more: LATENCY_MS=50 has the fake upstream wait that long before each answer, to
+# measure that regime (recording on ~220k-227k instructions per request, against ~179k without
+# the wait); scripts/instruction-gate measures it. MCP=1 configures
 # an MCP server whose tools are injected into every request (the model never calls them);
 # STREAM=1 makes the requests streaming.
 # Needs valgrind (and oha, else LOAD=python is used). KEEP=DIR keeps each measured
@@ -54,7 +58,7 @@ wait_http() { # url
 
 MOCK_PORT=$(free_port)
 MCP_PORT=$(free_port)
-"$MOCK" --listen "127.0.0.1:$MOCK_PORT" --no-record --mcp-listen "127.0.0.1:$MCP_PORT" > "$OUT/mock.log" 2>&1 &
+"$MOCK" --listen "127.0.0.1:$MOCK_PORT" --no-record --latency-ms "${LATENCY_MS:-0}" --mcp-listen "127.0.0.1:$MCP_PORT" > "$OUT/mock.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$MOCK_PORT/_mock/stats"
 
