@@ -11,9 +11,9 @@ use sqlx::{Pool, QueryBuilder, Row};
 use crate::backend::sql::{self, batch_outcome, unknown_interception};
 use crate::error::{RecordFailure, StoreError, db, db_message};
 use crate::types::{
-    AttemptView, CredentialKind, DailyUsageRow, GroupBy, InterceptionDetail, InterceptionFilter,
-    InterceptionPage, NewInterception, NewToken, Record, RequestKind, ThoughtView, TokenInfo,
-    ToolCallView, ToolRun, UnixMillis, UsageCell, UsageFilter, UsageRow, UsageView, User,
+    AttemptView, CredentialKind, DailyUsageRow, GroupBy, InterceptionDetail, InterceptionEnded,
+    InterceptionFilter, InterceptionPage, NewInterception, NewToken, Record, RequestKind,
+    ThoughtView, TokenInfo, ToolCallView, ToolRun, Totals, UnixMillis, UsageCell, UsageFilter, UsageRow, UsageView, User,
     WriteBatch,
 };
 
@@ -656,30 +656,13 @@ async fn write_record(
     after_start: bool,
 ) -> Result<bool, sqlx::Error> {
     let query = match record {
-        Record::Ended(r) => {
-            let text = match r.totals {
-                Some(_) => sql::END_INTERCEPTION_TOTALED,
-                None => sql::END_INTERCEPTION,
-            };
-            let query = sqlx::query(text)
-                .bind(&r.id)
-                .bind(r.ended_at)
-                .bind(r.duration_ms)
-                .bind(r.status.map(i32::from))
-                .bind(&r.outcome)
-                .bind(&r.key_hint)
-                .bind(i64::from(r.attempts))
-                .bind(&r.error);
-            match r.totals {
-                Some(t) => query
-                    .bind(t.input)
-                    .bind(t.output)
-                    .bind(t.cache_read)
-                    .bind(t.cache_write)
-                    .bind(t.failovers),
-                None => query,
-            }
-        }
+        Record::Ended(r) => match &r.totals {
+            Some(t) => bind_totals(
+                bind_end(sqlx::query(sql::END_INTERCEPTION_TOTALED).bind(&r.id), r),
+                t,
+            ),
+            None => bind_end(sqlx::query(sql::END_INTERCEPTION).bind(&r.id), r),
+        },
         Record::Attempt(r) => sqlx::query(sql::INSERT_ATTEMPT.text(after_start))
             .bind(&r.interception_id)
             .bind(i64::from(r.number))
@@ -769,8 +752,17 @@ async fn insert_ended_interception<'e, E>(
 where
     E: sqlx::Executor<'e, Database = Db>,
 {
-    let e = end.ended;
-    bind_start(sqlx::query(sql::INSERT_ENDED_INTERCEPTION), r)
+    let query = bind_start(sqlx::query(sql::INSERT_ENDED_INTERCEPTION), r);
+    bind_totals(bind_end(query, end.ended), &end.totals)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// The end's columns, in the order of both the interception's whole insert and the end's update
+/// (after the id).
+fn bind_end<'q>(query: Query<'q>, e: &'q InterceptionEnded) -> Query<'q> {
+    query
         .bind(e.ended_at)
         .bind(e.duration_ms)
         .bind(e.status.map(i32::from))
@@ -778,14 +770,15 @@ where
         .bind(&e.key_hint)
         .bind(i64::from(e.attempts))
         .bind(&e.error)
-        .bind(end.input)
-        .bind(end.output)
-        .bind(end.cache_read)
-        .bind(end.cache_write)
-        .bind(end.failovers)
-        .execute(executor)
-        .await?;
-    Ok(())
+}
+
+fn bind_totals<'q>(query: Query<'q>, t: &Totals) -> Query<'q> {
+    query
+        .bind(t.input)
+        .bind(t.output)
+        .bind(t.cache_read)
+        .bind(t.cache_write)
+        .bind(t.failovers)
 }
 
 async fn insert_interception<'e, E>(executor: E, r: &NewInterception) -> Result<(), sqlx::Error>

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::RandomState;
 
-use crate::{InterceptionEnded, Record, WriteBatch};
+use crate::{InterceptionEnded, Record, Totals, WriteBatch};
 
 // Records are retried after a failed transaction: every record insert is idempotent, its row
 // named by ids the gateway chose (an attempt's number, a record's `seq`), so a batch retried
@@ -175,11 +175,7 @@ pub(crate) fn unknown_interception(index: usize, record: &crate::Record) -> crat
 /// before its start).
 pub(crate) struct WholeEnd<'a> {
     pub(crate) ended: &'a InterceptionEnded,
-    pub(crate) input: i64,
-    pub(crate) output: i64,
-    pub(crate) cache_read: i64,
-    pub(crate) cache_write: i64,
-    pub(crate) failovers: i64,
+    pub(crate) totals: Totals,
 }
 
 /// Which requests of a batch start in it, and which of those also end in it (by id): a request
@@ -218,46 +214,46 @@ fn ended_within<'a>(
                 ended.id.as_str(),
                 WholeEnd {
                     ended,
-                    input: 0,
-                    output: 0,
-                    cache_read: 0,
-                    cache_write: 0,
-                    failovers: 0,
+                    totals: ended.totals.unwrap_or_default(),
                 },
             );
         }
     }
-    if whole.is_empty() {
+    // Only the ends that carry no totals have them summed from the batch's records.
+    if whole.values().all(|end| end.ended.totals.is_some()) {
         return whole;
     }
     for record in &batch.records {
         match record {
             Record::TokenUsage(usage) => {
-                if let Some(end) = whole.get_mut(usage.interception_id.as_str()) {
-                    end.input += usage.input;
-                    end.output += usage.output;
-                    end.cache_read += usage.cache_read;
-                    end.cache_write += usage.cache_write;
+                if let Some(totals) = summed(&mut whole, &usage.interception_id) {
+                    totals.input += usage.input;
+                    totals.output += usage.output;
+                    totals.cache_read += usage.cache_read;
+                    totals.cache_write += usage.cache_write;
                 }
             }
             Record::Attempt(attempt) if attempt.failover_reason.is_some() => {
-                if let Some(end) = whole.get_mut(attempt.interception_id.as_str()) {
-                    end.failovers += 1;
+                if let Some(totals) = summed(&mut whole, &attempt.interception_id) {
+                    totals.failovers += 1;
                 }
             }
             _ => {}
         }
     }
-    for end in whole.values_mut() {
-        if let Some(totals) = end.ended.totals {
-            end.input = totals.input;
-            end.output = totals.output;
-            end.cache_read = totals.cache_read;
-            end.cache_write = totals.cache_write;
-            end.failovers = totals.failovers;
-        }
-    }
     whole
+}
+
+/// The totals to add a record of request `id` to: those of a whole request whose end carries
+/// none.
+fn summed<'m>(
+    whole: &'m mut HashMap<&str, WholeEnd<'_>, RandomState>,
+    id: &str,
+) -> Option<&'m mut Totals> {
+    whole
+        .get_mut(id)
+        .filter(|end| end.ended.totals.is_none())
+        .map(|end| &mut end.totals)
 }
 
 /// `$N` parameters as SQLite's `?N`.

@@ -27,7 +27,9 @@ use tokio::sync::oneshot;
 
 use crate::backend::sql::{self, BatchShape, WholeEnd, batch_outcome, unknown_interception};
 use crate::error::{RecordFailure, StoreError};
-use crate::types::{CredentialKind, NewInterception, Record, RequestKind, WriteBatch};
+use crate::types::{
+    CredentialKind, InterceptionEnded, NewInterception, Record, RequestKind, Totals, WriteBatch,
+};
 
 /// How often the WAL is copied back into the database file. Each checkpoint syncs the WAL and
 /// the file; on a small machine that kernel work competes with the gateway for the CPU, and
@@ -462,8 +464,21 @@ fn insert_ended_interception(
     r: &NewInterception,
     end: &WholeEnd<'_>,
 ) -> rusqlite::Result<()> {
-    let e = end.ended;
-    let end_columns: [&dyn ToSql; 12] = [
+    statements
+        .get(Sql::InsertEndedInterception)?
+        .execute(params_from_iter(
+            start_columns(r)
+                .into_iter()
+                .chain(end_columns(end.ended))
+                .chain(totals_columns(&end.totals)),
+        ))?;
+    Ok(())
+}
+
+/// The end's columns, in the order of both the interception's whole insert and the end's update
+/// (which puts the id first).
+fn end_columns(e: &InterceptionEnded) -> [&dyn ToSql; 7] {
+    [
         &e.ended_at,
         &e.duration_ms,
         &e.status,
@@ -471,18 +486,17 @@ fn insert_ended_interception(
         &e.key_hint,
         &e.attempts,
         &e.error,
-        &end.input,
-        &end.output,
-        &end.cache_read,
-        &end.cache_write,
-        &end.failovers,
-    ];
-    statements
-        .get(Sql::InsertEndedInterception)?
-        .execute(params_from_iter(
-            start_columns(r).into_iter().chain(end_columns),
-        ))?;
-    Ok(())
+    ]
+}
+
+fn totals_columns(t: &Totals) -> [&dyn ToSql; 5] {
+    [
+        &t.input,
+        &t.output,
+        &t.cache_read,
+        &t.cache_write,
+        &t.failovers,
+    ]
 }
 
 fn insert_interception(
@@ -505,35 +519,18 @@ fn write_record(
 ) -> rusqlite::Result<bool> {
     let insert = |checked, known| if after_start { known } else { checked };
     let changed = match record {
-        Record::Ended(r) => match &r.totals {
-            Some(t) => statements
-                .get(Sql::EndInterceptionTotaled)?
-                .execute(params![
-                    r.id,
-                    r.ended_at,
-                    r.duration_ms,
-                    r.status,
-                    r.outcome,
-                    r.key_hint,
-                    r.attempts,
-                    r.error,
-                    t.input,
-                    t.output,
-                    t.cache_read,
-                    t.cache_write,
-                    t.failovers,
-                ])?,
-            None => statements.get(Sql::EndInterception)?.execute(params![
-                r.id,
-                r.ended_at,
-                r.duration_ms,
-                r.status,
-                r.outcome,
-                r.key_hint,
-                r.attempts,
-                r.error,
-            ])?,
-        },
+        Record::Ended(r) => {
+            let id: [&dyn ToSql; 1] = [&r.id];
+            let end = id.into_iter().chain(end_columns(r));
+            match &r.totals {
+                Some(t) => statements
+                    .get(Sql::EndInterceptionTotaled)?
+                    .execute(params_from_iter(end.chain(totals_columns(t))))?,
+                None => statements
+                    .get(Sql::EndInterception)?
+                    .execute(params_from_iter(end))?,
+            }
+        }
         Record::Attempt(r) => statements
             .get(insert(Sql::Attempt, Sql::AttemptAfterStart))?
             .execute(params![
@@ -636,7 +633,6 @@ fn db_message(err: &rusqlite::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::InterceptionEnded;
 
     fn start(id: &str) -> NewInterception {
         NewInterception {
