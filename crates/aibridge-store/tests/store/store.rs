@@ -752,56 +752,15 @@ async fn a_retried_batch_counts_nothing_twice(db: Arc<TestDb>) {
         prompt(&id, "once"),
         ended(&id, D0 + 5, 200, "completed", Some("k2"), 2),
     ];
-    for _ in 0..3 {
-        store
-            .commit(Arc::new(WriteBatch {
-                starts: vec![],
-                records: records.clone(),
-            }))
-            .await
-            .unwrap();
-    }
-    let report = store
-        .usage(&UsageFilter::default(), GroupBy::User)
-        .await
-        .unwrap();
-    assert_eq!(
-        (
-            report[0].requests,
-            report[0].input_tokens,
-            report[0].output_tokens
-        ),
-        (1, 100, 20)
-    );
-    let d = &all_interceptions(&db, InterceptionFilter::default()).await[0];
-    assert_eq!(d.attempts.len(), 2);
-    assert_eq!(d.usage.len(), 1);
-    assert_eq!(d.prompts, vec!["once"]);
+    commit_each_then_counted_once(&db, vec![records; 3], 2).await;
 }
 
-/// The records of a request whose start was committed in an earlier batch and that has not
-/// ended (SQLite's writer inserts them without looking its row up first), retried before and
-/// after its end: each row is written once.
-async fn records_of_a_request_in_flight_retried_count_once(db: Arc<TestDb>) {
+/// Commits each list of records as a batch of its own, then checks that their one request is
+/// counted once: one request of 100 input and 20 output tokens, `attempts` attempts, one usage
+/// row and the prompt "once".
+async fn commit_each_then_counted_once(db: &TestDb, batches: Vec<Vec<Record>>, attempts: usize) {
     let store = &db.store;
-    let id = uuid();
-    store
-        .start_interception(&new_interception(&id, "ida", "anthropic", Some("claude-x")))
-        .await
-        .unwrap();
-    let in_flight = vec![
-        attempt(&id, 1, Some("k1"), 200, None),
-        usage(&id, 100, 20, 5, 1),
-        prompt(&id, "once"),
-    ];
-    let end = ended(&id, D0 + 5, 200, "completed", Some("k1"), 1);
-    for records in [
-        in_flight.clone(),
-        in_flight.clone(),
-        vec![end.clone()],
-        in_flight.clone(),
-        vec![end],
-    ] {
+    for records in batches {
         store
             .commit(Arc::new(WriteBatch {
                 starts: vec![],
@@ -822,10 +781,36 @@ async fn records_of_a_request_in_flight_retried_count_once(db: Arc<TestDb>) {
         ),
         (1, 100, 20)
     );
-    let d = &all_interceptions(&db, InterceptionFilter::default()).await[0];
-    assert_eq!(d.attempts.len(), 1);
+    let d = &all_interceptions(db, InterceptionFilter::default()).await[0];
+    assert_eq!(d.attempts.len(), attempts);
     assert_eq!(d.usage.len(), 1);
     assert_eq!(d.prompts, vec!["once"]);
+}
+
+/// The records of a request whose start was committed in an earlier batch and that has not
+/// ended (SQLite's writer inserts them without looking its row up first), retried before and
+/// after its end: each row is written once.
+async fn records_of_a_request_in_flight_retried_count_once(db: Arc<TestDb>) {
+    let store = &db.store;
+    let id = uuid();
+    store
+        .start_interception(&new_interception(&id, "ida", "anthropic", Some("claude-x")))
+        .await
+        .unwrap();
+    let in_flight = vec![
+        attempt(&id, 1, Some("k1"), 200, None),
+        usage(&id, 100, 20, 5, 1),
+        prompt(&id, "once"),
+    ];
+    let end = ended(&id, D0 + 5, 200, "completed", Some("k1"), 1);
+    let batches = vec![
+        in_flight.clone(),
+        in_flight.clone(),
+        vec![end.clone()],
+        in_flight,
+        vec![end],
+    ];
+    commit_each_then_counted_once(&db, batches, 1).await;
 }
 
 /// An end that carries its request's totals (the gateway's do: it counted them as it recorded
